@@ -1,0 +1,291 @@
+"""The one module that touches ComfyUI (``comfy``, ``comfy_api``, ``folder_paths``, ``server``).
+
+Everything else in the pack asks this module for devices, model loading/offloading, progress,
+interruption, model folders and the V3 node API. When ComfyUI is not importable (plain Python, the CLI,
+CI) every call falls back to plain torch device choice, tqdm progress, a no-op interrupt, folders under
+``$DIFFCAMERA_MODELS`` (default ``~/.cache/diffcamera/models``) and :mod:`comfy_fallback`'s node API.
+
+Nothing here is slow at import time: ComfyUI modules are imported lazily, except ``comfy_api.latest``
+which node classes need to be defined.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterable, List, Optional
+
+import torch
+
+try:  # the V3 node API; present in ComfyUI >= 0.3.4x
+    from comfy_api.latest import ComfyExtension, io, ui  # type: ignore
+    HAS_COMFY = True
+except ImportError:  # plain Python: our stand-in with the same names
+    from .comfy_fallback import ComfyExtension, io, ui  # noqa: F401
+    HAS_COMFY = False
+
+#: Model folders the pack registers (name -> subfolder of ComfyUI's models dir).
+#: ``depth_anything``: Depth Anything V2 folders in transformers format (config.json + model.safetensors).
+#: ``diffcamera``: our refocus LoRAs, their JSON configs and small models such as the toy refocus model.
+OWN_MODEL_FOLDERS = ("depth_anything", "diffcamera")
+#: Stock ComfyUI folders we read from (never register).
+STOCK_MODEL_FOLDERS = ("diffusion_models", "vae", "loras")
+MODEL_EXTENSIONS = {".safetensors", ".sft", ".json"}
+
+
+class Interrupted(Exception):
+    """Raised by :func:`check_interrupt` outside ComfyUI when :func:`request_interrupt` was called."""
+
+
+_interrupt_flag = False
+
+
+# ------------------------------------------------------------------------------------------ devices
+def compute_device() -> torch.device:
+    """Where models run: ComfyUI's torch device, else CUDA if available, else CPU."""
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        return mm.get_torch_device()
+    if os.environ.get("DIFFCAMERA_DEVICE"):
+        return torch.device(os.environ["DIFFCAMERA_DEVICE"])
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def intermediate_device() -> torch.device:
+    """Where node outputs (IMAGE, MASK) live: ComfyUI's intermediate device, else the CPU."""
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        return mm.intermediate_device()
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    """Where idle models wait."""
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        return mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    """Return cached GPU memory to the driver (ComfyUI's helper, else ``torch.cuda.empty_cache``)."""
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------ models
+class PlainModelHandle:
+    """Outside ComfyUI: the same surface as the parts of ``ModelPatcher`` we use."""
+
+    def __init__(self, model: torch.nn.Module, load_device: torch.device, offload_device: torch.device):
+        self.model = model
+        self.load_device = load_device
+        self.offload_device = offload_device
+
+    def load(self) -> None:
+        self.model.to(self.load_device)
+
+    def offload(self) -> None:
+        self.model.to(self.offload_device)
+
+
+def wrap_model(model: torch.nn.Module, load_device: torch.device = None, offload_device_: torch.device = None):
+    """Wrap a torch module so that ComfyUI's model management can load, offload and account for it.
+
+    Returns a ``comfy.model_patcher.ModelPatcher`` inside ComfyUI, a :class:`PlainModelHandle` outside.
+    The module itself is ``handle.model``.
+    """
+    load_device = load_device or compute_device()
+    offload_device_ = offload_device_ or offload_device()
+    if HAS_COMFY:
+        import comfy.model_patcher
+        return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device_)
+    return PlainModelHandle(model, load_device, offload_device_)
+
+
+def load_models(handles: Iterable, memory_required: int = 0) -> None:
+    """Bring models to their compute device; inside ComfyUI this frees other models first."""
+    handles = list(handles)
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        mm.load_models_gpu(handles, memory_required=memory_required)
+    else:
+        for h in handles:
+            h.load()
+
+
+def offload_models(handles: Iterable) -> None:
+    """Send models back to the offload device (outside ComfyUI; ComfyUI offloads on demand)."""
+    if not HAS_COMFY:
+        for h in handles:
+            h.offload()
+    soft_empty_cache()
+
+
+def free_memory_for(handles: Iterable) -> None:
+    """After an out-of-memory error: unload everything ComfyUI holds and empty the cache."""
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        mm.unload_all_models()
+    else:
+        offload_models(handles)
+    soft_empty_cache()
+
+
+# ------------------------------------------------------------------------------ progress/interrupt
+def check_interrupt() -> None:
+    """Raise if the user pressed *Cancel* in ComfyUI (or :func:`request_interrupt` was called)."""
+    global _interrupt_flag
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        mm.throw_exception_if_processing_interrupted()
+    elif _interrupt_flag:
+        _interrupt_flag = False
+        raise Interrupted("interrupted")
+
+
+def request_interrupt() -> None:
+    """Outside ComfyUI: make the next :func:`check_interrupt` raise (tests, signal handlers)."""
+    global _interrupt_flag
+    _interrupt_flag = True
+
+
+class Progress:
+    """A progress bar: ComfyUI's ``ProgressBar`` inside ComfyUI, tqdm outside.
+
+    Use as a step callback: ``progress(done, total, preview=None)`` sets the absolute position and
+    checks for interruption, so one object serves every long loop of the core.
+    """
+
+    def __init__(self, total: int, desc: str = "", node_id: Optional[str] = None, enable_tqdm: bool = True):
+        self.total = int(total)
+        if HAS_COMFY:
+            import comfy.utils
+            self._bar = comfy.utils.ProgressBar(self.total, node_id=node_id)
+            self._tqdm = None
+        else:
+            self._bar = None
+            from tqdm.auto import tqdm
+            self._tqdm = tqdm(total=self.total, desc=desc, disable=not enable_tqdm, leave=False)
+
+    def __call__(self, done: int, total: int = None, preview=None) -> None:
+        check_interrupt()
+        if total is not None:
+            self.total = int(total)
+        if self._bar is not None:
+            self._bar.update_absolute(done, self.total, preview)
+        else:
+            self._tqdm.total = self.total
+            self._tqdm.n = int(done)
+            self._tqdm.refresh()
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+
+
+# ------------------------------------------------------------------------------------ model folders
+def _fallback_models_dir() -> str:
+    return os.environ.get("DIFFCAMERA_MODELS", os.path.join(os.path.expanduser("~"), ".cache", "diffcamera", "models"))
+
+
+def register_model_folders() -> None:
+    """Register our own model folders with ComfyUI's ``folder_paths`` (idempotent; no-op outside)."""
+    if not HAS_COMFY:
+        return
+    import folder_paths
+    for name in OWN_MODEL_FOLDERS:
+        if name not in folder_paths.folder_names_and_paths:
+            path = os.path.join(folder_paths.models_dir, name)
+            folder_paths.folder_names_and_paths[name] = ([path], set(MODEL_EXTENSIONS))
+
+
+def model_folder_paths(name: str) -> List[str]:
+    """Search paths of model folder ``name`` (e.g. ``"depth_anything"``, ``"loras"``)."""
+    if HAS_COMFY:
+        import folder_paths
+        register_model_folders()
+        try:
+            return list(folder_paths.get_folder_paths(name))
+        except KeyError:
+            return []
+    return [os.path.join(_fallback_models_dir(), name)]
+
+
+def list_model_files(name: str) -> List[str]:
+    """Files (relative names) in model folder ``name``; ComfyUI's cached listing when inside ComfyUI."""
+    if HAS_COMFY:
+        import folder_paths
+        register_model_folders()
+        try:
+            return list(folder_paths.get_filename_list(name))
+        except KeyError:
+            return []
+    out = []
+    for root in model_folder_paths(name):
+        if os.path.isdir(root):
+            for dirpath, _, files in os.walk(root):
+                out += [os.path.relpath(os.path.join(dirpath, f), root) for f in files]
+    return sorted(out)
+
+
+def list_model_dirs(name: str, marker: str = "config.json") -> List[str]:
+    """Sub-folders (relative names) of model folder ``name`` that contain ``marker``: HF-format models."""
+    out = set()
+    for root in model_folder_paths(name):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, _, files in os.walk(root, followlinks=True):
+            if marker in files and dirpath != root:
+                out.add(os.path.relpath(dirpath, root))
+    return sorted(out)
+
+
+def resolve_model_path(name: str, relative: str) -> Optional[str]:
+    """Absolute path of ``relative`` (a file or folder) inside model folder ``name``, or ``None``."""
+    if os.path.isabs(relative):
+        return relative if os.path.exists(relative) else None
+    for root in model_folder_paths(name):
+        candidate = os.path.join(root, relative)
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def temp_directory() -> str:
+    """Where previews may be written."""
+    if HAS_COMFY:
+        import folder_paths
+        return folder_paths.get_temp_directory()
+    import tempfile
+    return tempfile.gettempdir()
+
+
+def output_directory() -> str:
+    """Where results the user keeps (trained LoRAs, loss curves) go."""
+    if HAS_COMFY:
+        import folder_paths
+        return folder_paths.get_output_directory()
+    return os.path.abspath("output")
+
+
+# ------------------------------------------------------------------------------------------- misc
+@contextlib.contextmanager
+def gradients_enabled():
+    """ComfyUI runs nodes under ``torch.inference_mode()``; training needs it off and grads on."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def combine_ui(*parts) -> dict:
+    """Merge several ``ui.*`` outputs (e.g. a preview image and a text) into one ``ui`` dict."""
+    merged: dict = {}
+    for p in parts:
+        if p is None:
+            continue
+        d = p.as_dict() if hasattr(p, "as_dict") else dict(p)
+        merged.update(d)
+    return merged
+

@@ -1,0 +1,243 @@
+"""A minimal stand-in for the part of ComfyUI's V3 node API (``comfy_api.latest``) this pack uses.
+
+Used only when ComfyUI is not importable (the pack installed as a plain Python package, the CLI, CI).
+It mirrors the real names and behaviour that matter to us: ``io.ComfyNode`` subclasses with
+``define_schema``/``execute``/``validate_inputs``, typed ``Input``/``Output`` factories with the same
+keyword arguments, ``io.Schema``, ``io.NodeOutput``, ``io.Custom``, ``ui.PreviewImage``/``PreviewText``,
+and the V1 view (``INPUT_TYPES()``, ``RETURN_TYPES``, ...) that ComfyUI's validator reads. Nothing here
+saves files or talks to a server. Written from the public API description, not copied.
+"""
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+
+def _prune(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+class _classproperty:
+    def __init__(self, fget):
+        self.fget = fget
+
+    def __get__(self, obj, owner):
+        return self.fget(owner)
+
+
+# --------------------------------------------------------------------------------------------- io
+class _Input:
+    io_type = "*"
+
+    def __init__(self, id: str, display_name: str = None, optional: bool = False, tooltip: str = None,
+                 lazy: bool = None, **widget: Any):
+        self.id = id
+        self.display_name = display_name
+        self.optional = optional
+        self.tooltip = tooltip
+        self.lazy = lazy
+        self.widget = widget
+
+    def as_dict(self) -> dict:
+        extra = dict(self.widget)
+        if "display_mode" in extra:
+            mode = extra.pop("display_mode")
+            extra["display"] = getattr(mode, "value", mode)
+        if "force_input" in extra:
+            extra["forceInput"] = extra.pop("force_input")
+        return _prune({"display_name": self.display_name, "optional": self.optional or None,
+                       "tooltip": self.tooltip, "lazy": self.lazy, **extra})
+
+
+class _Output:
+    io_type = "*"
+
+    def __init__(self, id: str = None, display_name: str = None, tooltip: str = None, is_output_list: bool = False):
+        self.id = id
+        self.display_name = display_name
+        self.tooltip = tooltip
+        self.is_output_list = is_output_list
+
+
+def _comfytype(io_type: str):
+    """A namespace with ``Input``/``Output`` classes bound to ``io_type`` (like ``io.Image``)."""
+    return types.SimpleNamespace(
+        io_type=io_type,
+        Input=type(f"{io_type}Input", (_Input,), {"io_type": io_type}),
+        Output=type(f"{io_type}Output", (_Output,), {"io_type": io_type}),
+    )
+
+
+class _ComboInput(_Input):
+    io_type = "COMBO"
+
+    def __init__(self, id: str, options: list = None, display_name: str = None, optional: bool = False,
+                 tooltip: str = None, lazy: bool = None, default: Any = None, **widget: Any):
+        super().__init__(id, display_name, optional, tooltip, lazy, default=default, options=list(options or []),
+                         **widget)
+
+
+class _Io:
+    """Namespace imitating ``comfy_api.latest.io``."""
+
+    Image = _comfytype("IMAGE")
+    Mask = _comfytype("MASK")
+    Latent = _comfytype("LATENT")
+    Model = _comfytype("MODEL")
+    Vae = _comfytype("VAE")
+    Clip = _comfytype("CLIP")
+    Conditioning = _comfytype("CONDITIONING")
+    Int = _comfytype("INT")
+    Float = _comfytype("FLOAT")
+    String = _comfytype("STRING")
+    Boolean = _comfytype("BOOLEAN")
+    Combo = types.SimpleNamespace(io_type="COMBO", Input=_ComboInput,
+                                  Output=type("COMBOOutput", (_Output,), {"io_type": "COMBO"}))
+    NumberDisplay = types.SimpleNamespace(number="number", slider="slider")
+
+    @staticmethod
+    def Custom(io_type: str):
+        return _comfytype(io_type)
+
+    class Hidden:
+        unique_id = "UNIQUE_ID"
+        prompt = "PROMPT"
+        extra_pnginfo = "EXTRA_PNGINFO"
+
+    @dataclass
+    class Schema:
+        node_id: str
+        display_name: str = None
+        category: str = "sd"
+        inputs: List[_Input] = field(default_factory=list)
+        outputs: List[_Output] = field(default_factory=list)
+        hidden: list = field(default_factory=list)
+        description: str = ""
+        is_output_node: bool = False
+        is_experimental: bool = False
+        is_deprecated: bool = False
+        not_idempotent: bool = False
+
+        def get_v1_info(self) -> dict:
+            required, optional = {}, {}
+            for i in self.inputs or []:
+                (optional if i.optional else required)[i.id] = (i.io_type, i.as_dict())
+            spec = {"required": required}
+            if optional:
+                spec["optional"] = optional
+            if self.hidden:
+                spec["hidden"] = {h: (h,) for h in self.hidden}
+            return spec
+
+    class NodeOutput:
+        def __init__(self, *args: Any, ui: Any = None, expand: dict = None, block_execution: str = None):
+            self.args = args
+            self.ui = ui
+            self.expand = expand
+            self.block_execution = block_execution
+
+        @property
+        def result(self):
+            return self.args if self.args else None
+
+        def __getitem__(self, index):
+            return self.args[index]
+
+    class ComfyNode:
+        """Base class of a V3 node: override ``define_schema`` and ``execute`` (classmethods)."""
+
+        hidden = types.SimpleNamespace(unique_id=None, prompt=None, extra_pnginfo=None)
+
+        @classmethod
+        def define_schema(cls):
+            raise NotImplementedError
+
+        @classmethod
+        def execute(cls, **kwargs):
+            raise NotImplementedError
+
+        @classmethod
+        def validate_inputs(cls, **kwargs):
+            return True
+
+        @classmethod
+        def fingerprint_inputs(cls, **kwargs):
+            return None
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return cls.define_schema().get_v1_info()
+
+        @_classproperty
+        def RETURN_TYPES(cls):
+            return tuple(o.io_type for o in cls.define_schema().outputs or [])
+
+        @_classproperty
+        def RETURN_NAMES(cls):
+            return tuple(o.display_name or o.io_type for o in cls.define_schema().outputs or [])
+
+        @_classproperty
+        def CATEGORY(cls):
+            return cls.define_schema().category
+
+        @_classproperty
+        def DESCRIPTION(cls):
+            return cls.define_schema().description
+
+        @_classproperty
+        def OUTPUT_NODE(cls):
+            return cls.define_schema().is_output_node
+
+        @_classproperty
+        def FUNCTION(cls):
+            return "execute"
+
+
+io = _Io
+
+
+# --------------------------------------------------------------------------------------------- ui
+class _UIOutput:
+    def as_dict(self) -> dict:
+        raise NotImplementedError
+
+
+class _PreviewImage(_UIOutput):
+    """Holds the preview tensor (``[B,H,W,C]`` 0..1); ComfyUI would save it to its temp folder."""
+
+    def __init__(self, image, animated: bool = False, cls: Any = None, **kwargs: Any):
+        self.image = image
+        self.animated = animated
+
+    def as_dict(self) -> dict:
+        return {"images": [{"shape": list(self.image.shape), "type": "temp"}], "animated": (self.animated,)}
+
+
+class _PreviewMask(_PreviewImage):
+    def __init__(self, mask, animated: bool = False, cls: Any = None, **kwargs: Any):
+        image = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).movedim(1, -1).expand(-1, -1, -1, 3)
+        super().__init__(image, animated, cls)
+
+
+class _PreviewText(_UIOutput):
+    def __init__(self, value: str, **kwargs: Any):
+        self.value = value
+
+    def as_dict(self) -> dict:
+        return {"text": (self.value,)}
+
+
+ui = types.SimpleNamespace(PreviewImage=_PreviewImage, PreviewMask=_PreviewMask, PreviewText=_PreviewText,
+                           _UIOutput=_UIOutput)
+
+
+class ComfyExtension:
+    """Imitates ``comfy_api.latest.ComfyExtension``."""
+
+    async def on_load(self) -> None:
+        return None
+
+    async def get_node_list(self) -> list:
+        raise NotImplementedError
+

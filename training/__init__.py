@@ -1,0 +1,1 @@
+"""Training: simulated refocus pairs, the stacking-constraint LoRA trainer, configs and checkpoints."""
