@@ -1,0 +1,284 @@
+"""Monocular depth: load Depth Anything V2 (transformers format) and turn its output into our disparity.
+
+Models (put one folder per variant under ComfyUI's ``models/depth_anything/``, or pass any folder):
+
+=========================  ==========================================  ==========================
+variant                    Hugging Face repository (transformers fmt)  licence
+=========================  ==========================================  ==========================
+Depth Anything V2 Small    ``depth-anything/Depth-Anything-V2-Small-hf``  Apache-2.0 (commercial use OK)
+Depth Anything V2 Base     ``depth-anything/Depth-Anything-V2-Base-hf``   CC-BY-NC-4.0 (non-commercial)
+Depth Anything V2 Large    ``depth-anything/Depth-Anything-V2-Large-hf``  CC-BY-NC-4.0 (non-commercial)
+=========================  ==========================================  ==========================
+
+A folder needs ``config.json`` and ``model.safetensors`` (or a sharded ``model.safetensors.index.json``);
+``preprocessor_config.json`` is optional (its ``image_mean``/``image_std`` are used when present). Only
+safetensors weights are read and nothing is ever downloaded at run time.
+
+Conventions (:mod:`diffcamera.core.conventions`): images ``[B,3,H,W]`` sRGB ``0..1``; the result is
+normalised disparity ``[B,1,H,W]`` in ``0..1`` with near = 1, far = 0, at the image's own resolution.
+Depth Anything V2 ("relative" checkpoints) predicts affine-invariant inverse depth, so its output is
+min-max normalised per image; "metric" checkpoints predict depth in metres, which is inverted first.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .conventions import metric_depth_to_disparity, normalise_disparity
+
+#: Default processing resolution (short side, px) of Depth Anything V2; must be a multiple of :data:`PATCH`.
+DEFAULT_PROCESS_RES = 518
+#: Patch size of the Dinov2 backbone: the network input is a multiple of it.
+PATCH = 14
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+VARIANTS = (
+    ("Depth Anything V2 Small", "depth-anything/Depth-Anything-V2-Small-hf", "Apache-2.0"),
+    ("Depth Anything V2 Base", "depth-anything/Depth-Anything-V2-Base-hf", "CC-BY-NC-4.0 (non-commercial)"),
+    ("Depth Anything V2 Large", "depth-anything/Depth-Anything-V2-Large-hf", "CC-BY-NC-4.0 (non-commercial)"),
+)
+
+
+def download_hint(folder_hint: str = "models/depth_anything") -> str:
+    """What to download and where to put it, with each variant's licence (used in error messages)."""
+    lines = [f"Download a Depth Anything V2 model in transformers format (config.json + model.safetensors) "
+             f"into its own sub-folder of {folder_hint}/, e.g. "
+             f"`huggingface-cli download depth-anything/Depth-Anything-V2-Small-hf "
+             f"--local-dir {folder_hint}/Depth-Anything-V2-Small-hf`. Variants:"]
+    lines += [f"  - {name}: {repo} (licence {lic})" for name, repo, lic in VARIANTS]
+    return "\n".join(lines)
+
+
+class DepthModelError(ValueError):
+    """A depth model folder is missing, incomplete or not a depth model; the message says what to do."""
+
+
+def _check_folder(path: str) -> dict:
+    """Validate a model folder before transformers sees it; returns its parsed ``config.json``."""
+    if not path:
+        raise DepthModelError("no depth model folder given.\n" + download_hint())
+    if not os.path.exists(path):
+        raise DepthModelError(f"depth model folder {path!r} does not exist.\n" + download_hint())
+    if not os.path.isdir(path):
+        raise DepthModelError(f"{path!r} is a file; give the folder that holds config.json and model.safetensors.\n"
+                              + download_hint())
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise DepthModelError(f"{path!r} has no config.json, so it is not a transformers-format model folder "
+                              f"(original .pth checkpoints are not supported).\n" + download_hint())
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DepthModelError(f"{cfg_path!r} is not valid JSON ({exc}).\n" + download_hint()) from exc
+    archs = config.get("architectures") or []
+    is_depth = config.get("model_type") == "depth_anything" or any(a.endswith("ForDepthEstimation") for a in archs)
+    if not is_depth:
+        raise DepthModelError(
+            f"{path!r} holds a {config.get('model_type', 'unknown')!r} model "
+            f"(architectures {archs}), not a depth model.\n" + download_hint())
+    files = set(os.listdir(path))
+    if "model.safetensors" not in files and "model.safetensors.index.json" not in files:
+        pickles = sorted(f for f in files if f.endswith((".bin", ".pth", ".pt", ".ckpt")))
+        extra = f" (found {pickles}: pickle checkpoints are never loaded, for safety)" if pickles else ""
+        raise DepthModelError(f"{path!r} has no model.safetensors{extra}.\n" + download_hint())
+    return config
+
+
+def _read_normalisation(path: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    pre = os.path.join(path, "preprocessor_config.json")
+    try:
+        with open(pre, encoding="utf-8") as f:
+            cfg = json.load(f)
+        mean, std = tuple(float(v) for v in cfg["image_mean"]), tuple(float(v) for v in cfg["image_std"])
+        if len(mean) == 3 and len(std) == 3:
+            return mean, std
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def load_depth_model(path: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Load a Depth Anything (V2) folder with transformers ``AutoModelForDepthEstimation``, local files only.
+
+    Args:
+        path: folder with ``config.json`` + ``model.safetensors``.
+        dtype: weight dtype (``torch.float32``, ``float16`` or ``bfloat16``).
+
+    Returns:
+        the model in eval mode on the CPU. Its ``diffcamera_info`` attribute is a dict with ``path``,
+        ``mean``, ``std`` (normalisation), ``patch`` and ``depth_type`` (``"relative"`` or ``"metric"``).
+
+    Raises:
+        DepthModelError (a ``ValueError``): missing/wrong folder, with what to download and where.
+    """
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    config = _check_folder(path)
+    from transformers import AutoModelForDepthEstimation
+
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                            dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 - transformers/safetensors raise many kinds; all mean "bad folder"
+        raise DepthModelError(f"could not load the depth model in {path!r}: {exc}\n" + download_hint()) from exc
+    model.eval().requires_grad_(False)
+    mean, std = _read_normalisation(path)
+    patch = int(config.get("patch_size", PATCH) or PATCH)
+    model.diffcamera_info = {"path": path, "mean": mean, "std": std, "patch": patch,
+                             "depth_type": config.get("depth_estimation_type", "relative")}
+    return model
+
+
+# ------------------------------------------------------------------------------------- inference
+def processing_size(height: int, width: int, process_res: int = DEFAULT_PROCESS_RES, multiple: int = PATCH):
+    """Network input size ``(h, w)`` for an ``height`` × ``width`` image.
+
+    The short side becomes ``process_res`` (rounded to ``multiple``), the long side keeps the aspect ratio and
+    is rounded to the nearest multiple (at least one), as Depth Anything V2's own ``lower_bound`` resize does.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    res = max(multiple, int(round(process_res / multiple)) * multiple)
+    scale = res / min(height, width)
+
+    def fit(side):
+        return max(multiple, int(round(side * scale / multiple)) * multiple)
+
+    return fit(height), fit(width)
+
+
+def preprocess(image: torch.Tensor, size: Sequence[int], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """``[B,3,H,W]`` sRGB 0..1 -> normalised network input ``[B,3,h,w]`` (bicubic, antialiased, in torch)."""
+    h, w = int(size[0]), int(size[1])
+    x = image.float()
+    if (h, w) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True).clamp(0.0, 1.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def raw_to_disparity(raw: torch.Tensor, depth_type: str = "relative") -> torch.Tensor:
+    """Network output ``[B,1,H,W]`` -> normalised disparity ``[B,1,H,W]`` 0..1 near = 1 (per image)."""
+    raw = raw.float()
+    if depth_type == "metric":
+        return metric_depth_to_disparity(raw.clamp_min(1e-6))
+    return normalise_disparity(raw).clamp(0.0, 1.0)
+
+
+def _model_device_dtype(model: torch.nn.Module):
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+def estimate_disparity(model: torch.nn.Module, image: torch.Tensor, process_res: int = DEFAULT_PROCESS_RES,
+                       batch_size: int = 4,
+                       callback: Optional[Callable[[int, int, Optional[torch.Tensor]], None]] = None) -> torch.Tensor:
+    """Run a depth model on an image batch; returns normalised disparity.
+
+    Args:
+        model: from :func:`load_depth_model` (any ``*ForDepthEstimation`` whose output has
+            ``predicted_depth`` ``[B,h,w]``); it runs on whatever device/dtype its weights are on.
+        image: ``[B,3,H,W]`` sRGB ``0..1`` (any device).
+        process_res: short side of the network input in pixels (rounded to the patch multiple 14);
+            larger = finer detail, slower. The aspect ratio is kept.
+        batch_size: images per forward pass.
+        callback: ``callback(done_images, total_images, None)`` after each chunk; may raise to interrupt.
+
+    Returns:
+        ``[B,1,H,W]`` float32 on the CPU, ``0..1``, near = 1, far = 0, min-max normalised per image,
+        bilinearly resized back to ``H × W``.
+    """
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be [B,3,H,W], got {tuple(image.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    info = getattr(model, "diffcamera_info", {})
+    mean, std = info.get("mean", IMAGENET_MEAN), info.get("std", IMAGENET_STD)
+    patch = info.get("patch", PATCH)
+    depth_type = info.get("depth_type", "relative")
+    device, dtype = _model_device_dtype(model)
+    b, _, height, width = image.shape
+    size = processing_size(height, width, process_res, patch)
+    out = []
+    if callback is not None:
+        callback(0, b, None)
+    with torch.no_grad():
+        for start in range(0, b, batch_size):
+            chunk = image[start:start + batch_size].to(device)
+            pixels = preprocess(chunk, size, mean, std).to(dtype)
+            raw = model(pixel_values=pixels).predicted_depth
+            if raw.dim() == 3:
+                raw = raw.unsqueeze(1)
+            raw = raw.float()
+            if not torch.isfinite(raw).all():
+                raise FloatingPointError(
+                    f"the depth model produced NaN/inf in {dtype}; load it in float32 or bfloat16 instead")
+            raw = F.interpolate(raw, size=(height, width), mode="bilinear", align_corners=False)
+            out.append(raw_to_disparity(raw, depth_type).cpu())
+            if callback is not None:
+                callback(min(start + batch_size, b), b, None)
+    return torch.cat(out, 0)
+
+
+def disparity_preview(disparity: torch.Tensor) -> torch.Tensor:
+    """``[B,1,H,W]`` disparity -> ``[B,3,H,W]`` grey image (near = white), the ControlNet-depth convention."""
+    return disparity.clamp(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+
+
+# ------------------------------------------------------------------------ depth from elsewhere
+#: How a foreign depth map encodes distance (see :func:`convert_depth_map`).
+CONVENTIONS = ("disparity (near bright)", "depth (near dark)", "metric depth")
+
+
+def convert_depth_map(values: torch.Tensor, convention: str = CONVENTIONS[0], normalise: bool = True,
+                      size: Optional[Sequence[int]] = None, near: Optional[float] = None,
+                      far: Optional[float] = None, name: str = "depth") -> torch.Tensor:
+    """Turn a depth map from anywhere into our disparity ``[B,1,H,W]`` 0..1 near = 1.
+
+    Args:
+        values: ``[B,1,H,W]`` map (grey images and masks are reduced to one channel by the caller).
+        convention: ``"disparity (near bright)"`` (Depth Anything, MiDaS, ControlNet depth previews: used as is),
+            ``"depth (near dark)"`` (a normalised depth image: inverted, ``1 − v``), or ``"metric depth"``
+            (positive distances in any unit, e.g. metres: ``1/z``; ``+inf`` = sky = farthest).
+        normalise: min-max normalise per image (always done for metric depth; between ``1/far`` and ``1/near``
+            when both are given).
+        size: ``(H, W)`` to resize to (bilinear), e.g. the image the depth belongs to.
+        name: the input's name, used in error messages.
+    """
+    if values.dim() != 4 or values.shape[1] != 1:
+        raise ValueError(f"{name}: expected a [B,1,H,W] map, got {tuple(values.shape)}")
+    v = values.float()
+    if convention not in CONVENTIONS:
+        raise ValueError(f"{name}: unknown convention {convention!r}; use one of {CONVENTIONS}")
+    if torch.isnan(v).any():
+        raise ValueError(f"{name}: the depth map contains NaN values; fill or mask them before converting")
+    if convention == "metric depth":
+        if (v <= 0).any():
+            raise ValueError(f"{name}: metric depth must be > 0 everywhere (found {int((v <= 0).sum())} pixels <= 0); "
+                             f"if near pixels are bright/0 here, this is not metric depth: pick another convention")
+        finite = torch.isfinite(v)
+        b = v.shape[0]
+        fmax = torch.where(finite, v, torch.zeros_like(v)).reshape(b, -1).amax(1).view(-1, 1, 1, 1)
+        v = torch.where(finite, v, fmax * 1e6)  # +inf (sky) -> far beyond everything: disparity ~ 0
+        if near is not None and far is not None:
+            if not 0 < near < far:
+                raise ValueError(f"{name}: need 0 < near < far, got near={near}, far={far}")
+            d = metric_depth_to_disparity(v, near=near, far=far)
+        else:
+            d = metric_depth_to_disparity(v)
+        d = torch.where(finite, d, torch.zeros_like(d))
+    else:
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{name}: the depth map contains infinite values; use the 'metric depth' convention "
+                             f"or clean it first")
+        d = v if convention == CONVENTIONS[0] else 1.0 - v
+        d = normalise_disparity(d) if normalise else d.clamp(0.0, 1.0)
+    if size is not None and tuple(d.shape[-2:]) != tuple(int(s) for s in size):
+        d = F.interpolate(d, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
+    return d.clamp(0.0, 1.0).contiguous()
