@@ -1,0 +1,138 @@
+"""Tier c: a real ComfyUI in a subprocess (opt-in).
+
+Set ``COMFYUI_DIR`` to a ComfyUI checkout (v0.3.64 or newer) whose requirements are installed, and
+``COMFYUI_PYTHON`` to that environment's interpreter when it is not the one running pytest. Without
+``COMFYUI_DIR`` every test here is skipped with a reason that says what to set; with it set but broken
+(no ``main.py``, an interpreter that cannot import ComfyUI's requirements) the tests fail loudly, since
+the run asked for this tier.
+
+The session fixture :func:`comfy_server` lays out a temporary ComfyUI world (input/output/temp/user
+folders, model folders filled with tiny random models made by ``tests/workflow_world.py``, and a
+``custom_nodes`` folder holding a symlink ``diffcamera`` -> this repository, named in an
+extra-model-paths yaml), starts ``main.py --cpu`` on a free loopback port, waits until it answers, and
+stops it by its PID at the end. Only 127.0.0.1 is ever contacted.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import comfy_client  # noqa: E402  (tests/comfyui/comfy_client.py)
+
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SKIP_REASON = ("tier c needs a real ComfyUI: set COMFYUI_DIR=/path/to/ComfyUI (a checkout, v0.3.64+, with its "
+               "requirements.txt installed) and, if that environment is not this interpreter, "
+               "COMFYUI_PYTHON=/path/to/its/bin/python")
+
+
+def comfyui_dir():
+    return os.environ.get("COMFYUI_DIR") or None
+
+
+def comfyui_python():
+    return os.environ.get("COMFYUI_PYTHON") or sys.executable
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if str(item.fspath).startswith(HERE + os.sep):
+            item.add_marker(pytest.mark.comfyui)
+            if not comfyui_dir():
+                item.add_marker(skip)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def comfy_env():
+    """``(comfyui_dir, python)`` after checking the checkout and its interpreter (fails if broken)."""
+    root = comfyui_dir()
+    if not root:
+        pytest.skip(SKIP_REASON)
+    assert os.path.isfile(os.path.join(root, "main.py")), f"COMFYUI_DIR={root} has no main.py: not a ComfyUI checkout"
+    python = comfyui_python()
+    probe = subprocess.run([python, "-c", "import torch, torchvision, aiohttp, yaml, safetensors, diffusers, kornia"],
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, (
+        f"{python} cannot import ComfyUI's requirements and the pack's dependencies "
+        f"(pip install -r {root}/requirements.txt requests && pip install -e {ROOT}):\n{probe.stderr[-2000:]}")
+    return root, python
+
+
+@pytest.fixture(scope="session")
+def comfy_world(tmp_path_factory, comfy_env):
+    """The temporary ComfyUI folders with tiny models and input images (``tests/workflow_world.py``),
+    a ``custom_nodes/diffcamera`` symlink to this repository and the yaml that names them all."""
+    import workflow_world
+
+    base = str(tmp_path_factory.mktemp("comfyui_world"))
+    workflow_world.build(base)
+    os.makedirs(os.path.join(base, "custom_nodes"))
+    os.symlink(ROOT, os.path.join(base, "custom_nodes", "diffcamera"))
+    lines = ["diffcamera_tests:", f"  base_path: {base}", "  custom_nodes: custom_nodes"]
+    lines += [f"  {name}: models/{name}" for name in workflow_world.MODEL_FOLDERS]
+    with open(os.path.join(base, "extra_model_paths.yaml"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return base
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_env, comfy_world):
+    """A running ComfyUI (``main.py --cpu``) with the pack loaded; yields a :class:`comfy_client.Client`."""
+    root, python = comfy_env
+    base = comfy_world
+    port = _free_port()
+    log_path = os.path.join(base, "server.log")
+    cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--extra-model-paths-config", os.path.join(base, "extra_model_paths.yaml"),
+           "--input-directory", os.path.join(base, "input"),
+           "--output-directory", os.path.join(base, "output"),
+           "--temp-directory", os.path.join(base, "temp"),
+           "--user-directory", os.path.join(base, "user"),
+           "--database-url", "sqlite:///:memory:",
+           "--disable-auto-launch", "--disable-api-nodes"]
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # never let the fake ComfyUI shadow the real one
+    env["DO_NOT_TRACK"] = "1"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    client = comfy_client.Client(f"http://127.0.0.1:{port}", log_path=log_path, base=base)
+    try:
+        deadline = time.time() + 240
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n{client.log_tail()}")
+            if client.ready():
+                break
+            if time.time() > deadline:
+                raise AssertionError(f"ComfyUI did not answer within 240 s:\n{client.log_tail()}")
+            time.sleep(1.0)
+        yield client
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=20)
+        log.close()
+        if os.environ.get("DIFFCAMERA_KEEP_COMFY_LOG"):
+            shutil.copy(log_path, os.environ["DIFFCAMERA_KEEP_COMFY_LOG"])
