@@ -1,0 +1,237 @@
+"""The refocus model bundle: a FLUX-architecture DiT conditioned Kontext-style on a reference and a camera map.
+
+Conditioning layout (the stock diffusers ``FluxTransformer2DModel.forward``, no custom attention)
+-------------------------------------------------------------------------------------------------
+``hidden_states = [noisy tokens ; reference tokens (; camera tokens)]`` with RoPE ids ``(0,row,col)``,
+``(1,row,col)`` (and ``(2,row,col)``): every block shares the same (row, col), i.e. the conditions are spatially
+aligned with the target, exactly what ComfyUI's FLUX does for ``reference_latents`` with method ``"index"``.
+All tokens share the denoising timestep (Kontext); the output is sliced back to the noisy tokens.
+
+* ``"fused"`` layout: ``reference tokens = pack(ref_latents) + CameraEncoder(camera_map)``. FLUX's ``x_embedder``
+  is linear, so this is one ordinary Kontext reference latent: zero extra tokens, and ComfyUI's stock FLUX path
+  can run it (unpack the sum back to a latent and pass it as ``reference_latents``).
+* ``"separate"`` layout: the camera tokens are a third block with RoPE index 2 (the paper's "one token
+  sequence" reading). One extra token per noisy token.
+
+Deviations from the paper (documented on purpose): the condition branch is not a separate OminiControl branch
+(no per-branch timestep/LoRA switching, no attention mask) because the stock forward is faster, works with
+ComfyUI's FLUX unchanged and needs no re-implemented attention; the camera condition is a per-pixel map, not a
+global focus coordinate (see :mod:`diffcamera.core.dit.conditions`).
+
+Rectified flow: ``x_t = (1 − σ)·x0 + σ·noise``; the model predicts ``v = noise − x0``; diffusers' FLUX
+transformer takes ``timestep = σ`` (it multiplies by 1000 inside) and, for guidance-distilled bases
+(FLUX.1 [dev] / Kontext), ``guidance`` = the distilled guidance scale.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .autoencoder import FluxAutoencoder, PixelShuffleAutoencoder
+from .conditions import CameraEncoder
+from .config import RefocusModelConfig
+from .packing import pack_latents, token_ids, unpack_latents
+
+#: Text tokens of the deterministic stand-in prompt embedding of toy / tiny models.
+TOY_TEXT_TOKENS = 4
+
+
+class RefocusModel(nn.Module):
+    """Base DiT (+ LoRA) + autoencoder + camera encoder + prompt embedding.
+
+    Attributes:
+        config: :class:`RefocusModelConfig`.
+        transformer: diffusers ``FluxTransformer2DModel`` (peft LoRA adapter ``"diffcamera"`` when ``lora_rank>0``).
+        autoencoder: ``encode(img [B,3,H,W] 0..1) -> [B,C,H/f,W/f]``, ``decode``, ``preview``.
+        camera_encoder: :class:`~diffcamera.core.dit.conditions.CameraEncoder` (trainable).
+        prompt_embeds: ``[1, T, joint_attention_dim]`` text sequence (T5 for FLUX); ``pooled_prompt_embeds``
+            ``[1, pooled_projection_dim]`` (CLIP pooled for FLUX). Buffers; the LoRA file carries them.
+        compute_dtype: dtype activations run in (differs from the weights' dtype under fp8 storage).
+    """
+
+    def __init__(self, config: RefocusModelConfig, transformer: nn.Module, autoencoder: nn.Module,
+                 prompt_embeds: Optional[torch.Tensor] = None, pooled_prompt_embeds: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.config = config
+        self.transformer = transformer
+        self.autoencoder = autoencoder
+        tcfg = transformer.config
+        if int(tcfg.in_channels) != config.token_dim:
+            raise ValueError(f"transformer in_channels {tcfg.in_channels} != 4 × latent_channels "
+                             f"({config.latent_channels}) of the {config.family} config")
+        self.camera_encoder = CameraEncoder(config.camera_channels, config.token_pixels, config.token_dim,
+                                            config.camera_subgrid, config.camera_hidden)
+        if prompt_embeds is None:
+            prompt_embeds, pooled_prompt_embeds = default_prompt_embeddings(tcfg, config.family)
+        self.register_buffer("prompt_embeds", prompt_embeds.float(), persistent=False)
+        self.register_buffer("pooled_prompt_embeds", pooled_prompt_embeds.float(), persistent=False)
+        self.compute_dtype = torch.float32
+        self.offload_mode = "none"
+
+    # ----------------------------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        for p in self.transformer.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def has_lora(self) -> bool:
+        return self.config.lora_rank > 0
+
+    def set_prompt_embeddings(self, prompt_embeds: torch.Tensor, pooled_prompt_embeds: torch.Tensor,
+                              prompt: Optional[str] = None) -> None:
+        """Replace the text condition: ``prompt_embeds [1,T,D]`` and ``pooled [1,P]`` (e.g. from ComfyUI CONDITIONING)."""
+        tcfg = self.transformer.config
+        if prompt_embeds.dim() == 2:
+            prompt_embeds = prompt_embeds.unsqueeze(0)
+        if pooled_prompt_embeds.dim() == 1:
+            pooled_prompt_embeds = pooled_prompt_embeds.unsqueeze(0)
+        if prompt_embeds.shape[-1] != tcfg.joint_attention_dim or pooled_prompt_embeds.shape[-1] != tcfg.pooled_projection_dim:
+            raise ValueError(f"prompt embedding sizes {prompt_embeds.shape[-1]}/{pooled_prompt_embeds.shape[-1]} do not "
+                             f"match the transformer ({tcfg.joint_attention_dim}/{tcfg.pooled_projection_dim})")
+        self.prompt_embeds = prompt_embeds[:1].float().to(self.prompt_embeds.device)
+        self.pooled_prompt_embeds = pooled_prompt_embeds[:1].float().to(self.prompt_embeds.device)
+        if prompt is not None:
+            self.config.prompt = prompt
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """LoRA weights (or the whole transformer when ``lora_rank == 0``) and the camera encoder."""
+        if self.has_lora:
+            for name, p in self.transformer.named_parameters():
+                if "lora_" in name:
+                    yield p
+        else:
+            yield from self.transformer.parameters()
+        yield from self.camera_encoder.parameters()
+
+    # ----------------------------------------------------------------------------------- forward
+    def encode_camera(self, camera_map: torch.Tensor) -> torch.Tensor:
+        """Camera map ``[B,C_cam,H,W]`` -> latent-space tokens ``[B, N, 4C]`` (float32)."""
+        return self.camera_encoder(camera_map.to(self.device)).float()
+
+    def condition_tokens(self, ref_latents: torch.Tensor, camera_map: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and RoPE ids that follow the noisy tokens: ``([B, M, 4C], [M, 3])``.
+
+        ``fused``: ``M = N`` (reference + camera projection, index 1); ``separate``: ``M = 2N`` (index 1, 2).
+        Constant over sampling steps, so the sampler computes them once per tile.
+        """
+        ref = ref_latents.to(self.device).float()
+        h, w = ref.shape[-2:]
+        ref_tok = pack_latents(ref)
+        cam_tok = self.encode_camera(camera_map)
+        if cam_tok.shape[1] != ref_tok.shape[1]:
+            raise ValueError(f"camera map gives {cam_tok.shape[1]} tokens but the reference latent {ref_tok.shape[1]}; "
+                             "the camera map must have the image's (padded) size")
+        ids1 = token_ids(h // 2, w // 2, 1, device=self.device)
+        if self.config.condition_layout == "fused":
+            return ref_tok + cam_tok, ids1
+        ids2 = token_ids(h // 2, w // 2, 2, device=self.device)
+        return torch.cat([ref_tok, cam_tok], 1), torch.cat([ids1, ids2], 0)
+
+    def fused_reference_latents(self, ref_latents: torch.Tensor, camera_map: torch.Tensor) -> torch.Tensor:
+        """``fused`` layout only: the single Kontext reference latent ``[B,C,h,w]`` (reference + camera projection)."""
+        if self.config.condition_layout != "fused":
+            raise ValueError("fused_reference_latents needs the 'fused' condition layout")
+        tok, _ = self.condition_tokens(ref_latents, camera_map)
+        return unpack_latents(tok, *ref_latents.shape[-2:])
+
+    def velocity_from_tokens(self, noisy_latents: torch.Tensor, sigma: torch.Tensor, cond_tokens: torch.Tensor,
+                             cond_ids: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
+        """Velocity for prepared condition tokens (see :meth:`condition_tokens`); returns ``[B,C,h,w]`` float32."""
+        dev, dt = self.device, self.compute_dtype
+        x = noisy_latents.to(dev)
+        b, _, h, w = x.shape
+        tok = pack_latents(x.float())
+        n = tok.shape[1]
+        if cond_tokens.shape[0] != b:
+            cond_tokens = cond_tokens.expand(b, -1, -1)
+        hidden = torch.cat([tok, cond_tokens.to(dev).float()], 1).to(dt)
+        img_ids = torch.cat([token_ids(h // 2, w // 2, 0, device=dev), cond_ids.to(dev).float()], 0)
+        txt = self.prompt_embeds.to(dev, dt).expand(b, -1, -1)
+        pooled = self.pooled_prompt_embeds.to(dev, dt).expand(b, -1)
+        txt_ids = torch.zeros(txt.shape[1], 3, device=dev)
+        sig = torch.as_tensor(sigma, device=dev, dtype=torch.float32).reshape(-1)
+        sig = sig.expand(b) if sig.numel() == 1 else sig
+        g = None
+        if getattr(self.transformer.config, "guidance_embeds", False):
+            g = torch.full((b,), float(guidance), device=dev, dtype=dt)
+        out = self.transformer(hidden_states=hidden, encoder_hidden_states=txt, pooled_projections=pooled,
+                               timestep=sig.to(dt), img_ids=img_ids, txt_ids=txt_ids, guidance=g,
+                               return_dict=False)[0]
+        return unpack_latents(out[:, :n].float(), h, w)
+
+    def velocity(self, noisy_latents: torch.Tensor, sigma: torch.Tensor, ref_latents: torch.Tensor,
+                 camera_map: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
+        """Rectified-flow velocity ``v ≈ noise − x0``.
+
+        Args:
+            noisy_latents: ``[B,C,h,w]`` ``x_t``.
+            sigma: ``[B]`` (or scalar) noise level in 0..1.
+            ref_latents: ``[B,C,h,w]`` latents of the input image (``autoencoder.encode``).
+            camera_map: ``[B,C_cam,H,W]`` at pixel resolution ``H = h·f``, ``W = w·f``.
+            guidance: distilled guidance scale (ignored by bases without a guidance embedding).
+        Returns:
+            ``[B,C,h,w]`` float32.
+        """
+        if noisy_latents.shape != ref_latents.shape:
+            raise ValueError(f"noisy latents {tuple(noisy_latents.shape)} and reference latents "
+                             f"{tuple(ref_latents.shape)} differ")
+        cond, ids = self.condition_tokens(ref_latents, camera_map)
+        return self.velocity_from_tokens(noisy_latents, sigma, cond, ids, guidance)
+
+
+# ------------------------------------------------------------------------------------------ builders
+def default_prompt_embeddings(transformer_config, family: str):
+    """Text condition used when no LoRA/prompt supplies one.
+
+    Toy / tiny: a fixed pseudo-random sequence of :data:`TOY_TEXT_TOKENS` tokens (seeded, so every build agrees).
+    Real FLUX: zeros ``[1, 512, 4096]`` / ``[1, 768]`` (no text encoder at hand; trained LoRAs carry the real one).
+    """
+    d, p = int(transformer_config.joint_attention_dim), int(transformer_config.pooled_projection_dim)
+    if family in ("toy", "tiny-flux"):
+        g = torch.Generator().manual_seed(1234)
+        return 0.5 * torch.randn(1, TOY_TEXT_TOKENS, d, generator=g), 0.5 * torch.randn(1, p, generator=g)
+    return torch.zeros(1, 512, d), torch.zeros(1, p)
+
+
+def build_autoencoder(config: RefocusModelConfig) -> nn.Module:
+    """The toy pixel-shuffle autoencoder or a tiny ``AutoencoderKL`` wrapped for FLUX, from ``config.autoencoder``."""
+    spec = dict(config.autoencoder or {})
+    kind = spec.pop("kind", "pixel_shuffle")
+    if kind == "pixel_shuffle":
+        return PixelShuffleAutoencoder(spec.get("factor", config.vae_scale_factor))
+    from diffusers import AutoencoderKL
+    vae = AutoencoderKL(**spec)
+    return FluxAutoencoder(vae, config.scaling_factor, config.shift_factor)
+
+
+def build_from_config(config: RefocusModelConfig, seed: int = 0) -> RefocusModel:
+    """A random-init model of a toy / tiny family (the transformer from ``config.transformer``)."""
+    from diffusers import FluxTransformer2DModel
+    if config.transformer is None:
+        raise ValueError(f"family {config.family!r} has no transformer config; load it with loading.load_refocus_model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(**config.transformer)
+        autoencoder = build_autoencoder(config)
+        model = RefocusModel(config, transformer, autoencoder)
+        if config.lora_rank > 0:
+            from .lora import add_lora
+            add_lora(model)
+    return model.eval()
+
+
+def build_toy_model(config: Optional[RefocusModelConfig] = None, seed: int = 0) -> RefocusModel:
+    """Tiny FLUX-architecture DiT + invertible pixel-shuffle autoencoder (see :mod:`diffcamera.core.dit.toy`)."""
+    from .toy import toy_config
+    return build_from_config(config or toy_config(), seed)
+
+
+def build_tiny_flux_model(config: Optional[RefocusModelConfig] = None, seed: int = 0, **changes) -> RefocusModel:
+    """Tiny random ``FluxTransformer2DModel`` + tiny ``AutoencoderKL`` (the real-FLUX code path; LoRA rank 4)."""
+    from .toy import tiny_flux_config
+    cfg = config or tiny_flux_config(**changes)
+    return build_from_config(cfg, seed)
