@@ -1,0 +1,140 @@
+"""FocusPicker: where to focus, from a clicked point, a mask, or a number.
+
+The point is a plain JSON STRING widget, ``{"x": 0.5, "y": 0.5}`` (normalised: 0..1 from the left/top edge),
+or a list of such points, one per image of the batch. The front-end extension ``web/js/focus_picker.js``
+writes it when the artist clicks the node's preview; API users set it directly.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import comfy_adapter as ca
+from ..comfy_adapter import io, ui
+from ..core import focus as core_focus
+from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
+from ..core.values import DepthMap, Focus
+from .common import CATEGORY, Depth, FocusType, mask_to_core
+
+POINT_WIDGET = "focus_point"
+OVERRIDE_OFF = -1.0
+
+
+def _points_for_batch(text: str, batch: int):
+    points = core_focus.parse_points_json(text, POINT_WIDGET)
+    if len(points) not in (1, batch):
+        raise ValueError(f"{POINT_WIDGET}: {len(points)} points for {batch} images; give one point for all "
+                         f"images or exactly one per image")
+    if len(points) == 1:
+        points = points * batch
+    xs = torch.tensor([p[0] for p in points], dtype=torch.float32)
+    ys = torch.tensor([p[1] for p in points], dtype=torch.float32)
+    return xs, ys
+
+
+def _focus_json(focus: Focus) -> list:
+    return [{"x": round(float(focus.x[i]), 4), "y": round(float(focus.y[i]), 4),
+             "disparity": round(float(focus.disparity[i]), 4), "method": focus.method[i]}
+            for i in range(focus.batch)]
+
+
+def pick_focus(image: torch.Tensor, depth: DepthMap, focus_point: str, window: int = 0, mask=None,
+               override: float = OVERRIDE_OFF):
+    """Core of the node on core tensors: returns ``(Focus, disparity [B,1,H,W])``.
+
+    ``image`` ``[B,3,H,W]``; ``depth.disparity`` ``[1|B,1,H,W]`` of the same size; ``mask`` ``[1|B,1,H,W]``.
+    Precedence: ``override`` (>= 0) > ``mask`` > ``focus_point``.
+    """
+    if not isinstance(depth, DepthMap):
+        raise ValueError("depth: connect a DEPTH (DepthEstimate or DepthFromImage)")
+    b, _, h, w = image.shape
+    disparity = core_focus.check_disparity(depth.disparity, "depth")
+    if tuple(disparity.shape[-2:]) != (h, w):
+        raise ValueError(f"depth: the depth map is {disparity.shape[-1]}x{disparity.shape[-2]} px but the image is "
+                         f"{w}x{h}; estimate depth on this image or resize it with DepthFromImage (image input)")
+    if disparity.shape[0] not in (1, b):
+        raise ValueError(f"depth: {disparity.shape[0]} depth maps for {b} images; give one or one per image")
+    disparity = disparity.expand(b, -1, -1, -1).float().cpu()
+    xs, ys = _points_for_batch(focus_point, b)
+    if mask is not None:
+        m = mask.float().cpu()
+        if tuple(m.shape[-2:]) != (h, w):
+            raise ValueError(f"mask: the mask is {m.shape[-1]}x{m.shape[-2]} px but the image is {w}x{h}; "
+                             f"resize the mask to the image")
+        focus = core_focus.focus_from_mask(disparity, m, name="mask")
+    else:
+        focus = core_focus.focus_from_point(disparity, xs, ys, window=int(window) or None)
+    if override is not None and override >= 0:
+        if override > 1:
+            raise ValueError(f"focus_disparity_override: must be in 0..1 (or negative = off), got {override}")
+        focus = core_focus.focus_override(float(override), b, focus.x, focus.y)
+    return focus, disparity
+
+
+class FocusPicker(io.ComfyNode):
+    """Choose the focus: click the preview, or draw a mask, or type a disparity."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DiffCamera_FocusPicker",
+            display_name="FocusPicker",
+            category=f"{CATEGORY}/focus",
+            description=("Chooses what will be in focus. Click the preview to set the point (or type "
+                         '{"x": 0.5, "y": 0.5}, normalised 0..1 from the left/top; a list gives one point per '
+                         "image); the disparity under it is read robustly (median of a small window, so a click "
+                         "on an edge does not pick a stray pixel). A mask focuses on its median disparity; the "
+                         "override sets the focus disparity directly. The preview tints what will be sharp "
+                         "(blur under 1 px) at the chosen bokeh level."),
+            inputs=[
+                io.Image.Input("image", tooltip="The image to refocus."),
+                Depth.Input("depth", tooltip="Its depth (DepthEstimate or DepthFromImage), same size as the image."),
+                io.String.Input(POINT_WIDGET, default=core_focus.DEFAULT_POINT_JSON, multiline=False,
+                                tooltip=('Focus point as JSON {"x": 0.5, "y": 0.5}: 0..1 from the left and top '
+                                         "edges; a list of points gives one per image. Clicking the node's preview "
+                                         "writes it.")),
+                io.Float.Input("bokeh_level", default=20.0, min=0.0, max=200.0, step=0.5,
+                               tooltip=("Blur strength the preview assumes: blur radius in px per 1024 px of "
+                                        "the long side for a disparity difference of 1. Use the same value as "
+                                        "your refocus/bokeh node. Only changes the preview tint.")),
+                io.Int.Input("window", default=0, min=0, max=255,
+                             tooltip="Side in pixels of the window whose (cluster) median is read under the "
+                                     "point; 0 = automatic (about 1% of the long side, at least 5)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional: focus on the median disparity inside this mask (e.g. a person "
+                                      "from a segmentation node); replaces the point."),
+                io.Float.Input("focus_disparity_override", default=OVERRIDE_OFF, min=-1.0, max=1.0, step=0.001,
+                               optional=True,
+                               tooltip="Optional: focus disparity 0 (far) .. 1 (near) used as is; negative = off."),
+            ],
+            outputs=[FocusType.Output(display_name="focus"), io.Image.Output(display_name="preview")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, focus_point=core_focus.DEFAULT_POINT_JSON, **kwargs):
+        if not isinstance(focus_point, str):  # linked from another node: checked at run time
+            return True
+        try:
+            core_focus.parse_points_json(focus_point, POINT_WIDGET)
+        except ValueError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def execute(cls, image, depth, focus_point=core_focus.DEFAULT_POINT_JSON, bokeh_level=20.0, window=0,
+                mask=None, focus_disparity_override=OVERRIDE_OFF):
+        if not isinstance(image, torch.Tensor) or image.dim() != 4:
+            raise ValueError("image: expected a ComfyUI IMAGE [B,H,W,C]")
+        img = comfy_to_core(image)
+        m = mask_to_core(mask) if mask is not None else None
+        focus, disparity = pick_focus(img, depth, focus_point, window, m, focus_disparity_override)
+        h, w = img.shape[-2:]
+        K = level_to_K(bokeh_level, h, w)
+        preview = core_to_comfy(core_focus.focus_preview(img, disparity, focus, K))
+        ui_out = ca.combine_ui(ui.PreviewImage(preview, cls=cls),
+                               {"diffcamera_focus": _focus_json(focus),
+                                "diffcamera_level": [float(bokeh_level)]})
+        return io.NodeOutput(focus, preview, ui=ui_out)
+
+
+NODES = [FocusPicker]
