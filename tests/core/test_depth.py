@@ -194,3 +194,27 @@ def test_convert_errors_name_the_input():
         D.convert_depth_map(torch.tensor([float("inf"), 1.0]).view(1, 1, 1, 2))
     with pytest.raises(ValueError, match="near < far"):
         D.convert_depth_map(torch.ones(1, 1, 2, 2), "metric depth", near=2.0, far=1.0)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_writes_a_16_bit_png_and_never_overwrites(tiny_dir, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from diffcamera.cli import main
+
+    src = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((30, 44, 3)) * 255).astype(np.uint8)).save(src)
+    out = tmp_path / "sub" / "depth.png"
+    assert main(["depth", str(src), "--model", str(tiny_dir), "-o", str(out), "--process-res", "28"]) == 0
+    with Image.open(out) as im:
+        arr = np.asarray(im)
+    assert arr.shape == (30, 44) and arr.dtype == np.uint16 and arr.min() == 0 and arr.max() == 65535
+    assert main(["depth", str(src), "--model", str(tiny_dir), "-o", str(out)]) == 2   # exists: refused
+    assert "--force" in capsys.readouterr().err
+    assert main(["depth", str(src), "--model", str(tiny_dir), "-o", str(out), "--force", "--bits", "8",
+                 "--process-res", "28"]) == 0
+    with Image.open(out) as im:
+        assert im.mode == "L" and im.size == (44, 30)
+    assert main(["depth", str(src), "--model", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.png")]) == 2
+    assert "Depth-Anything-V2-Small-hf" in capsys.readouterr().err
