@@ -1,0 +1,100 @@
+"""Reading simulated refocus groups (see :mod:`diffcamera.training.simulate`) and the deterministic data order.
+
+A batch is a dict of float tensors (``B`` groups):
+
+* ``reference``, ``target1``, ``target2``, ``composite``, ``aif``: ``[B,3,H,W]`` sRGB 0..1
+* ``mask``: ``[B,1,H,W]`` 0/1 (1 where plane 1 is sharper); ``disparity``: ``[B,1,H,W]`` 0..1 near = 1
+* ``focus_xy1``, ``focus_xy2``: ``[B,2]`` normalised points; ``focus_disparity1/2``, ``K``, ``level``,
+  ``ref_focus_disparity``, ``ref_K``: ``[B]`` (K in px at the stored resolution)
+
+The order is a pure function of ``(seed, sample counter)``: sample ``n`` of the run is element
+``n mod N`` of the permutation of epoch ``n // N``, drawn from ``torch.Generator(seed + epoch)``. The trainer
+only needs the step number to continue exactly where it stopped (no loader state to save).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Sequence
+
+import torch
+
+from .simulate import IMAGE_KEYS, SCALAR_KEYS
+
+
+class PairDataset:
+    """Simulated groups from a ``diffcamera simulate`` folder or from in-memory stacked tensors."""
+
+    def __init__(self, tensors: Dict[str, torch.Tensor] = None, folder: str = None):
+        self.folder = folder
+        self._tensors = tensors
+        self._files: List[str] = []
+        self._offsets: List[int] = []
+        self._handles: Dict[str, object] = {}
+        if folder is not None:
+            manifest = os.path.join(folder, "manifest.json")
+            if not os.path.isfile(manifest):
+                raise FileNotFoundError(f"{folder!r} is not a simulated dataset (no manifest.json); "
+                                        f"make one with `diffcamera simulate`")
+            with open(manifest, "r", encoding="utf-8") as fh:
+                self.manifest = json.load(fh)
+            total = 0
+            for shard in self.manifest["shards"]:
+                self._files.append(os.path.join(folder, shard["file"]))
+                self._offsets.append(total)
+                total += int(shard["groups"])
+            self._len = total
+            self.size = int(self.manifest["size"])
+        else:
+            self.manifest = None
+            self._len = int(tensors["reference"].shape[0])
+            self.size = int(tensors["reference"].shape[-1])
+        if self._len == 0:
+            raise ValueError(f"dataset {folder or '(in memory)'} holds no group")
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _row(self, index: int) -> Dict[str, torch.Tensor]:
+        if self._tensors is not None:
+            return {k: v[index] for k, v in self._tensors.items()}
+        import bisect
+        from safetensors import safe_open
+        s = bisect.bisect_right(self._offsets, index) - 1
+        path = self._files[s]
+        h = self._handles.get(path)
+        if h is None:
+            if len(self._handles) > 8:
+                self._handles.clear()
+            h = self._handles[path] = safe_open(path, framework="pt")
+        i = index - self._offsets[s]
+        return {k: h.get_slice(k)[i:i + 1][0] for k in h.keys()}
+
+    def batch(self, indices: Sequence[int]) -> Dict[str, torch.Tensor]:
+        """Collate groups ``indices`` into the float batch described in the module docstring."""
+        rows = [self._row(int(i)) for i in indices]
+        out = {}
+        for k in IMAGE_KEYS:
+            out[k] = torch.stack([r[k] for r in rows]).float() / 255.0
+        out["mask"] = torch.stack([r["mask"] for r in rows]).float()
+        out["disparity"] = torch.stack([r["disparity"] for r in rows]).float()
+        sc = torch.stack([r["scalars"] for r in rows]).float()
+        col = {name: sc[:, j] for j, name in enumerate(SCALAR_KEYS)}
+        out["focus_xy1"] = torch.stack([col["focus_x1"], col["focus_y1"]], 1)
+        out["focus_xy2"] = torch.stack([col["focus_x2"], col["focus_y2"]], 1)
+        for name in ("focus_disparity1", "focus_disparity2", "K", "level", "ref_focus_disparity", "ref_K"):
+            out[name] = col[name]
+        return out
+
+
+def sample_indices(counter: int, count: int, length: int, seed: int) -> List[int]:
+    """Dataset indices of samples ``counter .. counter+count-1`` of a run (epoch-wise permutations)."""
+    out = []
+    epoch, perm = None, None
+    for n in range(counter, counter + count):
+        e = n // length
+        if e != epoch:
+            epoch = e
+            perm = torch.randperm(length, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + e))
+        out.append(int(perm[n % length]))
+    return out

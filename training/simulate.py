@@ -1,0 +1,569 @@
+"""Simulated refocus training data (``diffcamera simulate``).
+
+Sources are all-in-focus (AIF) images with a disparity map each: files from a folder (depth maps beside
+them, or estimated with :func:`diffcamera.core.depth.estimate_disparity` when a depth model is given), or
+the procedural scenes of :func:`diffcamera.core.scenes.make_scene` (exact depth). Every source yields
+``variants`` *groups*; a group is what one stacking-constraint training sample needs:
+
+===============  ===================  ==============================================================
+key              shape / dtype        meaning
+===============  ===================  ==============================================================
+``aif``          [3,H,W] uint8        the all-in-focus source (sRGB)
+``reference``    [3,H,W] uint8        the model's input: the AIF image (probability ``p_aif``) or a
+                                      rendering focused at ``ref_focus_disparity`` with ``ref_level``
+``target1/2``    [3,H,W] uint8        renderings focused at ``focus_disparity1/2`` with bokeh ``level``
+``composite``    [3,H,W] uint8        the two-plane (multi-focus) rendering: blur radius
+                                      ``r = K·min(|d−d1|, |d−d2|)``
+``mask``         [1,H,W] uint8        1 where plane 1 is the sharper one (``|d−d1| <= |d−d2|``)
+``disparity``    [1,H,W] float16      normalised disparity (0..1, near = 1)
+``scalars``      [10] float32         see :data:`SCALAR_KEYS`
+===============  ===================  ==============================================================
+
+All renderings use :func:`diffcamera.core.bokeh.render_bokeh` in ``classical`` mode (BokehMe-style
+scatter, as DiffCamera's simulation uses BokehMe). Focus points are pixels drawn uniformly, so focus
+disparities follow the image's own depth distribution; the second plane is redrawn until
+``|d2 − d1| >= min_plane_separation`` (up to 32 tries). Levels are drawn uniformly in ``level_range``
+(artist units, px per 1024 px of long side; ``K = level_to_K(level, H, W)``). Both planes share one level.
+
+The composite is rendered by the same renderer with a remapped disparity ``d' = 0.5 + (d − p(d))/2``,
+``p(d)`` the nearer of the two planes, focus ``0.5`` and ``2K``, which gives exactly
+``r = K·|d − p(d)|``. The classical renderer depends on the radius only, so this is exact for it (our
+construction; the paper does not publish its composite).
+
+Output folder: ``shard_00000.safetensors`` (tensors stacked over the shard's groups) + ``shard_00000.json``
+(per-group metadata: source, seed, focus points, focus disparities, level, K) for each shard,
+``simulate_config.json`` (the arguments; a resume with other arguments is refused) and, at the end,
+``manifest.json``. Each group's randomness comes from ``(seed, source index, variant)`` only, so the data
+do not depend on the number of processes or on interruptions; finished shards are skipped on resume.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+DEPTH_SUFFIXES = ("_depth", ".depth", "_disparity")
+DEPTH_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".safetensors")
+SCALAR_KEYS = ("focus_x1", "focus_y1", "focus_disparity1", "focus_x2", "focus_y2", "focus_disparity2",
+               "K", "level", "ref_focus_disparity", "ref_K")
+IMAGE_KEYS = ("aif", "reference", "target1", "target2", "composite")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SimulateOptions:
+    """Arguments of a simulation run (stored in ``simulate_config.json``)."""
+
+    size: int = 64
+    variants: int = 4
+    level_range: Tuple[float, float] = (8.0, 96.0)
+    min_plane_separation: float = 0.15
+    p_aif: float = 0.3
+    min_sharpness: float = 0.0
+    shard_size: int = 64
+    seed: int = 0
+    gamma: float = 4.0
+    depth_is_metric: bool = False
+    sources: str = ""
+    scene_kinds: Tuple[str, ...] = ("layers", "slanted", "ground", "mixed")
+    num_scenes: int = 0
+    scene_seed: int = 0
+    depth_model: Optional[str] = None
+
+
+# ------------------------------------------------------------------------------------ randomness
+def group_seed(seed: int, source_index: int, variant: int) -> int:
+    """A 63-bit seed for one group, independent of process layout."""
+    blob = f"{seed}:{source_index}:{variant}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _uniform(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
+    return float(lo + (hi - lo) * torch.rand((), generator=gen, dtype=torch.float64))
+
+
+def _random_pixel(disparity: torch.Tensor, gen: torch.Generator) -> Tuple[float, float, float]:
+    """A uniformly drawn pixel: its normalised centre ``(x, y)`` and its disparity."""
+    h, w = disparity.shape[-2:]
+    idx = int(torch.randint(h * w, (), generator=gen))
+    row, col = divmod(idx, w)
+    return (col + 0.5) / w, (row + 0.5) / h, float(disparity[0, 0, row, col])
+
+
+# ------------------------------------------------------------------------------------ one group
+def default_renderer(gamma: float = 4.0) -> Callable:
+    """``fn(image, disparity, focus_disparity, K)``: ``render_bokeh(..., mode="classical")``.
+
+    Falls back to the classical engine itself (``render_classical`` with radius ``K·|d − d_f|``, which is
+    what the classical mode renders) only while ``core.bokeh`` is absent from the tree.
+    """
+    try:
+        from ..core.bokeh import render_bokeh
+    except ModuleNotFoundError as exc:
+        if not exc.name.endswith("core.bokeh"):
+            raise
+        from ..core.bokeh_classical import render_classical
+        from ..core.conventions import signed_coc
+
+        def render(img, disp, fd, K):
+            return render_classical(img, signed_coc(disp, fd, K).abs(), gamma)
+        return render
+
+    def render(img, disp, fd, K):
+        return render_bokeh(img, disp, fd, K, mode="classical", gamma=gamma)
+    return render
+
+
+def composite_disparity(disparity: torch.Tensor, d1: float, d2: float) -> torch.Tensor:
+    """The remapped disparity whose blur at focus 0.5 and ``2K`` is ``K·min(|d−d1|,|d−d2|)``."""
+    near1 = (disparity - d1).abs() <= (disparity - d2).abs()
+    offset = torch.where(near1, disparity - d1, disparity - d2)
+    return (0.5 + 0.5 * offset).clamp(0.0, 1.0)
+
+
+def plane_mask(disparity: torch.Tensor, d1: float, d2: float) -> torch.Tensor:
+    """``[B,1,H,W]`` float: 1 where plane 1 is at least as sharp as plane 2."""
+    return ((disparity - d1).abs() <= (disparity - d2).abs()).to(disparity.dtype)
+
+
+def simulate_group(image: torch.Tensor, disparity: torch.Tensor, seed: int, options: SimulateOptions,
+                   render: Optional[Callable] = None) -> Tuple[Dict[str, torch.Tensor], Dict]:
+    """Render one training group.
+
+    Args:
+        image: ``[1,3,H,W]`` sRGB 0..1 all-in-focus. disparity: ``[1,1,H,W]`` 0..1, near = 1.
+        seed: the group's seed (see :func:`group_seed`).
+        render: ``fn(image, disparity, focus_disparity, K) -> image``; default
+            ``render_bokeh(..., mode="classical", gamma=options.gamma)``.
+    Returns:
+        ``(tensors, meta)``: tensors as in the module table (without batch dimension), meta a JSON dict.
+    """
+    if render is None:
+        render = default_renderer(options.gamma)
+
+    from ..core.conventions import level_to_K
+
+    gen = torch.Generator().manual_seed(int(seed))
+    h, w = image.shape[-2:]
+    x1, y1, d1 = _random_pixel(disparity, gen)
+    x2, y2, d2 = _random_pixel(disparity, gen)
+    for _ in range(32):
+        if abs(d2 - d1) >= options.min_plane_separation:
+            break
+        x2, y2, d2 = _random_pixel(disparity, gen)
+    level = _uniform(gen, *options.level_range)
+    K = level_to_K(level, h, w)
+    use_aif = _uniform(gen) < options.p_aif
+    _, _, ref_d = _random_pixel(disparity, gen)
+    ref_level = _uniform(gen, *options.level_range)
+    ref_K = 0.0 if use_aif else level_to_K(ref_level, h, w)
+
+    with torch.no_grad():
+        t1 = render(image, disparity, d1, K)
+        t2 = render(image, disparity, d2, K)
+        comp = render(image, composite_disparity(disparity, d1, d2), 0.5, 2.0 * K)
+        ref = image if use_aif else render(image, disparity, ref_d, ref_K)
+    mask = plane_mask(disparity, d1, d2)
+
+    def u8(t):
+        return (t[0].clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+    tensors = {"aif": u8(image), "reference": u8(ref), "target1": u8(t1), "target2": u8(t2),
+               "composite": u8(comp), "mask": mask[0].to(torch.uint8), "disparity": disparity[0].half(),
+               "scalars": torch.tensor([x1, y1, d1, x2, y2, d2, K, level, ref_d, ref_K], dtype=torch.float32)}
+    meta = {"seed": int(seed), "focus_point1": [x1, y1], "focus_disparity1": d1, "focus_point2": [x2, y2],
+            "focus_disparity2": d2, "level": level, "K": K, "reference": "aif" if use_aif else "rendered",
+            "ref_focus_disparity": None if use_aif else ref_d, "ref_level": None if use_aif else ref_level,
+            "ref_K": ref_K}
+    return tensors, meta
+
+
+# ------------------------------------------------------------------------------------ sources
+def find_depth_file(image_path: str) -> Optional[str]:
+    """``photo.png`` -> ``photo_depth.png`` / ``photo.depth.npy`` / ... beside it, or ``None``."""
+    stem = os.path.splitext(image_path)[0]
+    for suffix in DEPTH_SUFFIXES:
+        for ext in DEPTH_EXTENSIONS:
+            if os.path.isfile(stem + suffix + ext):
+                return stem + suffix + ext
+    return None
+
+
+def is_depth_file(path: str) -> bool:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return any(stem.endswith(s) for s in DEPTH_SUFFIXES)
+
+
+def list_image_files(folder: str) -> List[str]:
+    """Image files (sorted, recursive) in ``folder``, depth maps excluded."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder {folder!r} does not exist")
+    out = []
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not is_depth_file(p):
+                out.append(p)
+    return sorted(out)
+
+
+def _square(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Centre-crop ``[1,C,H,W]`` to a square and resize to ``size``."""
+    h, w = t.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    t = t[..., top:top + s, left:left + s]
+    if s != size:
+        kw = {"antialias": True} if mode in ("bilinear", "bicubic") else {}
+        t = torch.nn.functional.interpolate(t, size=(size, size), mode=mode,
+                                            align_corners=False if mode != "area" else None, **kw)
+    return t
+
+
+def load_image(path: str) -> torch.Tensor:
+    """An image file -> ``[1,3,H,W]`` sRGB 0..1 (raises ``ValueError`` if unreadable or empty)."""
+    from PIL import Image
+    import numpy as np
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types
+        raise ValueError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
+    if arr.size == 0:
+        raise ValueError(f"{path}: empty image")
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def load_depth(path: str, metric: bool = False) -> torch.Tensor:
+    """A depth file -> ``[1,1,H,W]`` normalised disparity (bright/large = near unless ``metric``)."""
+    import numpy as np
+    from ..core.conventions import metric_depth_to_disparity, normalise_disparity
+    try:
+        if path.endswith(".npy"):
+            arr = np.load(path, allow_pickle=False).astype(np.float32)
+        elif path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            tensors = load_file(path)
+            arr = next(iter(tensors.values())).float().numpy()
+        else:
+            from PIL import Image
+            with Image.open(path) as im:
+                arr = np.asarray(im).astype(np.float32)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: unreadable depth map ({type(exc).__name__}: {exc})") from exc
+    arr = np.squeeze(arr)
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{path}: a depth map must be a single-channel 2-D image, got shape {arr.shape}")
+    t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{path}: depth map has NaN/inf values")
+    return metric_depth_to_disparity(t) if metric else normalise_disparity(t)
+
+
+@dataclass
+class SourceScan:
+    """What :func:`scan_folder` found."""
+
+    images: List[str] = field(default_factory=list)
+    depth: Dict[str, Optional[str]] = field(default_factory=dict)
+    bad: List[Tuple[str, str]] = field(default_factory=list)
+
+
+def scan_folder(folder: str, have_depth_model: bool) -> SourceScan:
+    """List images and their depth maps; unreadable files go to ``bad`` (path, reason).
+
+    Raises ``ValueError`` when the folder holds no image, or when some images have no depth map beside
+    them and no depth model was given (naming the first few and the fix).
+    """
+    files = list_image_files(folder)
+    scan = SourceScan()
+    missing = []
+    for p in files:
+        if os.path.getsize(p) == 0:
+            scan.bad.append((p, "empty file"))
+            continue
+        dep = find_depth_file(p)
+        if dep is None and not have_depth_model:
+            missing.append(p)
+        scan.images.append(p)
+        scan.depth[p] = dep
+    if not scan.images:
+        bad = "; ".join(f"{p} ({why})" for p, why in scan.bad) or "none"
+        raise ValueError(f"no usable image in {folder!r} (extensions {', '.join(IMAGE_EXTENSIONS)}); "
+                         f"bad files: {bad}")
+    if missing:
+        shown = ", ".join(os.path.basename(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"{len(missing)} image(s) have no depth map beside them ({shown}) and no depth model "
+                         f"was given: put '<name>_depth.png' (disparity, bright = near) or '<name>_depth.npy' "
+                         f"next to each image, or pass --depth-model (a local Depth Anything V2 folder)")
+    return scan
+
+
+# ------------------------------------------------------------------------------------ shards
+def _atomic_write_json(obj, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_save_tensors(tensors: Dict[str, torch.Tensor], path: str, metadata: Dict[str, str] = None) -> None:
+    from safetensors.torch import save_file
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def shard_done(out_dir: str, index: int) -> bool:
+    return (os.path.isfile(os.path.join(out_dir, f"shard_{index:05d}.safetensors"))
+            and os.path.isfile(os.path.join(out_dir, f"shard_{index:05d}.json")))
+
+
+def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A source description -> ``(image [1,3,S,S], disparity [1,1,S,S])`` at the simulation size."""
+    if source["kind"] == "scene":
+        from ..core.scenes import make_scene
+        scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"])
+        return scene.image.float().clamp(0, 1), scene.disparity.float().clamp(0, 1)
+    image = load_image(source["path"])
+    if source.get("depth"):
+        disp = load_depth(source["depth"], metric=options.depth_is_metric)
+    else:
+        disp = depth_cache[source["path"]]
+    disp = torch.nn.functional.interpolate(disp, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return _square(image, options.size, "bicubic").clamp(0, 1), _square(disp, options.size, "bilinear").clamp(0, 1)
+
+
+def build_shard(index: int, sources: Sequence[Dict], options: SimulateOptions, out_dir: Optional[str] = None,
+                depth_cache: Optional[Dict] = None, render: Optional[Callable] = None) -> Dict:
+    """Simulate the groups of shard ``index`` (groups ``index·shard_size ...``); write it if ``out_dir``.
+
+    Returns ``{"tensors": stacked tensors, "meta": [per-group dicts], "bad": [(path, reason)]}``.
+    """
+    total = len(sources) * options.variants
+    start, stop = index * options.shard_size, min((index + 1) * options.shard_size, total)
+    rows: Dict[str, List[torch.Tensor]] = {}
+    metas, bad = [], []
+    cache_key, cache_val = None, None
+    for g in range(start, stop):
+        si, var = divmod(g, options.variants)
+        src = sources[si]
+        if cache_key != si:
+            try:
+                cache_val = _load_source(src, options, depth_cache or {})
+            except ValueError as exc:
+                cache_val = None
+                bad.append((src.get("path", str(src)), str(exc)))
+            cache_key = si
+        if cache_val is None:
+            continue
+        tensors, meta = simulate_group(cache_val[0], cache_val[1], group_seed(options.seed, si, var), options, render)
+        meta.update({"group": g, "source_index": si, "variant": var,
+                     "source": src.get("path") or f"scene:{src['scene_kind']}:{src['seed']}"})
+        for k, v in tensors.items():
+            rows.setdefault(k, []).append(v)
+        metas.append(meta)
+    stacked = {k: torch.stack(v) for k, v in rows.items()}
+    result = {"tensors": stacked, "meta": metas, "bad": bad}
+    if out_dir is not None:
+        name = os.path.join(out_dir, f"shard_{index:05d}")
+        if stacked:
+            _atomic_save_tensors(stacked, name + ".safetensors", {"format": f"diffcamera-pairs-v{FORMAT_VERSION}"})
+        else:  # every source of this shard was bad: an empty marker keeps resume and the manifest simple
+            _atomic_save_tensors({"empty": torch.zeros(1)}, name + ".safetensors", {"format": "empty"})
+        _atomic_write_json({"groups": metas, "bad": bad}, name + ".json")
+    return result
+
+
+def _worker(args):
+    index, sources, options_dict, out_dir, depth_cache = args
+    torch.set_num_threads(1)
+    options = SimulateOptions(**options_dict)
+    res = build_shard(index, sources, options, out_dir, depth_cache)
+    return index, len(res["meta"]), res["bad"]
+
+
+# ------------------------------------------------------------------------------------ run
+def sharpness_filter(sources: List[Dict], options: SimulateOptions, depth_cache: Dict) -> Tuple[List[Dict], List, List]:
+    """Drop sources whose Laplacian variance (``core.metrics.laplacian_variance`` of the image at the
+    simulation size) is below ``options.min_sharpness``. Returns ``(kept, dropped[(name, value)], bad)``."""
+    if options.min_sharpness <= 0:
+        return sources, [], []
+    from ..core.metrics import laplacian_variance
+    kept, dropped, bad = [], [], []
+    for src in sources:
+        name = src.get("path") or f"scene:{src['scene_kind']}:{src['seed']}"
+        try:
+            img, _ = _load_source(src, options, depth_cache)
+        except ValueError as exc:
+            bad.append((name, str(exc)))
+            continue
+        v = float(laplacian_variance(img)[0])
+        src["sharpness"] = v
+        if v < options.min_sharpness:
+            dropped.append((name, v))
+        else:
+            kept.append(src)
+    return kept, dropped, bad
+
+
+def procedural_sources(num_scenes: int, kinds: Sequence[str], scene_seed: int) -> List[Dict]:
+    """Source descriptions for procedural scenes (seed ``scene_seed + i``, kinds cycled)."""
+    return [{"kind": "scene", "seed": scene_seed + i, "scene_kind": kinds[i % len(kinds)]} for i in range(num_scenes)]
+
+
+def estimate_missing_depth(images: List[str], depth: Dict[str, Optional[str]], depth_model_path: str,
+                           callback=None) -> Tuple[Dict[str, torch.Tensor], List]:
+    """Estimate disparity (Depth Anything V2 via ``core.depth``) for images without a depth file."""
+    from ..core.depth import estimate_disparity, load_depth_model
+    todo = [p for p in images if not depth.get(p)]
+    if not todo:
+        return {}, []
+    model = load_depth_model(depth_model_path)
+    cache, bad = {}, []
+    for i, p in enumerate(todo):
+        try:
+            img = load_image(p)
+        except ValueError as exc:
+            bad.append((p, str(exc)))
+            continue
+        with torch.no_grad():
+            cache[p] = estimate_disparity(model, img).float().cpu()
+        if callback is not None:
+            callback(i + 1, len(todo), None)
+    return cache, bad
+
+
+def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optional[str] = None,
+                     workers: int = 1, callback=None, log: Callable[[str], None] = print) -> Dict:
+    """Write a sharded dataset to ``out_dir`` (resumable); returns the manifest dict.
+
+    Exactly one source: ``image_folder`` (``options.sources`` records it) or ``options.num_scenes > 0``
+    procedural scenes. ``callback(done, total, None)`` after each shard (may raise to interrupt; finished
+    shards stay and a rerun resumes).
+    """
+    from ..core.conventions import LATENT_MULTIPLE
+    if options.size % LATENT_MULTIPLE:
+        raise ValueError(f"size must be a multiple of {LATENT_MULTIPLE}, got {options.size}")
+    if options.variants < 1 or options.shard_size < 1:
+        raise ValueError("variants and shard_size must be >= 1")
+    lo, hi = options.level_range
+    if not 0 <= lo <= hi:
+        raise ValueError(f"level_range must be low <= high, got {options.level_range}")
+    if bool(image_folder) == bool(options.num_scenes > 0):
+        raise ValueError("give either an image folder or a number of procedural scenes (--scenes N), not both/neither")
+    os.makedirs(out_dir, exist_ok=True)
+    if image_folder:
+        options.sources = os.path.abspath(image_folder)
+    cfg_path = os.path.join(out_dir, "simulate_config.json")
+    cfg = asdict(options)
+    cfg["level_range"] = list(cfg["level_range"])
+    cfg["scene_kinds"] = list(cfg["scene_kinds"])
+    if os.path.isfile(cfg_path):
+        with open(cfg_path, "r", encoding="utf-8") as fh:
+            old = json.load(fh)
+        changed = sorted(k for k in cfg if old.get(k) != cfg[k])
+        if changed:
+            raise ValueError(f"{out_dir!r} holds a dataset simulated with other arguments ({', '.join(changed)}); "
+                             f"use another output folder or the same arguments to resume")
+    else:
+        _atomic_write_json(cfg, cfg_path)
+
+    bad: List = []
+    depth_cache: Dict[str, torch.Tensor] = {}
+    if image_folder:
+        scan = scan_folder(image_folder, have_depth_model=bool(options.depth_model))
+        bad += scan.bad
+        if options.depth_model:
+            depth_cache, b = estimate_missing_depth(scan.images, scan.depth, options.depth_model)
+            bad += b
+        sources = [{"kind": "file", "path": p, "depth": scan.depth[p]} for p in scan.images
+                   if scan.depth[p] or p in depth_cache]
+    else:
+        sources = procedural_sources(options.num_scenes, options.scene_kinds, options.scene_seed)
+    sources, dropped, b = sharpness_filter(sources, options, depth_cache)
+    bad += b
+    for name, why in bad:
+        log(f"simulate: skipped bad file {name}: {why}")
+    if dropped:
+        log(f"simulate: dropped {len(dropped)} image(s) below the sharpness threshold {options.min_sharpness}: "
+            + ", ".join(f"{os.path.basename(n)} ({v:.3g})" for n, v in dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+    if not sources:
+        raise ValueError("no source image left after removing bad files and the sharpness filter "
+                         f"(threshold {options.min_sharpness}); lower --min-sharpness or add images")
+
+    total_groups = len(sources) * options.variants
+    n_shards = math.ceil(total_groups / options.shard_size)
+    todo = [i for i in range(n_shards) if not shard_done(out_dir, i)]
+    done = n_shards - len(todo)
+    if done:
+        log(f"simulate: resuming, {done}/{n_shards} shard(s) already written")
+    if callback is not None:
+        callback(done, n_shards, None)
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            build_shard(i, sources, options, out_dir, depth_cache)
+            done += 1
+            if callback is not None:
+                callback(done, n_shards, None)
+    else:
+        import multiprocessing as mp
+        opts = asdict(options)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, (i, sources, opts, out_dir, depth_cache)) for i in todo]
+            try:
+                for fut in as_completed(futures):
+                    fut.result()
+                    done += 1
+                    if callback is not None:
+                        callback(done, n_shards, None)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    shards, groups = [], 0
+    for i in range(n_shards):
+        with open(os.path.join(out_dir, f"shard_{i:05d}.json"), "r", encoding="utf-8") as fh:
+            info = json.load(fh)
+        n = len(info["groups"])
+        bad += [tuple(x) for x in info.get("bad", [])]
+        if n:
+            shards.append({"file": f"shard_{i:05d}.safetensors", "groups": n})
+            groups += n
+    manifest = {"format": f"diffcamera-pairs-v{FORMAT_VERSION}", "size": options.size, "groups": groups,
+                "shards": shards, "options": cfg, "sources": len(sources),
+                "dropped_unsharp": [[n, v] for n, v in dropped], "bad_files": [[n, w] for n, w in bad],
+                "image_keys": list(IMAGE_KEYS), "scalar_keys": list(SCALAR_KEYS)}
+    _atomic_write_json(manifest, os.path.join(out_dir, "manifest.json"))
+    log(f"simulate: {groups} group(s) in {len(shards)} shard(s) from {len(sources)} source(s) -> {out_dir}")
+    return manifest
+
+
+def simulate_in_memory(options: SimulateOptions, callback=None) -> Dict[str, torch.Tensor]:
+    """Procedural groups simulated in this process (the trainer's ``dataset: "procedural"``): stacked tensors."""
+    sources = procedural_sources(options.num_scenes, options.scene_kinds, options.scene_seed)
+    n_shards = math.ceil(len(sources) * options.variants / options.shard_size)
+    parts = []
+    for i in range(n_shards):
+        parts.append(build_shard(i, sources, options)["tensors"])
+        if callback is not None:
+            callback(i + 1, n_shards, None)
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
