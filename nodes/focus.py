@@ -108,10 +108,12 @@ class FocusPicker(io.ComfyNode):
             ],
             outputs=[FocusType.Output(display_name="focus"), io.Image.Output(display_name="preview")],
             hidden=[io.Hidden.unique_id],
+            is_output_node=True,  # runs (and shows its clickable preview) even before anything uses the focus
         )
 
     @classmethod
-    def validate_inputs(cls, focus_point=core_focus.DEFAULT_POINT_JSON, **kwargs):
+    def validate_inputs(cls, focus_point=core_focus.DEFAULT_POINT_JSON):
+        # only focus_point in the signature: ComfyUI then reports the error on that input alone
         if not isinstance(focus_point, str):  # linked from another node: checked at run time
             return True
         try:
