@@ -97,57 +97,23 @@ def comfy_flux_unet_config(transformer_config) -> dict:
 
 
 def diffusers_to_bfl(state_dict: dict, transformer_config) -> dict:
-    """Diffusers FLUX transformer weights -> original BFL/ComfyUI names (``double_blocks.0.img_attn.qkv.weight`` …).
+    """Diffusers FLUX transformer weights -> original BFL/ComfyUI names (``double_blocks.0.img_attn.qkv.weight`` …)."""
+    from diffcamera.core.dit.flux_keys import diffusers_to_bfl as convert
+    return convert(state_dict, transformer_config.num_layers, transformer_config.num_single_layers)
 
-    Written from the public structure of both formats (the inverse of ComfyUI's ``flux_to_diffusers`` map):
-    q/k/v are concatenated into ``qkv`` (single blocks: q, k, v and ``proj_mlp`` into ``linear1``) and the final
-    ``norm_out.linear`` halves are swapped (diffusers stores scale, shift; BFL shift, scale).
-    """
-    c = transformer_config
-    sd = {k: v for k, v in state_dict.items()}
-    out = {}
 
-    def take(k):
-        return sd.pop(k)
-
-    basic = {"x_embedder": "img_in", "context_embedder": "txt_in",
-             "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
-             "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
-             "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
-             "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
-             "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
-             "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
-             "proj_out": "final_layer.linear"}
-    for a, b in basic.items():
-        for end in ("weight", "bias"):
-            if f"{a}.{end}" in sd:
-                out[f"{b}.{end}"] = take(f"{a}.{end}")
-    for end in ("weight", "bias"):
-        w = take(f"norm_out.linear.{end}")
-        scale, shift = w.chunk(2, dim=0)
-        out[f"final_layer.adaLN_modulation.1.{end}"] = torch.cat([shift, scale], 0)
-    for i in range(c.num_layers):
-        p, q = f"transformer_blocks.{i}.", f"double_blocks.{i}."
-        for end in ("weight", "bias"):
-            out[q + f"img_attn.qkv.{end}"] = torch.cat([take(p + f"attn.to_{x}.{end}") for x in "qkv"], 0)
-            out[q + f"txt_attn.qkv.{end}"] = torch.cat([take(p + f"attn.add_{x}_proj.{end}") for x in "qkv"], 0)
-            for a, b in (("attn.to_out.0", "img_attn.proj"), ("norm1.linear", "img_mod.lin"),
-                         ("norm1_context.linear", "txt_mod.lin"), ("attn.to_add_out", "txt_attn.proj"),
-                         ("ff.net.0.proj", "img_mlp.0"), ("ff.net.2", "img_mlp.2"),
-                         ("ff_context.net.0.proj", "txt_mlp.0"), ("ff_context.net.2", "txt_mlp.2")):
-                out[q + f"{b}.{end}"] = take(p + f"{a}.{end}")
-        for a, b in (("attn.norm_q", "img_attn.norm.query_norm"), ("attn.norm_k", "img_attn.norm.key_norm"),
-                     ("attn.norm_added_q", "txt_attn.norm.query_norm"), ("attn.norm_added_k", "txt_attn.norm.key_norm")):
-            out[q + f"{b}.scale"] = take(p + f"{a}.weight")
-    for i in range(c.num_single_layers):
-        p, q = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
-        for end in ("weight", "bias"):
-            out[q + f"linear1.{end}"] = torch.cat([take(p + f"attn.to_{x}.{end}") for x in "qkv"]
-                                                  + [take(p + f"proj_mlp.{end}")], 0)
-            out[q + f"linear2.{end}"] = take(p + f"proj_out.{end}")
-            out[q + f"modulation.lin.{end}"] = take(p + f"norm.linear.{end}")
-        out[q + "norm.query_norm.scale"] = take(p + "attn.norm_q.weight")
-        out[q + "norm.key_norm.scale"] = take(p + "attn.norm_k.weight")
-    if sd:
-        raise ValueError(f"unconverted keys: {sorted(sd)[:5]}")
-    return out
+def save_tiny_flux_single_files(models_dir: str, layout: str = "fused", seed: int = 0):
+    """ComfyUI-style single files: ``diffusion_models/tiny-flux.safetensors`` (BFL layout) plus
+    ``diffcamera/configs/tiny-flux/transformer/config.json`` (its diffusers config), ``vae/tiny-flux-vae/`` and
+    ``loras/tiny_refocus.safetensors``; returns ``(paths, model)``."""
+    from safetensors.torch import save_file
+    paths, model = save_tiny_flux_bundle(models_dir, layout, seed)
+    sd = diffusers_to_bfl(base_transformer_state_dict(model), model.transformer.config)
+    f = os.path.join(models_dir, "diffusion_models", "tiny-flux.safetensors")
+    save_file({k: v.contiguous() for k, v in sd.items()}, f)
+    cfg_dir = os.path.join(models_dir, "diffcamera", "configs", "tiny-flux")
+    os.makedirs(os.path.join(cfg_dir, "transformer"), exist_ok=True)
+    import shutil
+    shutil.copy(os.path.join(paths["transformer"], "config.json"), os.path.join(cfg_dir, "transformer", "config.json"))
+    paths.update(single_file=f, config_dir=cfg_dir)
+    return paths, model

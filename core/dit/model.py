@@ -69,13 +69,22 @@ class RefocusModel(nn.Module):
         self.register_buffer("pooled_prompt_embeds", pooled_prompt_embeds.float(), persistent=False)
         self.compute_dtype = torch.float32
         self.offload_mode = "none"
+        self.onload_device = None  # set under group offloading (weights on the CPU, compute elsewhere)
 
     # ----------------------------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
+        """Where the transformer's weights live (its first parameter; the onload device under group offloading)."""
+        if getattr(self, "onload_device", None) is not None:
+            return self.onload_device
         for p in self.transformer.parameters():
             return p.device
         return torch.device("cpu")
+
+    @device.setter
+    def device(self, value) -> None:
+        # ComfyUI's ModelPatcher writes ``model.device``; the weights themselves say where they are.
+        self.__dict__["_patcher_device"] = value
 
     @property
     def has_lora(self) -> bool:
