@@ -91,6 +91,23 @@ class PlainModelHandle:
         self.model.to(self.offload_device)
 
 
+def _make_device_settable(model: torch.nn.Module) -> None:
+    """``ModelPatcher`` assigns ``model.device`` on load/offload; transformers/diffusers models expose a
+    read-only ``device`` property (assignment raises ``AttributeError``). Give such a model a subclass
+    whose ``device`` accepts the assignment while reading the parameters' real device."""
+    cls = type(model)
+    prop = getattr(cls, "device", None)
+    if not isinstance(prop, property) or prop.fset is not None:
+        return
+
+    def _set(self, value):
+        self.__dict__["_comfy_device"] = value
+
+    settable = type(cls.__name__, (cls,), {"device": property(prop.fget, _set), "__module__": cls.__module__,
+                                           "__qualname__": cls.__qualname__})
+    model.__class__ = settable
+
+
 def wrap_model(model: torch.nn.Module, load_device: torch.device = None, offload_device_: torch.device = None):
     """Wrap a torch module so that ComfyUI's model management can load, offload and account for it.
 
@@ -101,6 +118,7 @@ def wrap_model(model: torch.nn.Module, load_device: torch.device = None, offload
     offload_device_ = offload_device_ or offload_device()
     if HAS_COMFY:
         import comfy.model_patcher
+        _make_device_settable(model)
         return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device_)
     return PlainModelHandle(model, load_device, offload_device_)
 

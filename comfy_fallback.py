@@ -41,6 +41,8 @@ class _Input:
 
     def as_dict(self) -> dict:
         extra = dict(self.widget)
+        if self.io_type == "STRING":  # real String.Input always reports multiline (default False)
+            extra.setdefault("multiline", False)
         if "display_mode" in extra:
             mode = extra.pop("display_mode")
             extra["display"] = getattr(mode, "value", mode)
@@ -76,6 +78,7 @@ class _ComboInput(_Input):
                  tooltip: str = None, lazy: bool = None, default: Any = None, **widget: Any):
         super().__init__(id, display_name, optional, tooltip, lazy, default=default, options=list(options or []),
                          **widget)
+        self.widget.setdefault("multiselect", False)  # real Combo.Input reports it
 
 
 class _Io:
@@ -122,12 +125,17 @@ class _Io:
         def get_v1_info(self) -> dict:
             required, optional = {}, {}
             for i in self.inputs or []:
-                (optional if i.optional else required)[i.id] = (i.io_type, i.as_dict())
+                info = i.as_dict()
+                info.pop("optional", None)  # as real add_to_dict_v1: the section says it
+                (optional if i.optional else required)[i.id] = (i.io_type, info)
             spec = {"required": required}
             if optional:
                 spec["optional"] = optional
-            if self.hidden:
-                spec["hidden"] = {h: (h,) for h in self.hidden}
+            hidden = list(self.hidden or [])
+            if self.is_output_node:  # as real Schema.finalize(): output nodes get prompt + extra_pnginfo
+                hidden += [h for h in (_Io.Hidden.prompt, _Io.Hidden.extra_pnginfo) if h not in hidden]
+            if hidden:
+                spec["hidden"] = {h.lower(): (h,) for h in hidden}  # real: {Hidden.name: (Hidden.value,)}
             return spec
 
     class NodeOutput:

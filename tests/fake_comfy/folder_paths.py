@@ -11,14 +11,16 @@ folder_names_and_paths = {
 }
 _output = os.path.join(base_path, "output")
 _temp = os.path.join(base_path, "temp")
+_input = os.path.join(base_path, "input")
 
 
 def set_base(path):
     """Tests only: move every folder under ``path``."""
-    global base_path, models_dir, _output, _temp
+    global base_path, models_dir, _output, _temp, _input
     base_path = path
     models_dir = os.path.join(path, "models")
     _output, _temp = os.path.join(path, "output"), os.path.join(path, "temp")
+    _input = os.path.join(path, "input")
     for name, (paths, exts) in list(folder_names_and_paths.items()):
         folder_names_and_paths[name] = ([os.path.join(models_dir, name)], exts)
 
@@ -73,3 +75,8 @@ def get_output_directory():
 def get_temp_directory():
     os.makedirs(_temp, exist_ok=True)
     return _temp
+
+
+def get_input_directory():
+    os.makedirs(_input, exist_ok=True)
+    return _input

@@ -27,6 +27,7 @@ def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimu
     load_calls.append(list(models))
     for m in models:
         m.model.to(m.load_device)
+        m.model.device = m.load_device  # ModelPatcher.load / unpatch_model assign it, as in ComfyUI
         if m in current_loaded_models:
             current_loaded_models.remove(m)
         current_loaded_models.insert(0, m)
@@ -35,6 +36,7 @@ def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimu
 def unload_all_models():
     for m in list(current_loaded_models):
         m.model.to(m.offload_device)
+        m.model.device = m.offload_device
     current_loaded_models.clear()
 
 

@@ -1,0 +1,132 @@
+"""Tier c: every ``tests/workflows/*.json`` runs on a real ComfyUI, and bad values are rejected as the
+fake executor says they are (HTTP 400 with ComfyUI's ``node_errors``)."""
+from __future__ import annotations
+
+import importlib.util
+import io as _io
+import json
+import os
+
+import pytest
+
+from comfy_client import PromptRejected
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+API_DIR = os.path.join(ROOT, "tests", "workflows")
+
+
+def _api_files():
+    return sorted(f for f in os.listdir(API_DIR) if f.endswith(".json") and not f.endswith(".meta.json"))
+
+
+def _load(fname):
+    with open(os.path.join(API_DIR, fname), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("fname", _api_files())
+def test_workflow_runs_on_real_comfyui(comfy_server, fname):
+    import workflow_world
+    from PIL import Image
+
+    prompt = _load(fname)
+    entry = comfy_server.run(prompt, timeout=600)
+    assert entry["status"]["status_str"] == "success"
+    h, w = workflow_world.SCENE_SIZE
+    outputs = entry["outputs"]
+    expected = [k for k, v in prompt.items() if v["class_type"] in ("SaveImage", "PreviewImage")]
+    assert expected and set(expected) <= set(outputs), f"outputs of {expected} missing: {list(outputs)}"
+    for node_id in expected:
+        images = outputs[node_id]["images"]
+        assert images, f"{fname}: node {node_id} saved nothing"
+        for image in images:
+            with Image.open(_io.BytesIO(comfy_server.view(image))) as im:
+                assert im.size == (w, h), f"{fname}: node {node_id} wrote {im.size}, expected {(w, h)}"
+
+
+def _numeric_input_with_max(prompt):
+    from diffcamera.nodes import all_nodes
+
+    classes = {c.define_schema().node_id: c for c in all_nodes()}
+    for node_id, node in prompt.items():
+        cls = classes.get(node["class_type"])
+        if cls is None:
+            continue
+        spec = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
+        for name, val in node["inputs"].items():
+            if isinstance(val, (int, float)) and not isinstance(val, bool) and "max" in spec[name][1]:
+                return node_id, name, spec[name][1]
+    raise AssertionError("no numeric widget with a max in the workflows")
+
+
+@pytest.mark.parametrize("kind", ["value_bigger_than_max", "value_smaller_than_min", "required_input_missing"])
+def test_rejections_match_the_fake(comfy_server, kind):
+    """The same bad prompt is refused by the real server (HTTP 400) and by tier b's fake executor, with
+    the same error type on the same node."""
+    import fake_executor
+    import stock_nodes
+    from diffcamera.nodes import all_nodes
+
+    prompt = _load(_api_files()[0])
+    node_id, name, extra = _numeric_input_with_max(prompt)
+    bad = json.loads(json.dumps(prompt))
+    if kind == "value_bigger_than_max":
+        bad[node_id]["inputs"][name] = extra["max"] * 2 + 1
+    elif kind == "value_smaller_than_min":
+        bad[node_id]["inputs"][name] = extra.get("min", 0) - 1
+    elif kind == "required_input_missing":
+        del bad[node_id]["inputs"][name]
+    with pytest.raises(PromptRejected) as real:
+        comfy_server.queue(bad)
+    assert real.value.status == 400
+    real_errors = real.value.body["node_errors"][node_id]["errors"]
+    assert real_errors[0]["type"] == kind, real_errors
+
+    classes = {c.define_schema().node_id: c for c in all_nodes()}
+    classes.update(stock_nodes.NODE_CLASS_MAPPINGS)
+    import folder_paths
+    import workflow_world
+
+    folder_paths.set_base(comfy_server.base)  # the fake sees the same input/model folders
+    for folder in ("depth_anything", "diffcamera"):
+        folder_paths.folder_names_and_paths.pop(folder, None)
+    with pytest.raises(fake_executor.PromptError) as fake:
+        fake_executor.validate_prompt(bad, classes)
+    assert fake.value.errors[node_id][0]["type"] == kind
+    assert workflow_world.SCENE_IMAGE  # the world the server uses is the one the fake reads
+
+
+def test_stock_node_table_matches_real_object_info(comfy_server):
+    """``scripts/stock_nodes.json`` (widget order of the stock nodes for the UI converter) is what the
+    real server lists."""
+    spec = importlib.util.spec_from_file_location("workflow_ui", os.path.join(ROOT, "scripts", "workflow_ui.py"))
+    wui = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wui)
+    with open(wui.STOCK_FILE, encoding="utf-8") as f:
+        table = json.load(f)["nodes"]
+    for name, want in table.items():
+        info = comfy_server.object_info(name)[name]
+        got = wui.schema_from_v1(info["input"], info["output"], info["output_name"], info["display_name"])
+        for a, b in zip(want["inputs"], got["inputs"]):  # combo defaults list files: compare the rest
+            if a["type"] == "COMBO" and a["default"] is None:
+                b = {**b, "default": None}
+            assert a == b, f"{name}: {a} != {b}"
+        assert len(want["inputs"]) == len(got["inputs"]) and want["outputs"] == got["outputs"], name
+
+
+def test_unknown_combo_value_fails_in_the_node(comfy_server):
+    """ComfyUI v0.3.64 checks combo values only for V1 list combos: a V3 ``io.Combo`` value outside its
+    options passes validation (the fake executor is stricter on purpose and refuses it). So each node
+    must refuse an unknown option itself, with a message naming the input: checked here on the first
+    DiffCamera combo of the first workflow."""
+    prompt = _load(_api_files()[0])
+    node_id, name = next((k, n) for k, v in prompt.items() if v["class_type"].startswith("DiffCamera_")
+                         for n, x in v["inputs"].items()
+                         if isinstance(x, str) and n not in ("path", "focus_point", "filename_prefix"))
+    bad = json.loads(json.dumps(prompt))
+    bad[node_id]["inputs"][name] = "no such option"
+    entry = comfy_server.wait(comfy_server.queue(bad), timeout=300)  # accepted: no HTTP 400
+    assert entry["status"]["status_str"] == "error"
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and errors[0]["node_id"] == node_id
+    assert name in errors[0]["exception_message"], errors[0]["exception_message"]
