@@ -1,0 +1,258 @@
+"""Refocus nodes: load the DiT refocus model (base + VAE + LoRA) and refocus an image with it.
+
+``DiffCamera_ModelLoader`` picks the base from the bundled toy model, our ``models/diffcamera`` folder (whole
+models) or ComfyUI's ``models/diffusion_models`` (FLUX.1 Kontext [dev] / [dev] single files or diffusers folders),
+the VAE from ``models/vae`` and the LoRA from ``models/loras`` or ``models/diffcamera``. The bundle is wrapped in a
+``ModelPatcher`` (``comfy_adapter.wrap_model``) so ComfyUI's model management accounts for it.
+
+``DiffCamera_Refocus`` (DiffCameraRefocus) asks model management to load it first (freeing other nodes' models),
+samples (:func:`diffcamera.core.dit.sampler.refocus`) with a progress bar, latent previews and Cancel support, and
+on a CUDA out-of-memory error unloads the models and says which loader setting to try.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .. import comfy_adapter as ca
+from ..comfy_adapter import io
+from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
+from ..core.dit import memory as dit_memory
+from .common import CATEGORY, Depth, DiffCameraModel, FocusType
+
+TOY = "toy (bundled)"
+AUTO_VAE = "auto (from the base folder)"
+NO_LORA = "none"
+SEP = "/"
+
+
+def _files(folder: str, exts=(".safetensors", ".sft")) -> list:
+    return [f for f in ca.list_model_files(folder) if f.lower().endswith(exts)]
+
+
+def _dirs(folder: str) -> list:
+    return ca.list_model_dirs(folder, "config.json")
+
+
+def base_choices() -> list:
+    own = [f"diffcamera{SEP}{f}" for f in _files("diffcamera") if _is_whole_model("diffcamera", f)]
+    dm = [f"diffusion_models{SEP}{f}" for f in _dirs("diffusion_models") + _files("diffusion_models")]
+    return [TOY] + own + dm
+
+
+def vae_choices() -> list:
+    return [AUTO_VAE] + [f"vae{SEP}{f}" for f in _dirs("vae") + _files("vae")]
+
+
+def lora_choices() -> list:
+    own = [f"diffcamera{SEP}{f}" for f in _files("diffcamera") if not _is_whole_model("diffcamera", f)]
+    return [NO_LORA] + own + [f"loras{SEP}{f}" for f in _files("loras")]
+
+
+def _is_whole_model(folder: str, name: str) -> bool:
+    from ..core.dit.loading import is_diffcamera_model
+    path = ca.resolve_model_path(folder, name)
+    return bool(path) and is_diffcamera_model(path)
+
+
+def resolve_choice(choice: str, what: str) -> str:
+    """``"<folder>/<relative>"`` -> absolute path; a missing file names the file and the folder searched."""
+    folder, _, rel = choice.partition(SEP)
+    path = ca.resolve_model_path(folder, rel)
+    if path is None:
+        where = ", ".join(ca.model_folder_paths(folder)) or f"models/{folder}"
+        raise FileNotFoundError(f"{what}: {rel!r} not found in {where}; put the file there or pick another")
+    return path
+
+
+class ModelLoader(io.ComfyNode):
+    """Load the refocus DiT: base transformer + VAE + DiffCamera LoRA."""
+
+    @classmethod
+    def define_schema(cls):
+        bases, vaes, loras = base_choices(), vae_choices(), lora_choices()
+        return io.Schema(
+            node_id="DiffCamera_ModelLoader",
+            display_name="DiffCamera ModelLoader",
+            category=f"{CATEGORY}/refocus",
+            description=("Loads the refocus model: a FLUX.1-family transformer (FLUX.1 Kontext [dev] recommended, "
+                         "FLUX.1 [dev] supported) with its VAE and a DiffCamera LoRA, or the small bundled toy "
+                         "model (CPU-sized, 64 px training, for trying the graph). Nothing is downloaded."),
+            inputs=[
+                io.Combo.Input("base", options=bases, default=bases[0],
+                               tooltip=("The base model: 'toy (bundled)', a whole DiffCamera model in "
+                                        "models/diffcamera, or a FLUX.1 transformer in models/diffusion_models "
+                                        "(single .safetensors as ComfyUI keeps them, bf16 or fp8, or a diffusers "
+                                        "folder).")),
+                io.Combo.Input("vae", options=vaes, default=vaes[0],
+                               tooltip=("The FLUX VAE (ae.safetensors in models/vae). 'auto' uses the base's own "
+                                        "(toy model, diffusers pipeline folder).")),
+                io.Combo.Input("lora", options=loras, default=loras[0],
+                               tooltip=("A DiffCamera refocus LoRA (models/loras or models/diffcamera). A LoRA "
+                                        "trained for another base family is refused.")),
+                io.Combo.Input("family", options=["auto", "flux1-kontext-dev", "flux1-dev"], default="auto",
+                               tooltip="Base family of a FLUX single file; auto = 'kontext' in the file name "
+                                       "means FLUX.1 Kontext [dev], else FLUX.1 [dev]."),
+                io.Combo.Input("dtype", options=list(dit_memory.DTYPES), default="auto",
+                               tooltip="Compute precision. auto = bf16 on a GPU, fp32 on the CPU."),
+                io.Combo.Input("weight_storage", options=list(dit_memory.STORAGES), default="default",
+                               tooltip=("fp8_e4m3fn keeps transformer weights in 8 bits and up-casts each layer "
+                                        "when it runs: about half the memory of bf16 (FLUX.1: ~12 GB instead of "
+                                        "~24 GB), slightly lower quality.")),
+                io.Combo.Input("offload", options=list(dit_memory.OFFLOAD_MODES), default="none",
+                               tooltip=("none = the whole model on the GPU (ComfyUI frees other models first); "
+                                        "group = one transformer block at a time on the GPU (small GPUs, slower); "
+                                        "leaf = layer by layer (lowest memory, slowest).")),
+            ],
+            outputs=[DiffCameraModel.Output(display_name="diffcamera_model")],
+        )
+
+    @classmethod
+    def execute(cls, base, vae=AUTO_VAE, lora=NO_LORA, family="auto", dtype="auto", weight_storage="default",
+                offload="none"):
+        from ..core.dit.loading import describe, load_refocus_model
+        base_path = "toy" if base == TOY else resolve_choice(base, "base")
+        vae_path = None if vae == AUTO_VAE else resolve_choice(vae, "vae")
+        lora_path = None if lora == NO_LORA else resolve_choice(lora, "lora")
+        device = ca.compute_device()
+        dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[
+            dit_memory.resolve_dtype(dtype, device)]
+        # offload none: the model waits on the offload device and ComfyUI moves it when the refocus node runs;
+        # group/leaf: diffusers' hooks move blocks themselves, so ComfyUI must never move the whole model
+        none = offload == "none"
+        load_device = device if none else ca.offload_device()
+        model = load_refocus_model(base_path, vae_path, lora_path, family=None if family == "auto" else family,
+                                   dtype=dtype_name, storage=weight_storage, offload=offload,
+                                   device=ca.offload_device() if none else device)
+        model.diffcamera_info = {"base": base, "lora": lora, "summary": describe(model), "device": str(device)}
+        return io.NodeOutput(ca.wrap_model(model, load_device=load_device, offload_device_=ca.offload_device()))
+
+
+def _preview_tuple(preview):
+    """Core preview ``[B,3,h,w]`` -> what ComfyUI's progress bar shows (``("JPEG", PIL image, max size)``)."""
+    if preview is None or not ca.HAS_COMFY:
+        return None
+    from PIL import Image
+    arr = (preview[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    img = Image.fromarray(arr)
+    scale = max(1, 256 // max(img.size))
+    if scale > 1:
+        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
+    return ("JPEG", img, 512)
+
+
+def _prompt_from_conditioning(conditioning):
+    """ComfyUI CONDITIONING (FLUX: T5 sequence + CLIP pooled) -> ``(seq [1,T,D], pooled [1,P])``."""
+    if not conditioning:
+        raise ValueError("conditioning: empty; connect a CLIPTextEncode (FLUX) output or leave it unconnected")
+    cond, extra = conditioning[0][0], conditioning[0][1]
+    pooled = extra.get("pooled_output")
+    if pooled is None:
+        raise ValueError("conditioning: no pooled_output (it must come from a FLUX text encoder: T5 + CLIP-L)")
+    return cond[:1].float().cpu(), pooled[:1].float().cpu()
+
+
+class Refocus(io.ComfyNode):
+    """Refocus an image after the fact with the DiT."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DiffCamera_Refocus",
+            display_name="DiffCameraRefocus",
+            category=f"{CATEGORY}/refocus",
+            description=("Re-renders the image focused at FOCUS with the given bokeh level: what must become sharp "
+                         "is deblurred, what must not is blurred, guided by DEPTH. Works on sharp or already "
+                         "blurred images of any size and aspect ratio (tiled above the model's trained size)."),
+            inputs=[
+                DiffCameraModel.Input("diffcamera_model", tooltip="From DiffCamera ModelLoader."),
+                io.Image.Input("image", tooltip="The images to refocus (any size; a batch is refocused image by image "
+                                                "with shared settings)."),
+                Depth.Input("depth", tooltip="Depth of the same images (DepthEstimate / DepthFromImage), same size."),
+                FocusType.Input("focus", tooltip="Where to focus (FocusPicker)."),
+                io.Float.Input("bokeh_level", default=20.0, min=0.0, max=200.0, step=0.5,
+                               tooltip=("Blur strength: blur radius in px per 1024 px of the long side for a "
+                                        "disparity difference of 1 (the same scale as FocusPicker/BokehSimulate). "
+                                        "0 = all in focus.")),
+                io.Int.Input("steps", default=28, min=1, max=200, tooltip="Sampling steps (FLUX default 28)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Noise seed: the same seed gives the same image."),
+                io.Float.Input("guidance", default=2.5, min=0.0, max=10.0, step=0.1,
+                               tooltip="FLUX distilled guidance (Kontext default 2.5). Ignored by the toy model."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip=("1 = generate from noise (guided by the image); lower = start from the "
+                                        "noised input and keep more of it.")),
+                io.Combo.Input("tiling", options=["auto", "off", "on"], default="auto",
+                               tooltip=("auto = tiled denoising when the image is over 1.5x the model's trained "
+                                        "size; on = always tile (tile_size); off = one pass (more memory).")),
+                io.Int.Input("tile_size", default=0, min=0, max=4096, step=16,
+                             tooltip="Tile side in pixels; 0 = the model's trained size (1024 for FLUX, 64 toy)."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip=("Optional prompt (a FLUX CLIPTextEncode output). Without it the "
+                                               "LoRA's stored training-prompt embedding is used: no text encoder "
+                                               "needed.")),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, diffcamera_model, image, depth, focus, bokeh_level=20.0, steps=28, seed=0, guidance=2.5,
+                denoise=1.0, tiling="auto", tile_size=0, conditioning=None):
+        from ..core.dit.sampler import auto_tile_size, check_inputs, refocus
+        handle = diffcamera_model
+        if handle is None or not hasattr(handle, "model") or not hasattr(handle.model, "velocity"):
+            raise ValueError("diffcamera_model: connect a DiffCamera ModelLoader")
+        if not isinstance(image, torch.Tensor) or image.dim() != 4:
+            raise ValueError("image: expected a ComfyUI IMAGE [B,H,W,C]")
+        if not hasattr(depth, "disparity"):
+            raise ValueError("depth: connect a DEPTH (DepthEstimate or DepthFromImage)")
+        if not hasattr(focus, "disparity"):
+            raise ValueError("focus: connect a FOCUS (FocusPicker)")
+        model = handle.model
+        img = comfy_to_core(image)
+        disp = depth.disparity.float()
+        if tuple(disp.shape[-2:]) != tuple(img.shape[-2:]):
+            raise ValueError(f"depth: it is {disp.shape[-1]}×{disp.shape[-2]} px but the image is "
+                             f"{img.shape[-1]}×{img.shape[-2]}; estimate depth from this image (or resize it)")
+        h, w = img.shape[-2:]
+        K = level_to_K(bokeh_level, h, w)
+        check_inputs(model, img, disp, focus, K, steps, denoise)
+        if tiling == "off":
+            tile = None
+        elif tiling == "on":
+            tile = int(tile_size) or int(model.config.trained_size)
+        else:
+            tile = auto_tile_size(model, h, w) if not tile_size else (int(tile_size) if max(h, w) > tile_size else None)
+        saved_prompt = None
+        if conditioning is not None:
+            seq, pooled = _prompt_from_conditioning(conditioning)
+            saved_prompt = (model.prompt_embeds, model.pooled_prompt_embeds)
+            model.set_prompt_embeddings(seq, pooled)
+        progress = ca.Progress(int(steps), desc="refocus", node_id=getattr(cls.hidden, "unique_id", None))
+        storage, offload = getattr(model, "storage", "default"), model.offload_mode
+
+        def callback(done, total, preview):
+            progress(done, total, _preview_tuple(preview))
+
+        try:
+            ca.load_models([handle])
+            target = torch.device(handle.load_device)
+            if offload == "none" and any(p.device != target for p in model.parameters()):
+                model.to(target)  # a partial (low-VRAM) load: this model runs whole
+            out = refocus(model, img, disp, focus, K, steps=int(steps), seed=int(seed), guidance=float(guidance),
+                          denoise=float(denoise), tile_size=tile, callback=callback, preview=ca.HAS_COMFY)
+        except Exception as exc:  # noqa: BLE001 - only OOM is translated
+            if dit_memory.is_oom(exc):
+                ca.free_memory_for([handle])
+                raise RuntimeError(dit_memory.oom_message(storage, offload)) from None
+            raise
+        finally:
+            progress.close()
+            if saved_prompt is not None:
+                model.prompt_embeds, model.pooled_prompt_embeds = saved_prompt
+        return io.NodeOutput(core_to_comfy(out))
+
+
+NODES = [ModelLoader, Refocus]

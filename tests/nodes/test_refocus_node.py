@@ -1,0 +1,178 @@
+"""DiffCamera_ModelLoader + DiffCamera_Refocus in the fake ComfyUI: whole graph, memory, progress, bad input."""
+import pytest
+import torch
+
+import comfy.model_management as mm
+import comfy.utils as cu
+from fake_executor import run_prompt
+
+from diffcamera.comfy_adapter import io
+from diffcamera.core.conventions import level_to_K
+from diffcamera.core.dit.sampler import refocus as core_refocus
+from diffcamera.core.values import DepthMap, Focus
+from diffcamera.nodes import refocus as N
+from diffcamera.nodes.common import Depth, FocusType
+from tiny_dit import save_tiny_flux_bundle, save_toy_model
+
+VALUES = {}
+
+
+class _Src(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="T_RefocusSrc", display_name="T", category="test", description="d",
+                         inputs=[io.String.Input("key", tooltip="t")],
+                         outputs=[io.Image.Output(), Depth.Output(), FocusType.Output()])
+
+    @classmethod
+    def execute(cls, key):
+        v = VALUES[key]
+        return io.NodeOutput(v["image"], v["depth"], v["focus"])
+
+
+CLASSES = {"T_RefocusSrc": _Src, "DiffCamera_ModelLoader": N.ModelLoader, "DiffCamera_Refocus": N.Refocus}
+
+
+def _values(key="s", h=32, w=48, depth_hw=None):
+    g = torch.Generator().manual_seed(0)
+    dh, dw = depth_hw or (h, w)
+    disp = torch.linspace(0, 1, dw).view(1, 1, 1, dw).expand(1, 1, dh, dw).contiguous()
+    VALUES[key] = {"image": torch.rand(1, h, w, 3, generator=g), "depth": DepthMap(disp, "test"),
+                   "focus": Focus(torch.tensor([0.25]), torch.tensor([0.5]), torch.tensor([0.25]), ["point"])}
+    return VALUES[key]
+
+
+def _prompt(base, vae=N.AUTO_VAE, lora=N.NO_LORA, key="s", **refocus):
+    inputs = {"diffcamera_model": ["1", 0], "image": ["0", 0], "depth": ["0", 1], "focus": ["0", 2],
+              "bokeh_level": 16.0, "steps": 2, "seed": 3, "guidance": 3.5, "denoise": 1.0, "tiling": "auto",
+              "tile_size": 0}
+    inputs.update(refocus)
+    return {"0": {"class_type": "T_RefocusSrc", "inputs": {"key": key}},
+            "1": {"class_type": "DiffCamera_ModelLoader",
+                  "inputs": {"base": base, "vae": vae, "lora": lora, "family": "auto", "dtype": "auto",
+                             "weight_storage": "default", "offload": "none"}},
+            "2": {"class_type": "DiffCamera_Refocus", "inputs": inputs}}
+
+
+@pytest.fixture
+def toy_file(comfy_models_dir):
+    path, model = save_toy_model(str(comfy_models_dir / "diffcamera" / "toy_test.safetensors"))
+    return path, model
+
+
+@pytest.fixture
+def tiny_bundle(comfy_models_dir):
+    return save_tiny_flux_bundle(str(comfy_models_dir))
+
+
+def test_toy_graph_end_to_end_matches_core(toy_file):
+    v = _values()
+    mm.load_calls.clear()
+    cu.updates.clear()
+    out = run_prompt(_prompt("diffcamera/toy_test.safetensors"), CLASSES)
+    handle = out["1"].result[0]
+    image = out["2"].result[0]
+    assert image.shape == (1, 32, 48, 3) and image.dtype == torch.float32
+    assert any(handle in call for call in mm.load_calls)  # loaded through model management
+    assert [u[1:] for u in cu.updates if u[2] == 2] == [(1, 2), (2, 2)]
+    expected = core_refocus(toy_file[1], v["image"].permute(0, 3, 1, 2), v["depth"].disparity, v["focus"],
+                            level_to_K(16.0, 32, 48), steps=2, seed=3, guidance=3.5)
+    assert torch.equal(image, expected.permute(0, 2, 3, 1))
+
+
+def test_tiny_flux_base_vae_and_lora_from_comfy_folders(tiny_bundle):
+    _values()
+    choices = N.ModelLoader.INPUT_TYPES()["required"]
+    assert "diffusion_models/tiny-flux" in choices["base"][1]["options"]
+    assert "loras/tiny_refocus.safetensors" in choices["lora"][1]["options"]
+    out = run_prompt(_prompt("diffusion_models/tiny-flux", "vae/tiny-flux-vae", "loras/tiny_refocus.safetensors"),
+                     CLASSES)
+    model = out["1"].result[0].model
+    assert model.config.family == "tiny-flux" and model.config.lora_rank == 4
+    assert out["2"].result[0].shape == (1, 32, 48, 3)
+
+
+def test_seed_determinism_and_conditioning_changes_output(toy_file):
+    _values()
+    a = run_prompt(_prompt("diffcamera/toy_test.safetensors"), CLASSES)["2"].result[0]
+    b = run_prompt(_prompt("diffcamera/toy_test.safetensors"), CLASSES)["2"].result[0]
+    assert torch.equal(a, b)
+    handle = N.ModelLoader.execute("diffcamera/toy_test.safetensors").result[0]
+    model = handle.model
+    before = model.prompt_embeds.clone()
+    v = VALUES["s"]
+    cond = [[torch.randn(1, 7, 64), {"pooled_output": torch.randn(1, 64)}]]
+    kw = dict(bokeh_level=16.0, steps=2, seed=3, guidance=3.5)
+    c = N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], conditioning=cond, **kw).result[0]
+    d = N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], **kw).result[0]
+    assert torch.equal(model.prompt_embeds, before)  # restored after the run
+    assert torch.equal(d, a) and (c - d).abs().max() > 1e-4
+
+
+def test_cancel_stops_after_one_step(toy_file):
+    v = _values()
+    handle = N.ModelLoader.execute("diffcamera/toy_test.safetensors").result[0]
+    calls = []
+    orig = handle.model.velocity_from_tokens
+
+    def counting(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+
+    handle.model.velocity_from_tokens = counting
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=5)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert len(calls) == 1
+
+
+def test_oom_unloads_and_names_the_next_setting(toy_file, monkeypatch):
+    v = _values()
+    handle = N.ModelLoader.execute("diffcamera/toy_test.safetensors").result[0]
+    import diffcamera.core.dit.sampler as sampler
+
+    def boom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(sampler, "refocus", boom)
+    with pytest.raises(RuntimeError) as err:
+        N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=2)
+    assert "fp8_e4m3fn" in str(err.value) and "unloaded" in str(err.value)
+    assert mm.current_loaded_models == []
+
+
+def test_depth_of_another_size_is_refused_before_loading(toy_file):
+    v = _values(depth_hw=(16, 48))
+    handle = N.ModelLoader.execute("diffcamera/toy_test.safetensors").result[0]
+    mm.load_calls.clear()
+    with pytest.raises(ValueError, match="depth: it is 48×16"):
+        N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=2)
+    assert mm.load_calls == []
+
+
+def test_tiny_image_and_steps_are_refused(toy_file):
+    handle = N.ModelLoader.execute("diffcamera/toy_test.safetensors").result[0]
+    v = _values(h=4, w=4)
+    with pytest.raises(ValueError, match="smaller than one latent token"):
+        N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=2)
+    v = _values()
+    with pytest.raises(ValueError, match="steps"):
+        N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=0)
+
+
+def test_missing_files_and_foreign_lora(tiny_bundle, toy_file, comfy_models_dir):
+    with pytest.raises(FileNotFoundError) as err:
+        N.ModelLoader.execute("diffcamera/gone.safetensors")
+    assert "gone.safetensors" in str(err.value) and "diffcamera" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="vae"):
+        N.ModelLoader.execute("diffusion_models/tiny-flux", vae="vae/none.safetensors")
+    with pytest.raises(ValueError) as err:
+        N.ModelLoader.execute("diffcamera/toy_test.safetensors", lora="loras/tiny_refocus.safetensors")
+    assert "tiny-flux" in str(err.value) and "'toy'" in str(err.value)
+
+
+def test_bundled_toy_choice_is_first():
+    assert N.base_choices()[0] == N.TOY
