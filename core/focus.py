@@ -256,27 +256,33 @@ def in_focus_mask(disparity: torch.Tensor, focus_disparity: Floats, K: Floats,
 def draw_marker(image: torch.Tensor, x: Floats, y: Floats, radius: Optional[float] = None) -> torch.Tensor:
     """Draw an antialiased ring with a centre dot (white on a dark outline) at each image's point.
 
-    ``image`` ``[B,3,H,W]`` 0..1; ``radius`` in pixels (default 2 % of the long side, at least 5).
+    ``image`` ``[B,3,H,W]`` 0..1; ``radius`` in pixels (default 2 % of the long side, at least 5). Only the
+    square around each marker is computed, so the cost does not grow with the image size.
     """
     b, _, h, w = image.shape
-    xs, ys = _points(x, b, "x").to(image.device), _points(y, b, "y").to(image.device)
+    xs, ys = _points(x, b, "x"), _points(y, b, "y")
     r = float(radius) if radius else max(5.0, 0.02 * max(h, w))
     t = max(2.0, r / 3.0)
-    cols = torch.arange(w, device=image.device, dtype=torch.float32) + 0.5
-    rows = torch.arange(h, device=image.device, dtype=torch.float32) + 0.5
-    dx = cols.view(1, 1, w) - (xs * w).view(-1, 1, 1)
-    dy = rows.view(1, h, 1) - (ys * h).view(-1, 1, 1)
-    dist = torch.sqrt(dx * dx + dy * dy).unsqueeze(1)
+    reach = int(math.ceil(r + t + 2))
+    out = image.float().clone()
 
     def cover(inner_dist):  # 1 inside, antialiased over one pixel
         return (0.5 - inner_dist).clamp(0.0, 1.0)
 
-    ring = cover((dist - r).abs() - t / 2)
-    dot = cover(dist - t)
-    outline = torch.maximum(cover((dist - r).abs() - t / 2 - 1.0), cover(dist - t - 1.0))
-    out = image.float() * (1 - outline)                 # dark outline
-    white = torch.maximum(ring, dot)
-    return (out * (1 - white) + white).clamp(0.0, 1.0)
+    for i in range(b):
+        px, py = float(xs[i]) * w, float(ys[i]) * h
+        c0, c1 = max(0, int(px) - reach), min(w, int(px) + reach + 1)
+        r0, r1 = max(0, int(py) - reach), min(h, int(py) + reach + 1)
+        cols = torch.arange(c0, c1, device=image.device, dtype=torch.float32) + 0.5 - px
+        rows = torch.arange(r0, r1, device=image.device, dtype=torch.float32) + 0.5 - py
+        dist = torch.sqrt(rows.view(-1, 1) ** 2 + cols.view(1, -1) ** 2)
+        ring = cover((dist - r).abs() - t / 2)
+        dot = cover(dist - t)
+        outline = torch.maximum(cover((dist - r).abs() - t / 2 - 1.0), cover(dist - t - 1.0))
+        white = torch.maximum(ring, dot)
+        crop = out[i, :, r0:r1, c0:c1] * (1 - outline)      # dark outline
+        out[i, :, r0:r1, c0:c1] = crop * (1 - white) + white
+    return out.clamp(0.0, 1.0)
 
 
 def focus_preview(image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K: Floats,

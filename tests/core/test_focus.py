@@ -200,3 +200,12 @@ def test_preview_tints_in_focus_region_and_marks_the_point():
 def test_point_json_round_trip_is_what_the_front_end_writes():
     s = F.point_json(0.3, 0.7)
     assert json.loads(s) == {"x": 0.3, "y": 0.7}
+
+
+def test_marker_at_the_borders_and_per_image():
+    image = torch.zeros(2, 3, 40, 60)
+    out = F.draw_marker(image, [0.0, 1.0], [0.0, 1.0])
+    assert out.shape == image.shape
+    assert out[0, :, 0, 0].min() > 0.95 and out[1, :, 39, 59].min() > 0.95   # the centre dots
+    assert out[0, :, 39, 59].max() == 0 and out[1, :, 0, 0].max() == 0       # each image only its own marker
+    assert torch.equal(image, torch.zeros(2, 3, 40, 60))                      # input untouched
