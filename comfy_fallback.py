@@ -198,8 +198,21 @@ class _Io:
             return cls.define_schema().is_output_node
 
         @_classproperty
-        def FUNCTION(cls):
-            return "execute"
+        def FUNCTION(cls):  # as real ComfyUI: the executor calls EXECUTE_NORMALIZED, which calls execute
+            import inspect
+            return "EXECUTE_NORMALIZED_ASYNC" if inspect.iscoroutinefunction(cls.execute) else "EXECUTE_NORMALIZED"
+
+        @classmethod
+        def EXECUTE_NORMALIZED(cls, *args, **kwargs):
+            """``execute`` with its result normalised to a ``NodeOutput`` (None, tuple or NodeOutput)."""
+            out = cls.execute(*args, **kwargs)
+            if out is None:
+                return _Io.NodeOutput()
+            if isinstance(out, tuple):
+                return _Io.NodeOutput(*out)
+            if isinstance(out, _Io.NodeOutput):
+                return out
+            raise Exception(f"Invalid return type from node: {type(out)}")
 
 
 io = _Io

@@ -116,7 +116,7 @@ def run_prompt(prompt: dict, node_classes: dict) -> dict:
                 kwargs[name] = val
         cls = node_classes[node["class_type"]]
         with torch.inference_mode():
-            out = cls.execute(**kwargs)
+            out = getattr(cls, cls.FUNCTION)(**kwargs)  # EXECUTE_NORMALIZED, as ComfyUI calls it
         done[node_id] = out
         return out
 

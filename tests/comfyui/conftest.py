@@ -136,3 +136,26 @@ def comfy_server(comfy_env, comfy_world):
         log.close()
         if os.environ.get("DIFFCAMERA_KEEP_COMFY_LOG"):
             shutil.copy(log_path, os.environ["DIFFCAMERA_KEEP_COMFY_LOG"])
+
+
+INPROC = os.path.join(HERE, "inproc")
+
+
+@pytest.fixture(scope="session")
+def comfy_run(comfy_env):
+    """Run ``tests/comfyui/inproc/<script>`` with ComfyUI's interpreter and ComfyUI imported in-process
+    (never in pytest's own process, which holds the fake); returns what the script ``emit``-ted."""
+    import json
+
+    root, python = comfy_env
+
+    def run(script: str, *args: str, timeout: float = 600):
+        env = dict(os.environ, COMFYUI_DIR=root, PYTHONPATH=INPROC)
+        out = subprocess.run([python, os.path.join(INPROC, script), *map(str, args)], cwd=INPROC, env=env,
+                             capture_output=True, text=True, timeout=timeout)
+        marker = "@@RESULT@@"
+        if out.returncode != 0 or marker not in out.stdout:
+            raise AssertionError(f"{script} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
+        return json.loads(out.stdout.rsplit(marker, 1)[1].strip().splitlines()[0])
+
+    return run
