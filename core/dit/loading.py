@@ -182,6 +182,9 @@ def load_refocus_model(base: str, vae: Optional[str] = None, lora: Optional[str]
             raise _missing(lora, "LoRA")
         load_refocus_lora(model, lora)
     apply_memory_options(model, cdtype, storage, offload, device)
+    if model.has_lora and storage == "default":
+        from .lora import merge_lora
+        merge_lora(model)  # inference: zero LoRA overhead per step (fp8 storage keeps it separate, in bf16)
     return model.eval()
 
 

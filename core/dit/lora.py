@@ -51,7 +51,8 @@ def has_adapter(model) -> bool:
 
 
 def lora_state_dict(model) -> Dict[str, torch.Tensor]:
-    """The LoRA tensors in diffusers/ComfyUI naming (``transformer.<module>.lora_A.weight`` …, ``.alpha``)."""
+    """The LoRA tensors in diffusers/ComfyUI naming (``transformer.<module>.lora_A.weight`` …, ``.alpha``).
+    (Merging does not change them, so a merged model saves the same file.)"""
     from peft.utils import get_peft_model_state_dict
     sd = get_peft_model_state_dict(model.transformer, adapter_name=ADAPTER)
     out = {}
@@ -164,6 +165,8 @@ def load_refocus_lora(model_or_base, path: str):
                                              cfg.camera_subgrid, cfg.camera_hidden).to(model.device)
     same = (has_adapter(model) and model.config.lora_rank == cfg.lora_rank
             and list(model.config.lora_targets) == list(cfg.lora_targets))
+    if has_adapter(model):
+        unmerge_lora(model)
     if has_adapter(model) and not same:
         remove_lora(model)
     model.config.condition_layout = cfg.condition_layout
@@ -187,6 +190,25 @@ def load_refocus_lora(model_or_base, path: str):
     return model
 
 
+def lora_layers(model) -> list:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    return [m for m in model.transformer.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def merge_lora(model) -> None:
+    """Fold the LoRA into the base weights for inference (a step then costs exactly a plain FLUX step);
+    the LoRA matrices are kept, :func:`unmerge_lora` restores the base. Idempotent."""
+    for m in lora_layers(model):
+        if not m.merged:
+            m.merge(adapter_names=[ADAPTER])
+
+
+def unmerge_lora(model) -> None:
+    for m in lora_layers(model):
+        while m.merged:
+            m.unmerge()
+
+
 def _lora_nonzero(model) -> bool:
     return any(p.abs().sum() > 0 for n, p in model.transformer.named_parameters() if f"lora_B.{ADAPTER}" in n)
 
@@ -195,6 +217,7 @@ def remove_lora(model) -> None:
     """Remove the ``"diffcamera"`` adapter (restores the plain base layers)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
     from peft.utils import _get_submodules
+    unmerge_lora(model)
     names = [n for n, m in model.transformer.named_modules() if isinstance(m, BaseTunerLayer)]
     for n in names:
         parent, target, attr = _get_submodules(model.transformer, n)

@@ -1,0 +1,223 @@
+"""One sampling step of DiffCameraRefocus against one step of plain FLUX Kontext editing (one reference image).
+
+Target (issue 6): at 1024×1024 with randomly initialised *full-size* FLUX.1 configs, a refocus step costs
+≤ 1.25× a Kontext step. Both sides run the same diffusers ``FluxTransformer2DModel`` forward in one run,
+interleaved, medians reported:
+
+* **Kontext**: ``[noisy N ; reference N]`` image tokens + T text tokens, no LoRA (what FLUX Kontext does);
+* **refocus, fused**: the same sequence (camera projection added to the reference) with our LoRA merged into the
+  weights, as ``load_refocus_model`` runs inference — the camera encoder runs once per image (shown separately,
+  amortised over 28 steps);
+* **refocus, fused, LoRA unmerged**: the same with peft's separate LoRA matmuls (fp8 storage / training path);
+* **refocus, separate**: ``[noisy N ; reference N ; camera N]``, LoRA merged.
+
+On the CPU (no GPU here) a small config (inner dim 256, 2 double + 4 single blocks, LoRA rank 16) is timed at
+256² and 512² token counts with T = N/8 (FLUX: 512 text tokens for 4096 image tokens) — for tracking the ratio.
+With CUDA, the full-size FLUX.1 config (bf16, 1024², T = 512) is timed, plus seconds per image at 28 steps and
+peak GPU memory for bf16, fp8 weight storage and group offloading. GPU figures are not measured on the 2-core
+CPU machine this was written on.
+
+Run: ``python benchmarks/bench_refocus_step.py [--repeat 5] [--full]``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+SMALL = dict(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=64,
+             num_attention_heads=4, joint_attention_dim=256, pooled_projection_dim=64, guidance_embeds=True,
+             axes_dims_rope=[8, 28, 28])
+FULL = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+            num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+            axes_dims_rope=[16, 56, 56])
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(tcfg, layout, lora_rank, device, dtype):
+    """A RefocusModel around a random transformer of config ``tcfg`` (no VAE needed for step timing)."""
+    from diffusers import FluxTransformer2DModel
+
+    from diffcamera.core.dit.autoencoder import PixelShuffleAutoencoder
+    from diffcamera.core.dit.lora import add_lora
+    from diffcamera.core.dit.model import RefocusModel
+    from diffcamera.core.dit.toy import flux_config
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            t = FluxTransformer2DModel(**tcfg)
+    finally:
+        torch.set_default_dtype(prev)
+    cfg = flux_config("flux1-kontext-dev", condition_layout=layout, lora_rank=0, camera_hidden=128)
+    m = RefocusModel(cfg, t, PixelShuffleAutoencoder(8))  # the autoencoder is unused here
+    if lora_rank:
+        add_lora(m, lora_rank)
+    m.to(device)
+    m.compute_dtype = dtype
+    return m
+
+
+def step_fns(model, n_side, text_tokens, device, dtype):
+    """Callables for one step: (kontext, refocus) on a ``n_side × n_side`` token grid."""
+    from diffcamera.core.dit.packing import token_ids
+    b = 1
+    lat = torch.randn(b, 16, 2 * n_side, 2 * n_side, device=device)
+    ref = torch.randn_like(lat)
+    px = 16 * n_side
+    cam = torch.rand(b, 6, px, px, device=device)
+    model.prompt_embeds = torch.randn(1, text_tokens, model.transformer.config.joint_attention_dim, device=device)
+    model.pooled_prompt_embeds = torch.randn(1, model.transformer.config.pooled_projection_dim, device=device)
+    sigma = torch.tensor([0.5], device=device)
+    with torch.no_grad():
+        cond, ids = model.condition_tokens(ref, cam)
+    from diffcamera.core.dit.packing import pack_latents
+    ref_tok = pack_latents(ref)
+    ids1 = token_ids(n_side, n_side, 1, device=device)
+
+    def kontext():
+        with torch.no_grad(), _base_only(model):
+            model.velocity_from_tokens(lat, sigma, ref_tok, ids1, 2.5)
+
+    def refocus_step():
+        with torch.no_grad():
+            model.velocity_from_tokens(lat, sigma, cond, ids, 2.5)
+
+    def encode():
+        with torch.no_grad():
+            model.condition_tokens(ref, cam)
+    return kontext, refocus_step, encode
+
+
+class _base_only:
+    """Run the plain base transformer (plain Kontext): every peft layer calls only its base layer."""
+
+    def __init__(self, model):
+        from diffcamera.core.dit.lora import lora_layers
+        self.layers = lora_layers(model)
+
+    def __enter__(self):
+        self.saved = [m.forward for m in self.layers]
+        for m in self.layers:
+            m.forward = m.get_base_layer().forward
+
+    def __exit__(self, *a):
+        for m, f in zip(self.layers, self.saved):
+            m.forward = f
+
+
+def interleaved_medians(fns, repeat, device):
+    for f in fns:
+        f()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, f in enumerate(fns):
+            _sync(device)
+            t = time.perf_counter()
+            f()
+            _sync(device)
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
+
+
+def cpu_rows(repeat):
+    torch.set_num_threads(2)
+    dev, dt = torch.device("cpu"), torch.float32
+    rows = []
+    for px in (256, 512):
+        n_side = px // 16
+        n = n_side * n_side
+        text = max(1, n // 8)
+        for layout, merged in (("fused", True), ("fused", False), ("separate", True)):
+            torch.manual_seed(0)
+            m = build(SMALL, layout, 16, dev, dt)
+            if merged:
+                from diffcamera.core.dit.lora import merge_lora
+                merge_lora(m)
+            kontext, ours, enc = step_fns(m, n_side, text, dev, dt)
+            tk, to, te = interleaved_medians([kontext, ours, enc], repeat, dev)
+            rows.append((f"{px}² small (CPU, 2 threads)", layout + ("" if merged else ", LoRA unmerged"), n, text, tk * 1e3, to * 1e3, te * 1e3, to / tk,
+                         (to + te / 28) / tk))
+    return rows
+
+
+def gpu_rows(repeat):
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    rows = []
+    from diffcamera.core.dit.lora import merge_lora
+    for layout in ("fused", "separate"):
+        torch.manual_seed(0)
+        m = build(FULL, layout, 32, dev, dt)
+        merge_lora(m)
+        kontext, ours, enc = step_fns(m, 64, 512, dev, dt)
+        tk, to, te = interleaved_medians([kontext, ours, enc], repeat, dev)
+        rows.append(("1024² FLUX.1 full (GPU, bf16)", layout, 4096, 512, tk * 1e3, to * 1e3, te * 1e3, to / tk,
+                     (to + te / 28) / tk))
+        del m
+        torch.cuda.empty_cache()
+    return rows
+
+
+def gpu_memory_rows():
+    """Seconds per 1024² image (28 steps, refocus fused, random weights, random VAE) and peak memory."""
+    from diffusers import AutoencoderKL
+
+    from diffcamera.core.dit.autoencoder import FluxAutoencoder
+    from diffcamera.core.dit.memory import apply_memory_options
+    from diffcamera.core.dit.sampler import refocus
+    from diffcamera.core.values import Focus
+    import json
+    import os
+    from diffcamera.core.dit.loading import CONFIGS
+    vcfg = json.load(open(os.path.join(CONFIGS, "flux1-vae", "vae", "config.json")))
+    rows = []
+    for storage, offload in (("default", "none"), ("fp8_e4m3fn", "none"), ("default", "group")):
+        torch.cuda.empty_cache()
+        torch.manual_seed(0)
+        m = build(FULL, "fused", 32, torch.device("cpu"), torch.bfloat16)
+        vae = AutoencoderKL(**{k: v for k, v in vcfg.items() if not k.startswith("_")})
+        m.autoencoder = FluxAutoencoder(vae, 0.3611, 0.1159)
+        apply_memory_options(m, torch.bfloat16, storage, offload, torch.device("cuda"))
+        if storage == "default":
+            from diffcamera.core.dit.lora import merge_lora
+            merge_lora(m)
+        torch.cuda.reset_peak_memory_stats()
+        img = torch.rand(1, 3, 1024, 1024)
+        disp = torch.rand(1, 1, 1024, 1024)
+        t = time.perf_counter()
+        refocus(m, img, disp, Focus.from_disparity(0.5), 20.0, steps=28, guidance=2.5)
+        torch.cuda.synchronize()
+        rows.append((storage, offload, time.perf_counter() - t, torch.cuda.max_memory_allocated() / 2**30))
+        del m
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--full", action="store_true", help="with CUDA: also seconds/image and peak memory (slow)")
+    args = p.parse_args(argv)
+    rows = cpu_rows(args.repeat)
+    if torch.cuda.is_available():
+        rows += gpu_rows(args.repeat)
+    print("| config | layout | image tokens N | text tokens | Kontext step ms | refocus step ms | "
+          "camera encode ms (once) | ratio | ratio incl. encode/28 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.2f} | {r[7]:.3f}× | {r[8]:.3f}× |")
+    print("\ntarget: ratio ≤ 1.25× at 1024² with full-size FLUX.1 configs"
+          + ("" if torch.cuda.is_available() else " — no GPU here: full-size figures unmeasured"))
+    if torch.cuda.is_available() and args.full:
+        print("\n| weight storage | offload | s / 1024² image (28 steps) | peak GPU GiB |\n|---|---|---|---|")
+        for s, o, sec, gib in gpu_memory_rows():
+            print(f"| {s} | {o} | {sec:.1f} | {gib:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
