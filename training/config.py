@@ -114,8 +114,6 @@ class TrainConfig:
         """Raise ``ValueError`` naming the field and the fix for any value out of range."""
         if self.model_kind not in MODEL_KINDS:
             raise ValueError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
-        if self.model_kind == "flux" and not self.base_path:
-            raise ValueError("model_kind 'flux' needs base_path (a local FLUX.1 transformer folder or file)")
         if self.size < 16 or self.size % 16:
             raise ValueError(f"size must be a multiple of 16 and >= 16, got {self.size}")
         for name in ("steps", "batch_size", "grad_accum"):

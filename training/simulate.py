@@ -270,6 +270,17 @@ def load_depth(path: str, metric: bool = False) -> torch.Tensor:
     return metric_depth_to_disparity(t) if metric else normalise_disparity(t)
 
 
+def _unreadable(path: str) -> Optional[str]:
+    """Why PIL cannot read ``path`` (cheap header check), or ``None``."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types
+        return f"unreadable image ({type(exc).__name__})"
+    return None
+
+
 @dataclass
 class SourceScan:
     """What :func:`scan_folder` found."""
@@ -291,6 +302,10 @@ def scan_folder(folder: str, have_depth_model: bool) -> SourceScan:
     for p in files:
         if os.path.getsize(p) == 0:
             scan.bad.append((p, "empty file"))
+            continue
+        why = _unreadable(p)
+        if why:
+            scan.bad.append((p, why))
             continue
         dep = find_depth_file(p)
         if dep is None and not have_depth_model:
@@ -430,14 +445,19 @@ def procedural_sources(num_scenes: int, kinds: Sequence[str], scene_seed: int) -
     return [{"kind": "scene", "seed": scene_seed + i, "scene_kind": kinds[i % len(kinds)]} for i in range(num_scenes)]
 
 
-def estimate_missing_depth(images: List[str], depth: Dict[str, Optional[str]], depth_model_path: str,
-                           callback=None) -> Tuple[Dict[str, torch.Tensor], List]:
-    """Estimate disparity (Depth Anything V2 via ``core.depth``) for images without a depth file."""
-    from ..core.depth import estimate_disparity, load_depth_model
+def estimate_missing_depth(images: List[str], depth: Dict[str, Optional[str]], depth_model_path: Optional[str],
+                           callback=None, estimator: Optional[Callable] = None) -> Tuple[Dict[str, torch.Tensor], List]:
+    """Estimate disparity for images without a depth file: ``estimator(image [1,3,H,W]) -> [1,1,H,W]``, or
+    Depth Anything V2 loaded from ``depth_model_path`` via ``core.depth``."""
     todo = [p for p in images if not depth.get(p)]
     if not todo:
         return {}, []
-    model = load_depth_model(depth_model_path)
+    if estimator is None:
+        from ..core.depth import estimate_disparity, load_depth_model
+        model = load_depth_model(depth_model_path)
+
+        def estimator(img):
+            return estimate_disparity(model, img)
     cache, bad = {}, []
     for i, p in enumerate(todo):
         try:
@@ -446,19 +466,21 @@ def estimate_missing_depth(images: List[str], depth: Dict[str, Optional[str]], d
             bad.append((p, str(exc)))
             continue
         with torch.no_grad():
-            cache[p] = estimate_disparity(model, img).float().cpu()
+            cache[p] = estimator(img).float().cpu()
         if callback is not None:
             callback(i + 1, len(todo), None)
     return cache, bad
 
 
 def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optional[str] = None,
-                     workers: int = 1, callback=None, log: Callable[[str], None] = print) -> Dict:
+                     workers: int = 1, callback=None, log: Callable[[str], None] = print,
+                     depth_estimator: Optional[Callable] = None) -> Dict:
     """Write a sharded dataset to ``out_dir`` (resumable); returns the manifest dict.
 
     Exactly one source: ``image_folder`` (``options.sources`` records it) or ``options.num_scenes > 0``
     procedural scenes. ``callback(done, total, None)`` after each shard (may raise to interrupt; finished
-    shards stay and a rerun resumes).
+    shards stay and a rerun resumes). ``depth_estimator``: optional ``fn(image) -> disparity`` used instead of
+    loading ``options.depth_model`` (the ComfyUI node passes its DEPTH_MODEL this way).
     """
     from ..core.conventions import LATENT_MULTIPLE
     if options.size % LATENT_MULTIPLE:
@@ -490,10 +512,12 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
     bad: List = []
     depth_cache: Dict[str, torch.Tensor] = {}
     if image_folder:
-        scan = scan_folder(image_folder, have_depth_model=bool(options.depth_model))
+        have_model = bool(options.depth_model) or depth_estimator is not None
+        scan = scan_folder(image_folder, have_depth_model=have_model)
         bad += scan.bad
-        if options.depth_model:
-            depth_cache, b = estimate_missing_depth(scan.images, scan.depth, options.depth_model)
+        if have_model:
+            depth_cache, b = estimate_missing_depth(scan.images, scan.depth, options.depth_model,
+                                                    estimator=depth_estimator)
             bad += b
         sources = [{"kind": "file", "path": p, "depth": scan.depth[p]} for p in scan.images
                    if scan.depth[p] or p in depth_cache]
@@ -544,7 +568,10 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
         with open(os.path.join(out_dir, f"shard_{i:05d}.json"), "r", encoding="utf-8") as fh:
             info = json.load(fh)
         n = len(info["groups"])
-        bad += [tuple(x) for x in info.get("bad", [])]
+        for name, why in info.get("bad", []):
+            if not any(name == b[0] for b in bad):
+                bad.append((name, why))
+                log(f"simulate: skipped bad file {name}: {why}")
         if n:
             shards.append({"file": f"shard_{i:05d}.safetensors", "groups": n})
             groups += n

@@ -112,10 +112,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("--minutes", type=float, default=None)
     t.add_argument("--slice", type=int, default=25)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--dataset", default=None, help="a simulated dataset folder instead of the config's")
+    t.add_argument("--scenes", type=int, default=None, help="procedural scenes (overrides the config)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.cmd == "train":
-        base = TrainConfig.load(a.config)
+        over = {}
+        if a.dataset:
+            over["dataset"] = a.dataset
+        if a.scenes:
+            over["procedural_scenes"] = a.scenes
+        base = TrainConfig.load(a.config, over)
         deadline = time.time() + 60 * a.minutes if a.minutes else None
         done = run_ablation(base, a.out, a.slice, deadline)
         print(json.dumps(done))

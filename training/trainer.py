@@ -90,6 +90,10 @@ def build_model(config: TrainConfig):
         from ..core.dit.model import build_tiny_flux_model
         model = build_tiny_flux_model(toy_cfgs.tiny_flux_config(**changes), seed=config.seed)
     else:
+        if not config.base_path:
+            raise ValueError("model_kind 'flux' needs base_path: a local FLUX.1 Kontext [dev] / FLUX.1 [dev] "
+                             "transformer (diffusers folder or single file); set it in the config or with "
+                             "--set base_path=PATH")
         from ..core.dit import loading
         model = loading.load_refocus_model(config.base_path, vae_path=config.vae_path,
                                            config=toy_cfgs.flux_config(**changes))

@@ -1,0 +1,69 @@
+"""``diffcamera simulate``: make refocus training pairs (sharded safetensors + JSON metadata + manifest).
+
+Sources: a folder of all-in-focus images with depth maps beside them (``photo.png`` + ``photo_depth.png``,
+grey disparity, bright = near; or ``photo_depth.npy``), depth estimated with ``--depth-model`` (a local Depth
+Anything V2 folder) for images without one, or ``--scenes N`` procedural scenes with exact depth. Every
+source gives ``--variants`` groups (two focus planes, their two-plane composite, the plane mask and a
+reference), rendered with the classical (BokehMe-style) renderer. Rerunning the same command resumes;
+the same ``--seed`` gives the same data. Unreadable files are listed and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("simulate", help="simulate refocus training pairs from images+depth or procedural scenes",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder of all-in-focus images (depth maps beside them as NAME_depth.png)")
+    src.add_argument("--scenes", type=int, help="number of procedural scenes to use instead of images")
+    p.add_argument("-o", "--out", required=True, help="output dataset folder (created; rerun to resume)")
+    p.add_argument("--depth-model", default=None,
+                   help="Depth Anything V2 folder (or name in the depth_anything model folder) for images "
+                        "without a depth map")
+    p.add_argument("--depth-is-metric", action="store_true",
+                   help="depth files hold metric depth (far = large) instead of disparity (near = bright)")
+    p.add_argument("--size", type=int, default=512, help="square training size in px, multiple of 16 (default: %(default)s)")
+    p.add_argument("--variants", type=int, default=16, help="groups per source image (default: %(default)s)")
+    p.add_argument("--level-min", type=float, default=8.0, help="lowest bokeh level, px per 1024 px (default: %(default)s)")
+    p.add_argument("--level-max", type=float, default=96.0, help="highest bokeh level (default: %(default)s)")
+    p.add_argument("--min-separation", type=float, default=0.15,
+                   help="least disparity gap between the two focus planes (default: %(default)s)")
+    p.add_argument("--p-aif", type=float, default=0.3,
+                   help="probability that the reference is the all-in-focus image (default: %(default)s)")
+    p.add_argument("--min-sharpness", type=float, default=0.0,
+                   help="drop sources whose Laplacian variance is below this (0 = keep all; default: %(default)s)")
+    p.add_argument("--scene-kinds", default="layers,slanted,ground,mixed",
+                   help="procedural scene kinds, comma-separated (default: %(default)s)")
+    p.add_argument("--scene-seed", type=int, default=0, help="first procedural scene seed (default: %(default)s)")
+    p.add_argument("--shard-size", type=int, default=64, help="groups per shard file (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
+    return p
+
+
+def run(args) -> int:
+    import os
+
+    from .. import comfy_adapter as ca
+    from ..training.simulate import SimulateOptions, simulate_dataset
+
+    depth_model = args.depth_model
+    if depth_model and not os.path.isdir(depth_model):
+        depth_model = ca.resolve_model_path("depth_anything", depth_model)
+        if depth_model is None:
+            raise FileNotFoundError(f"--depth-model {args.depth_model!r} is neither a folder nor a name in the "
+                                    f"depth_anything model folder ({', '.join(ca.model_folder_paths('depth_anything'))})")
+    opts = SimulateOptions(size=args.size, variants=args.variants, level_range=(args.level_min, args.level_max),
+                           min_plane_separation=args.min_separation, p_aif=args.p_aif,
+                           min_sharpness=args.min_sharpness, shard_size=args.shard_size, seed=args.seed,
+                           depth_is_metric=args.depth_is_metric, num_scenes=args.scenes or 0,
+                           scene_kinds=tuple(k.strip() for k in args.scene_kinds.split(",") if k.strip()),
+                           scene_seed=args.scene_seed, depth_model=depth_model)
+    progress = ca.Progress(1, desc="simulate (shards)")
+    try:
+        simulate_dataset(args.out, opts, image_folder=args.images, workers=args.workers, callback=progress)
+    finally:
+        progress.close()
+    return 0

@@ -1,0 +1,175 @@
+"""Simulated refocus pairs: determinism, resume, the composite/mask maths, bad input."""
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from diffcamera.core.bokeh_classical import render_classical
+from diffcamera.training.dataset import PairDataset, sample_indices
+from diffcamera.training.simulate import (SimulateOptions, composite_disparity, plane_mask, simulate_dataset,
+                                          simulate_group)
+
+
+def _opts(**kw):
+    base = dict(size=32, variants=2, level_range=(32.0, 256.0), num_scenes=3, scene_seed=5, shard_size=2, seed=7)
+    base.update(kw)
+    return SimulateOptions(**base)
+
+
+def _quiet(_):
+    pass
+
+
+def _load_all(folder):
+    from safetensors.torch import load_file
+    out = {}
+    for f in sorted(os.listdir(folder)):
+        if f.endswith(".safetensors"):
+            out[f] = load_file(os.path.join(folder, f))
+    return out
+
+
+def test_same_seed_same_data_and_other_seed_differs(tmp_path):
+    m1 = simulate_dataset(str(tmp_path / "a"), _opts(), log=_quiet)
+    simulate_dataset(str(tmp_path / "b"), _opts(), log=_quiet)
+    simulate_dataset(str(tmp_path / "c"), _opts(seed=8), log=_quiet)
+    a, b, c = (_load_all(str(tmp_path / x)) for x in "abc")
+    assert m1["groups"] == 6 and len(m1["shards"]) == 3
+    assert a.keys() == b.keys()
+    for k in a:
+        for t in a[k]:
+            assert torch.equal(a[k][t], b[k][t])
+    assert not torch.equal(a["shard_00000.safetensors"]["target1"], c["shard_00000.safetensors"]["target1"])
+
+
+def test_interrupted_run_resumes_to_identical_data(tmp_path):
+    calls = []
+
+    def boom(done, total, preview):
+        calls.append(done)
+        if done >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        simulate_dataset(str(tmp_path / "r"), _opts(), callback=boom, log=_quiet)
+    assert not os.path.exists(tmp_path / "r" / "manifest.json")
+    logs = []
+    simulate_dataset(str(tmp_path / "r"), _opts(), log=logs.append)
+    assert any("resuming" in s for s in logs)
+    simulate_dataset(str(tmp_path / "ref"), _opts(), log=_quiet)
+    r, ref = _load_all(str(tmp_path / "r")), _load_all(str(tmp_path / "ref"))
+    for k in ref:
+        for t in ref[k]:
+            assert torch.equal(r[k][t], ref[k][t])
+    with pytest.raises(ValueError, match="other arguments.*seed"):
+        simulate_dataset(str(tmp_path / "r"), _opts(seed=99), log=_quiet)
+
+
+def test_composite_is_the_two_plane_rendering_and_mask_marks_the_sharper_plane():
+    from diffcamera.core.scenes import make_scene
+    scene = make_scene(3, size=32, kind="layers")
+    img, disp = scene.image.float(), scene.disparity.float()
+
+    def render(i, d, fd, K):
+        return render_classical(i, (K * (d - fd)).abs())
+
+    tensors, meta = simulate_group(img, disp, 11, _opts(min_plane_separation=0.2), render)
+    d1, d2, K = meta["focus_disparity1"], meta["focus_disparity2"], meta["K"]
+    # focus disparities are disparities of the image itself
+    assert (disp - d1).abs().min() < 1e-6 and (disp - d2).abs().min() < 1e-6
+    radius = K * torch.minimum((disp - d1).abs(), (disp - d2).abs())
+    expected = (render_classical(img, radius)[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    assert (tensors["composite"].int() - expected.int()).abs().max() <= 1
+    mask = plane_mask(disp, d1, d2)
+    assert torch.equal(tensors["mask"], mask[0].to(torch.uint8))
+    near1 = (disp - d1).abs() < (disp - d2).abs()
+    assert bool((mask[near1] == 1).all()) and bool((mask[~near1 & ((disp - d1).abs() > (disp - d2).abs())] == 0).all())
+    # the remap gives exactly the two-plane radius
+    assert torch.allclose(2 * K * (composite_disparity(disp, d1, d2) - 0.5).abs(), radius, atol=1e-5)
+    # target 1 is sharp where its plane is: it equals the AIF there (radius < 0.5 px)
+    sharp1 = (K * (disp - d1).abs() < 0.25)[0, 0]
+    if sharp1.sum() > 10:
+        err = (tensors["target1"].float() - tensors["aif"].float()).abs().mean(0)[sharp1].mean()
+        assert err < 8
+
+
+def test_dataset_batches_and_order(tmp_path):
+    simulate_dataset(str(tmp_path / "d"), _opts(), log=_quiet)
+    ds = PairDataset(folder=str(tmp_path / "d"))
+    assert len(ds) == 6 and ds.size == 32
+    b = ds.batch([0, 5])
+    assert b["target1"].shape == (2, 3, 32, 32) and 0 <= float(b["target1"].min()) and float(b["target1"].max()) <= 1
+    assert b["focus_xy1"].shape == (2, 2) and b["K"].shape == (2,)
+    order = sample_indices(0, 12, 6, seed=1)
+    assert sorted(order[:6]) == list(range(6)) and sorted(order[6:]) == list(range(6))
+    assert sample_indices(3, 4, 6, seed=1) == order[3:7]
+
+
+def _png(path, size=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    arr = (torch.rand(size, size, 3, generator=g) * 255).byte().numpy()
+    Image.fromarray(arr).save(path)
+
+
+def test_image_folder_with_depth_bad_files_listed_and_skipped(tmp_path):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    _png(src / "a.png")
+    dep = (torch.linspace(0, 255, 40).view(1, 40).expand(40, 40)).byte().numpy()
+    Image.fromarray(dep).save(src / "a_depth.png")
+    _png(src / "b.png", seed=1)
+    Image.fromarray(dep).save(src / "b_depth.png")
+    (src / "broken.png").write_bytes(b"not a png at all")
+    (src / "broken_depth.png").write_bytes(b"nope")
+    (src / "empty.jpg").write_bytes(b"")
+    logs = []
+    m = simulate_dataset(str(tmp_path / "out"), _opts(num_scenes=0, shard_size=1), image_folder=str(src), log=logs.append)
+    bad = {os.path.basename(p) for p, _ in m["bad_files"]}
+    assert {"broken.png", "empty.jpg"} <= bad
+    assert m["groups"] == 4  # a and b, 2 variants each
+    assert any("broken.png" in s for s in logs)
+
+
+def test_sharpness_filter_drops_and_reports(tmp_path):
+    pytest.importorskip("diffcamera.core.metrics")
+    src = tmp_path / "imgs"
+    src.mkdir()
+    _png(src / "sharp.png")
+    Image.fromarray(torch.full((40, 40, 3), 128, dtype=torch.uint8).numpy()).save(src / "flat.png")
+    for n in ("sharp", "flat"):
+        Image.fromarray(torch.full((40, 40), 100, dtype=torch.uint8).numpy()).save(src / f"{n}_depth.png")
+    m = simulate_dataset(str(tmp_path / "out"), _opts(num_scenes=0, min_sharpness=1e-4), image_folder=str(src), log=_quiet)
+    assert [os.path.basename(n) for n, _ in m["dropped_unsharp"]] == ["flat.png"]
+    assert m["groups"] == 2
+
+
+def test_empty_folder_and_missing_depth_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no usable image"):
+        simulate_dataset(str(tmp_path / "o1"), _opts(num_scenes=0), image_folder=str(empty), log=_quiet)
+    nodepth = tmp_path / "nodepth"
+    nodepth.mkdir()
+    _png(nodepth / "x.png")
+    with pytest.raises(ValueError, match=r"no depth map.*x\.png.*depth model"):
+        simulate_dataset(str(tmp_path / "o2"), _opts(num_scenes=0), image_folder=str(nodepth), log=_quiet)
+    with pytest.raises(FileNotFoundError):
+        simulate_dataset(str(tmp_path / "o3"), _opts(num_scenes=0), image_folder=str(tmp_path / "missing"), log=_quiet)
+    # with a depth estimator the same folder works
+    m = simulate_dataset(str(tmp_path / "o4"), _opts(num_scenes=0), image_folder=str(nodepth), log=_quiet,
+                         depth_estimator=lambda img: img.mean(1, keepdim=True))
+    assert m["groups"] == 2
+
+
+@pytest.mark.slow
+def test_several_processes_give_the_same_data(tmp_path):
+    simulate_dataset(str(tmp_path / "one"), _opts(), log=_quiet, workers=1)
+    simulate_dataset(str(tmp_path / "two"), _opts(), log=_quiet, workers=2)
+    a, b = _load_all(str(tmp_path / "one")), _load_all(str(tmp_path / "two"))
+    for k in a:
+        for t in a[k]:
+            assert torch.equal(a[k][t], b[k][t])
+    with open(tmp_path / "two" / "manifest.json") as fh:
+        assert json.load(fh)["groups"] == 6
