@@ -95,8 +95,18 @@ def build_model(config: TrainConfig):
                              "transformer (diffusers folder or single file); set it in the config or with "
                              "--set base_path=PATH")
         from ..core.dit import loading
-        model = loading.load_refocus_model(config.base_path, vae_path=config.vae_path,
-                                           config=toy_cfgs.flux_config(**changes))
+        from ..core.dit.lora import add_lora
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = loading.load_refocus_model(config.base_path, vae=config.vae_path, family=changes.get("family"),
+                                           dtype="auto", device=device)
+        target = toy_cfgs.flux_config(model.config.family, **changes)
+        for key in ("condition_layout", "coc_scale", "prompt", "trained_size", "camera_subgrid", "camera_hidden"):
+            setattr(model.config, key, getattr(target, key))
+        from ..core.dit.conditions import CameraEncoder
+        c = model.config
+        model.camera_encoder = CameraEncoder(c.camera_channels, c.token_pixels, c.token_dim, c.camera_subgrid,
+                                             c.camera_hidden).to(device)
+        add_lora(model, target.lora_rank, target.lora_alpha, target.lora_targets)
     if config.init_lora:
         from ..core.dit.lora import load_refocus_lora
         load_refocus_lora(model, config.init_lora)
