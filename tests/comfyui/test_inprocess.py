@@ -44,3 +44,74 @@ def test_v1_view_of_real_comfy_api_equals_the_fallback(comfy_run, comfy_world):
                     for name, spec in want.get(section, {}).items():
                         assert spec == got[section][name], f"{node_id}.{name}: fake {spec} != real {got[section][name]}"
             assert got == want, f"{node_id}.{key}: fake {want!r} != real {got!r}"
+
+
+def _chromium():
+    import shutil
+
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_focus_picker_click_in_real_front_end(comfy_server, comfy_env, comfy_run, tmp_path):
+    """Headless Chromium on the real front end: UI workflows convert (front end's graphToPrompt) to their
+    API copies; in the FocusPicker workflow a click on the preview sets the widget, and the re-run
+    focuses there."""
+    import subprocess
+
+    import pytest
+
+    _, python = comfy_env
+    chromium = _chromium()
+    if not chromium:
+        pytest.skip("no Chromium: apt-get install chromium (or set CHROMIUM=/path/to/chrome)")
+    if subprocess.run([python, "-c", "import playwright"], capture_output=True).returncode != 0:
+        pytest.skip(f"Playwright for Python is not installed for {python}: {python} -m pip install playwright "
+                    "(the system Chromium is used; no browser download)")
+    root = os.path.dirname(os.path.dirname(HERE))
+    out = comfy_run("browser_focus_picker.py", comfy_server.url, chromium, tmp_path,
+                    os.path.join(root, "workflows"), os.path.join(root, "tests", "workflows"),
+                    "focus_from_depth_map.json", timeout=900)
+    print(json.dumps({k: v for k, v in out.items() if k != "conversions"}, indent=1)[:4000])
+    assert out["extensions"], "the front end did not load web/js/focus_picker.js"
+
+    # the real front end converts each UI workflow to its API copy
+    sys.path.insert(0, os.path.join(root, "scripts"))
+    try:
+        import workflow_ui
+    finally:
+        sys.path.pop(0)
+    for fname, prompt in out["conversions"].items():
+        api_path = os.path.join(root, "tests", "workflows", fname)
+        if not os.path.exists(api_path):
+            api_path = os.path.join(root, "scripts", "workflow_sources", fname)
+        with open(api_path, encoding="utf-8") as f:
+            api = json.load(f)
+        assert workflow_ui.strip_meta(prompt) == workflow_ui.strip_meta(api), fname
+
+    # click -> widget -> re-run
+    assert out["first_status"] == "success" and out["second_status"] == "success"
+    assert out["top_element"] and "diffcamera-focus-image" in out["top_element"], out["top_element"]
+    point = json.loads(out["widget_value"])
+    w, h = out["box"]["nw"], out["box"]["nh"]
+    assert abs(point["x"] - 0.25) <= 1.5 / w + 1e-3 and abs(point["y"] - 0.75) <= 1.5 / h + 1e-3, point
+    assert json.loads(out["second_prompt_point"]) == point
+    first, second = out["first_focus"][0], out["second_focus"][0]
+    assert (round(first["x"], 3), round(first["y"], 3)) == (0.3, 0.6)
+    assert abs(second["x"] - point["x"]) < 1e-3 and abs(second["y"] - point["y"]) < 1e-3, second
+    assert abs(second["disparity"] - first["disparity"]) > 0.05, "the click did not move the focus to another depth"
+
+    # the same graph with the clicked point, through the fake executor, picks the same focus disparity
+    import fake_executor
+    import folder_paths
+    import stock_nodes
+    from diffcamera.nodes import all_nodes
+
+    folder_paths.set_base(comfy_server.base)
+    with open(os.path.join(root, "tests", "workflows", "focus_from_depth_map.json"), encoding="utf-8") as f:
+        prompt = json.load(f)
+    picker = next(k for k, v in prompt.items() if v["class_type"] == "DiffCamera_FocusPicker")
+    prompt[picker]["inputs"]["focus_point"] = out["widget_value"]
+    classes = {c.define_schema().node_id: c for c in all_nodes()}
+    classes.update(stock_nodes.NODE_CLASS_MAPPINGS)
+    focus = fake_executor.run_prompt(prompt, classes)[picker].args[0]
+    assert abs(float(focus.disparity[0]) - second["disparity"]) < 2e-3
