@@ -334,6 +334,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     last_ckpt, interrupted = None, False
     B, A = config.batch_size, config.grad_accum
     t_start = time.perf_counter()
+    updating = False
     log_fh = open(log_path, "a", encoding="utf-8") if main else None
     try:
         while step < stop_at:
@@ -354,9 +355,11 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                     tot[k] += float(res[k].detach()) / A
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(list(params.values()), config.max_grad_norm)
+            updating = True  # weights and step counter disagree until `step += 1`
             optimizer.step()
             scheduler.step()
             step += 1
+            updating = False
             elapsed += time.perf_counter() - t0
             if not all(math.isfinite(v) for v in tot.values()):
                 raise FloatingPointError(f"loss became {tot} at step {step}; lower lr or check the data")
@@ -374,7 +377,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                 callback(step, config.steps, None)
     except BaseException:
         interrupted = True
-        if step > 0:
+        if step > 0 and not updating:  # mid-update: the last periodic checkpoint is the consistent one
             try:
                 last_ckpt = do_checkpoint()
                 log(f"train: interrupted at step {step}; checkpoint {last_ckpt}")
