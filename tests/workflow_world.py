@@ -55,3 +55,27 @@ def build(base: str) -> dict:
         save_tiny_depth_anything(os.path.join(models, "depth_anything", DEPTH_MODEL_DIR), seed=0)
     return {"base": base, "models": models, "input": os.path.join(base, "input"),
             "image": scene.image, "disparity": scene.disparity}
+
+
+def toy_bundle_present() -> bool:
+    """Whether the pack ships its trained toy refocus model (``assets/toy_refocus/model.safetensors``)."""
+    from diffcamera.core.dit import loading
+
+    try:
+        loading.toy_bundle_file()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def save_random_toy(folder: str) -> str:
+    """A randomly initialised toy refocus model saved like the bundled one (``folder/model.safetensors``):
+    a stand-in for tier b while the trained bundle is not in the repository."""
+    import torch
+
+    from diffcamera.core.dit.lora import save_refocus_model
+    from diffcamera.core.dit.model import build_toy_model
+
+    with torch.random.fork_rng(devices=[]):
+        model = build_toy_model(seed=0)
+    return save_refocus_model(model, os.path.join(folder, "model.safetensors"))

@@ -30,6 +30,10 @@ def test_workflow_runs_on_real_comfyui(comfy_server, fname):
     from PIL import Image
 
     prompt = _load(fname)
+    if any(v == "toy (bundled)" for node in prompt.values() for v in node["inputs"].values()) \
+            and not workflow_world.toy_bundle_present():
+        pytest.skip("the trained toy model is not bundled yet (assets/toy_refocus/model.safetensors); "
+                    "tier b runs this graph with a random stand-in")
     entry = comfy_server.run(prompt, timeout=600)
     assert entry["status"]["status_str"] == "success"
     h, w = workflow_world.SCENE_SIZE
