@@ -307,3 +307,46 @@ def combine_ui(*parts) -> dict:
         merged.update(d)
     return merged
 
+
+
+# ------------------------------------------------------------------------ stock FLUX MODEL (refocus)
+def flux_velocity_fn(model_patcher, lora_tensors: Optional[dict] = None, strength: float = 1.0):
+    """A ComfyUI FLUX ``MODEL`` as a refocus ``velocity_fn`` (see ``core/dit/external.py``).
+
+    Our LoRA (``transformer.<diffusers module>.lora_A/B`` + ``alpha``) is applied with ComfyUI's own LoRA loader
+    (``comfy.sd.load_lora_for_models`` on a clone: the user's MODEL is not changed). Returns ``(patcher, fn)``:
+    load ``patcher`` with :func:`load_models` before calling ``fn``. ``fn`` calls ``model.apply_model`` with the
+    conditions as ``ref_latents`` (method ``"index"``) and turns ComfyUI's denoised output back into the
+    rectified-flow velocity ``v = (x − denoised) / σ``.
+    """
+    if not HAS_COMFY:
+        raise RuntimeError("a ComfyUI MODEL can only be used inside ComfyUI")
+    import comfy.sd
+    patcher = model_patcher
+    if lora_tensors:
+        patcher, _ = comfy.sd.load_lora_for_models(model_patcher, None, lora_tensors, strength, 0.0)
+
+    def fn(noisy, sigma, refs, txt, pooled, guidance):
+        dev = patcher.load_device
+        x = noisy.to(dev)
+        s = sigma.to(dev).float()
+        b = x.shape[0]
+        options = patcher.model_options.get("transformer_options", {})
+        denoised = patcher.model.apply_model(
+            x, s, c_crossattn=txt.to(dev), y=pooled.to(dev), guidance=torch.full((b,), float(guidance), device=dev),
+            ref_latents=[r.to(dev) for r in refs], ref_latents_method="index", transformer_options=options)
+        return ((x.float() - denoised.float()) / s.view(-1, 1, 1, 1)).float()
+
+    return patcher, fn
+
+
+def is_comfy_flux_model(obj) -> bool:
+    """Whether ``obj`` is a ComfyUI ``MODEL`` (ModelPatcher) around a FLUX-family model."""
+    model = getattr(obj, "model", None)
+    if model is None or not HAS_COMFY:
+        return False
+    try:
+        import comfy.model_base
+        return isinstance(model, comfy.model_base.Flux)
+    except ImportError:
+        return False

@@ -22,6 +22,7 @@ from ..core.dit import memory as dit_memory
 from .common import CATEGORY, Depth, DiffCameraModel, FocusType
 
 TOY = "toy (bundled)"
+EXTERNAL = "(ComfyUI MODEL: connect it to DiffCameraRefocus)"
 AUTO_VAE = "auto (from the base folder)"
 NO_LORA = "none"
 SEP = "/"
@@ -38,7 +39,7 @@ def _dirs(folder: str) -> list:
 def base_choices() -> list:
     own = [f"diffcamera{SEP}{f}" for f in _files("diffcamera") if _is_whole_model("diffcamera", f)]
     dm = [f"diffusion_models{SEP}{f}" for f in _dirs("diffusion_models") + _files("diffusion_models")]
-    return [TOY] + own + dm
+    return [TOY] + own + dm + [EXTERNAL]
 
 
 def vae_choices() -> list:
@@ -84,7 +85,9 @@ class ModelLoader(io.ComfyNode):
                                tooltip=("The base model: 'toy (bundled)', a whole DiffCamera model in "
                                         "models/diffcamera, or a FLUX.1 transformer in models/diffusion_models "
                                         "(single .safetensors as ComfyUI keeps them, bf16 or fp8, or a diffusers "
-                                        "folder).")),
+                                        "folder). The last choice loads only the LoRA's conditions and the VAE: "
+                                        "FLUX then comes from a ComfyUI MODEL connected to DiffCameraRefocus "
+                                        "(fp8, GGUF, whatever you already run), so it is not loaded twice.")),
                 io.Combo.Input("vae", options=vaes, default=vaes[0],
                                tooltip=("The FLUX VAE (ae.safetensors in models/vae). 'auto' uses the base's own "
                                         "(toy model, diffusers pipeline folder).")),
@@ -112,9 +115,18 @@ class ModelLoader(io.ComfyNode):
     def execute(cls, base, vae=AUTO_VAE, lora=NO_LORA, family="auto", dtype="auto", weight_storage="default",
                 offload="none"):
         from ..core.dit.loading import describe, load_refocus_model
-        base_path = "toy" if base == TOY else resolve_choice(base, "base")
         vae_path = None if vae == AUTO_VAE else resolve_choice(vae, "vae")
         lora_path = None if lora == NO_LORA else resolve_choice(lora, "lora")
+        if base == EXTERNAL:
+            from ..core.dit.external import load_condition_bundle
+            if lora_path is None or vae_path is None:
+                raise ValueError("lora/vae: with a ComfyUI MODEL as the base, pick the DiffCamera LoRA and the FLUX "
+                                 "VAE (ae.safetensors) here")
+            bundle = load_condition_bundle(lora_path, vae_path)
+            bundle.diffcamera_info = {"base": base, "lora": lora, "summary": f"conditions of {lora} (external FLUX)"}
+            return io.NodeOutput(ca.wrap_model(bundle, load_device=ca.compute_device(),
+                                               offload_device_=ca.offload_device()))
+        base_path = "toy" if base == TOY else resolve_choice(base, "base")
         device = ca.compute_device()
         dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[
             dit_memory.resolve_dtype(dtype, device)]
@@ -188,6 +200,10 @@ class Refocus(io.ComfyNode):
                                         "size; on = always tile (tile_size); off = one pass (more memory).")),
                 io.Int.Input("tile_size", default=0, min=0, max=4096, step=16,
                              tooltip="Tile side in pixels; 0 = the model's trained size (1024 for FLUX, 64 toy)."),
+                io.Model.Input("flux_model", optional=True,
+                               tooltip=("Optional: the FLUX MODEL your graph already loaded (Load Diffusion Model, "
+                                        "fp8/GGUF/...): the refocus runs on it with the DiffCamera LoRA applied by "
+                                        "ComfyUI, instead of the loader's own transformer.")),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip=("Optional prompt (a FLUX CLIPTextEncode output). Without it the "
                                                "LoRA's stored training-prompt embedding is used: no text encoder "
@@ -199,7 +215,7 @@ class Refocus(io.ComfyNode):
 
     @classmethod
     def execute(cls, diffcamera_model, image, depth, focus, bokeh_level=20.0, steps=28, seed=0, guidance=2.5,
-                denoise=1.0, tiling="auto", tile_size=0, conditioning=None):
+                denoise=1.0, tiling="auto", tile_size=0, conditioning=None, flux_model=None):
         from ..core.dit.sampler import auto_tile_size, check_inputs, refocus
         handle = diffcamera_model
         if handle is None or not hasattr(handle, "model") or not hasattr(handle.model, "velocity"):
@@ -210,7 +226,14 @@ class Refocus(io.ComfyNode):
             raise ValueError("depth: connect a DEPTH (DepthEstimate or DepthFromImage)")
         if not hasattr(focus, "disparity"):
             raise ValueError("focus: connect a FOCUS (FocusPicker)")
-        model = handle.model
+        bundle = model = handle.model
+        handles = [handle]
+        if flux_model is not None:
+            model, patcher = _external(bundle, flux_model)
+            handles = [patcher, handle]
+        elif bundle.transformer is None:
+            raise ValueError("flux_model: this DiffCamera model was loaded without a transformer; connect the FLUX "
+                             "MODEL of your graph (Load Diffusion Model) to flux_model")
         img = comfy_to_core(image)
         disp = depth.disparity.float()
         if tuple(disp.shape[-2:]) != tuple(img.shape[-2:]):
@@ -228,31 +251,48 @@ class Refocus(io.ComfyNode):
         saved_prompt = None
         if conditioning is not None:
             seq, pooled = _prompt_from_conditioning(conditioning)
-            saved_prompt = (model.prompt_embeds, model.pooled_prompt_embeds)
-            model.set_prompt_embeddings(seq, pooled)
+            saved_prompt = (bundle.prompt_embeds, bundle.pooled_prompt_embeds)
+            bundle.set_prompt_embeddings(seq, pooled)
         progress = ca.Progress(int(steps), desc="refocus", node_id=getattr(cls.hidden, "unique_id", None))
-        storage, offload = getattr(model, "storage", "default"), model.offload_mode
+        storage, offload = getattr(bundle, "storage", "default"), bundle.offload_mode
 
         def callback(done, total, preview):
             progress(done, total, _preview_tuple(preview))
 
         try:
-            ca.load_models([handle])
+            ca.load_models(handles)
             target = torch.device(handle.load_device)
-            if offload == "none" and any(p.device != target for p in model.parameters()):
-                model.to(target)  # a partial (low-VRAM) load: this model runs whole
+            if offload == "none" and any(p.device != target for p in bundle.parameters()):
+                bundle.to(target)  # a partial (low-VRAM) load: this model runs whole
             out = refocus(model, img, disp, focus, K, steps=int(steps), seed=int(seed), guidance=float(guidance),
                           denoise=float(denoise), tile_size=tile, callback=callback, preview=ca.HAS_COMFY)
         except Exception as exc:  # noqa: BLE001 - only OOM is translated
             if dit_memory.is_oom(exc):
-                ca.free_memory_for([handle])
+                ca.free_memory_for(handles)
                 raise RuntimeError(dit_memory.oom_message(storage, offload)) from None
             raise
         finally:
             progress.close()
             if saved_prompt is not None:
-                model.prompt_embeds, model.pooled_prompt_embeds = saved_prompt
+                bundle.prompt_embeds, bundle.pooled_prompt_embeds = saved_prompt
         return io.NodeOutput(core_to_comfy(out))
+
+
+def _external(bundle, flux_model):
+    """``(ExternalRefocusModel, patcher)``: our conditions + LoRA on ComfyUI's FLUX MODEL."""
+    from ..core.dit.external import ExternalRefocusModel
+    from ..core.dit.lora import has_adapter, lora_state_dict
+    if bundle.config.family == "toy":
+        raise ValueError("flux_model: the toy model has no FLUX counterpart; disconnect flux_model or load a FLUX "
+                         "DiffCamera LoRA")
+    if not ca.is_comfy_flux_model(flux_model):
+        raise ValueError("flux_model: expected a FLUX.1 MODEL (Load Diffusion Model with a FLUX.1 Kontext [dev] / "
+                         "[dev] file)")
+    lora = getattr(bundle, "lora_tensors", None)
+    if lora is None and bundle.transformer is not None and has_adapter(bundle):
+        lora = lora_state_dict(bundle)
+    patcher, fn = ca.flux_velocity_fn(flux_model, lora)
+    return ExternalRefocusModel(bundle, fn), patcher
 
 
 NODES = [ModelLoader, Refocus]

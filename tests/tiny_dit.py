@@ -117,3 +117,43 @@ def save_tiny_flux_single_files(models_dir: str, layout: str = "fused", seed: in
     shutil.copy(os.path.join(paths["transformer"], "config.json"), os.path.join(cfg_dir, "transformer", "config.json"))
     paths.update(single_file=f, config_dir=cfg_dir)
     return paths, model
+
+
+def comfy_parity_case(models_dir: str, layout: str = "fused", seed: int = 0):
+    """Everything the real-ComfyUI tier needs to show that ComfyUI's FLUX (+ our LoRA via its stock loader) and our
+    diffusers path predict the same velocity for the same weights and inputs.
+
+    Returns a dict:
+        ``unet_config``: for ``comfy.supported_models.Flux(unet_config)`` (then ``set_inference_dtype(torch.float32,
+        None)``, ``get_model({})`` and ``load_model_weights(bfl_state_dict, "")``, wrap in a ModelPatcher);
+        ``bfl_state_dict``: the tiny base transformer in BFL/ComfyUI names (also saved as
+        ``diffusion_models/tiny-flux.safetensors``);
+        ``lora_path``: our LoRA file (``loras/tiny_refocus.safetensors``; load it with ``comfy.utils.load_torch_file``
+        and ``comfy.sd.load_lora_for_models`` or ``comfy_adapter.flux_velocity_fn``: every ``transformer.*`` LoRA key
+        must be mapped, i.e. none reported "not loaded");
+        ``inputs``: ``noisy [1,16,8,6]``, ``sigma [1]``, ``refs`` (list of reference latents, FLUX-normalised),
+        ``txt [1,4,32]``, ``pooled [1,16]``, ``guidance`` — the arguments of a ``velocity_fn``;
+        ``expected``: our velocity ``[1,16,8,6]`` (diffusers transformer with the LoRA, fp32).
+    ComfyUI's velocity: ``patcher, fn = comfy_adapter.flux_velocity_fn(model_patcher, lora_tensors)``,
+    ``comfy_adapter.load_models([patcher])``, ``fn(**inputs)``; expect agreement to ~1e-4 (different RoPE/attention
+    kernels). A wrong key mapping or ids layout gives errors of order 1.
+    """
+    from diffcamera.core.dit.conditions import build_camera_map
+    from diffcamera.core.dit.external import reference_latents
+    paths, model = save_tiny_flux_single_files(models_dir, layout, seed)
+    g = torch.Generator().manual_seed(seed + 11)
+    img = torch.rand(1, 3, 64, 48, generator=g)
+    disp = torch.rand(1, 1, 64, 48, generator=g)
+    with torch.no_grad():
+        ref = model.autoencoder.encode(img)
+        cam = build_camera_map(disp, 0.4, 24.0, torch.tensor([0.3, 0.6]))
+        refs = reference_latents(model, ref, cam)
+        noisy = torch.randn(ref.shape, generator=g)
+        sigma = torch.tensor([0.6])
+        expected = model.velocity(noisy, sigma, ref, cam, 3.5)
+    bfl = diffusers_to_bfl(base_transformer_state_dict(model), model.transformer.config)
+    return {"unet_config": comfy_flux_unet_config(model.transformer.config), "bfl_state_dict": bfl,
+            "lora_path": paths["lora"], "paths": paths,
+            "inputs": {"noisy": noisy, "sigma": sigma, "refs": refs, "txt": model.prompt_embeds,
+                       "pooled": model.pooled_prompt_embeds, "guidance": 3.5},
+            "expected": expected, "model": model}

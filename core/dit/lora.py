@@ -139,8 +139,14 @@ def load_extras(model, tensors: dict) -> None:
     if cam:
         model.camera_encoder.load_state_dict(cam)
     pe, pp = tensors.get(EXTRA_PREFIX + "prompt_embeds"), tensors.get(EXTRA_PREFIX + "pooled_prompt_embeds")
-    if pe is not None and pp is not None:
-        model.set_prompt_embeddings(pe, pp)
+    if pe is not None and pp is not None:  # the file's own embedding (sizes checked against the transformer)
+        tcfg = getattr(model.transformer, "config", None)
+        if tcfg is not None and (pe.shape[-1], pp.shape[-1]) != (tcfg.joint_attention_dim, tcfg.pooled_projection_dim):
+            raise ValueError(f"the file's prompt embedding ({pe.shape[-1]}/{pp.shape[-1]}) does not fit this "
+                             f"transformer ({tcfg.joint_attention_dim}/{tcfg.pooled_projection_dim})")
+        dev = model.prompt_embeds.device
+        model.prompt_embeds = pe.float().to(dev)
+        model.pooled_prompt_embeds = pp.float().to(dev)
 
 
 def load_refocus_lora(model_or_base, path: str):

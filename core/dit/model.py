@@ -55,10 +55,10 @@ class RefocusModel(nn.Module):
                  prompt_embeds: Optional[torch.Tensor] = None, pooled_prompt_embeds: Optional[torch.Tensor] = None):
         super().__init__()
         self.config = config
-        self.transformer = transformer
+        self.transformer = transformer  # None: conditions only (the transformer is external, core/dit/external.py)
         self.autoencoder = autoencoder
-        tcfg = transformer.config
-        if int(tcfg.in_channels) != config.token_dim:
+        tcfg = transformer.config if transformer is not None else None
+        if tcfg is not None and int(tcfg.in_channels) != config.token_dim:
             raise ValueError(f"transformer in_channels {tcfg.in_channels} != 4 × latent_channels "
                              f"({config.latent_channels}) of the {config.family} config")
         self.camera_encoder = CameraEncoder(config.camera_channels, config.token_pixels, config.token_dim,
@@ -77,7 +77,7 @@ class RefocusModel(nn.Module):
         """Where the transformer's weights live (its first parameter; the onload device under group offloading)."""
         if getattr(self, "onload_device", None) is not None:
             return self.onload_device
-        for p in self.transformer.parameters():
+        for p in (self.transformer or self.camera_encoder).parameters():
             return p.device
         return torch.device("cpu")
 
@@ -93,14 +93,14 @@ class RefocusModel(nn.Module):
     def set_prompt_embeddings(self, prompt_embeds: torch.Tensor, pooled_prompt_embeds: torch.Tensor,
                               prompt: Optional[str] = None) -> None:
         """Replace the text condition: ``prompt_embeds [1,T,D]`` and ``pooled [1,P]`` (e.g. from ComfyUI CONDITIONING)."""
-        tcfg = self.transformer.config
         if prompt_embeds.dim() == 2:
             prompt_embeds = prompt_embeds.unsqueeze(0)
         if pooled_prompt_embeds.dim() == 1:
             pooled_prompt_embeds = pooled_prompt_embeds.unsqueeze(0)
-        if prompt_embeds.shape[-1] != tcfg.joint_attention_dim or pooled_prompt_embeds.shape[-1] != tcfg.pooled_projection_dim:
+        want = (self.prompt_embeds.shape[-1], self.pooled_prompt_embeds.shape[-1])
+        if (prompt_embeds.shape[-1], pooled_prompt_embeds.shape[-1]) != want:
             raise ValueError(f"prompt embedding sizes {prompt_embeds.shape[-1]}/{pooled_prompt_embeds.shape[-1]} do not "
-                             f"match the transformer ({tcfg.joint_attention_dim}/{tcfg.pooled_projection_dim})")
+                             f"match the model ({want[0]}/{want[1]})")
         self.prompt_embeds = prompt_embeds[:1].float().to(self.prompt_embeds.device)
         self.pooled_prompt_embeds = pooled_prompt_embeds[:1].float().to(self.prompt_embeds.device)
         if prompt is not None:
@@ -199,6 +199,8 @@ def default_prompt_embeddings(transformer_config, family: str):
     Toy / tiny: a fixed pseudo-random sequence of :data:`TOY_TEXT_TOKENS` tokens (seeded, so every build agrees).
     Real FLUX: zeros ``[1, 512, 4096]`` / ``[1, 768]`` (no text encoder at hand; trained LoRAs carry the real one).
     """
+    if transformer_config is None:  # conditions-only bundle of a FLUX family
+        return torch.zeros(1, 512, 4096), torch.zeros(1, 768)
     d, p = int(transformer_config.joint_attention_dim), int(transformer_config.pooled_projection_dim)
     if family in ("toy", "tiny-flux"):
         g = torch.Generator().manual_seed(1234)

@@ -176,3 +176,40 @@ def test_missing_files_and_foreign_lora(tiny_bundle, toy_file, comfy_models_dir)
 
 def test_bundled_toy_choice_is_first():
     assert N.base_choices()[0] == N.TOY
+
+
+def test_external_flux_model_path_wiring(tiny_bundle, monkeypatch):
+    """With base = ComfyUI MODEL, the loader keeps only conditions + VAE and the refocus node runs the MODEL given
+    to flux_model (stood in for here by our own tiny transformer; tier c checks real ComfyUI) with our LoRA."""
+    import diffcamera.comfy_adapter as ca
+    from diffcamera.core.dit.external import diffusers_velocity_fn
+    paths, model = tiny_bundle
+    v = _values()
+    seen = {}
+
+    class FakePatcher:
+        load_device = torch.device("cpu")
+        offload_device = torch.device("cpu")
+
+        def __init__(self, m):
+            self.model = m
+
+    def fake_fn(mp, lora, strength=1.0):
+        seen["lora"] = lora
+        return FakePatcher(mp.model), diffusers_velocity_fn(model.transformer)
+
+    monkeypatch.setattr(ca, "flux_velocity_fn", fake_fn)
+    monkeypatch.setattr(ca, "is_comfy_flux_model", lambda obj: True)
+    handle = N.ModelLoader.execute(N.EXTERNAL, vae="vae/tiny-flux-vae", lora="loras/tiny_refocus.safetensors").result[0]
+    assert handle.model.transformer is None
+    with pytest.raises(ValueError, match="flux_model"):
+        N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=2)
+    kw = dict(bokeh_level=16.0, steps=2, seed=3, guidance=3.5)
+    ext = N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], flux_model=FakePatcher(torch.nn.Linear(1, 1)), **kw)
+    assert set(seen["lora"]) and all(k.startswith("transformer.") for k in seen["lora"])
+    own = N.ModelLoader.execute("diffusion_models/tiny-flux", vae="vae/tiny-flux-vae",
+                                lora="loras/tiny_refocus.safetensors").result[0]
+    ref = N.Refocus.execute(own, v["image"], v["depth"], v["focus"], **kw)
+    assert torch.allclose(ext.result[0], ref.result[0], atol=1e-4)
+    with pytest.raises(ValueError, match="lora/vae"):
+        N.ModelLoader.execute(N.EXTERNAL)
