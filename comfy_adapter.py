@@ -323,7 +323,8 @@ def flux_velocity_fn(model_patcher, lora_tensors: Optional[dict] = None, strengt
         raise RuntimeError("a ComfyUI MODEL can only be used inside ComfyUI")
     import comfy.sd
     patcher = model_patcher
-    if lora_tensors:
+    lora_tensors = {k: v for k, v in (lora_tensors or {}).items() if not k.startswith("diffcamera.")}
+    if lora_tensors:  # our own extras (camera encoder, prompt embedding) are not transformer weights
         patcher, _ = comfy.sd.load_lora_for_models(model_patcher, None, lora_tensors, strength, 0.0)
 
     def fn(noisy, sigma, refs, txt, pooled, guidance):
