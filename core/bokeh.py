@@ -1,0 +1,182 @@
+"""``render_bokeh``: the public lens-blur renderer (a contract other modules call).
+
+Two modes:
+
+* ``"classical"`` — BokehMe's classical scatter, exactly the formula DiffCamera's simulator used (on
+  ``image**gamma``, weights ``(0.5+0.5·tanh(4·(r−|p−q|)))/(r²+0.2)``, output ``(Σw·c/Σw)**(1/gamma)``),
+  computed by :mod:`diffcamera.core.bokeh_classical` in a time independent of the blur radius.
+* ``"layered"`` — occlusion-aware: depth-ordered layers blurred and composited back to front in linear
+  light, hidden background extended behind foreground edges (:mod:`diffcamera.core.bokeh_layered`).
+
+Blur radius convention (:mod:`diffcamera.core.conventions`): ``r = K·|d − d_f|`` px at the image's own
+resolution; the signed circle of confusion ``c = K·(d − d_f)`` is positive in front of the focus plane.
+
+Input checks happen before any work and raise ``ValueError`` naming the input. Image/depth of
+different sizes are **refused** here (the node resizes the depth itself and says so in its output).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+
+from .aperture import Aperture, validate_aperture
+from .conventions import as_batch, linear_to_srgb, srgb_to_linear
+
+Number = Union[float, int]
+Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
+MODES = ("classical", "layered")
+
+
+def _check_inputs(image, disparity, focus_disparity, K, mode, gamma):
+    if not torch.is_tensor(image) or image.dim() != 4 or image.shape[1] != 3:
+        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+        raise ValueError(f"image must be a [B,3,H,W] tensor (sRGB 0..1), got {shape}")
+    if not torch.is_tensor(disparity) or disparity.dim() != 4 or disparity.shape[1] != 1:
+        shape = tuple(disparity.shape) if torch.is_tensor(disparity) else type(disparity).__name__
+        raise ValueError(f"disparity must be a [B,1,H,W] tensor (0..1, near = 1), got {shape}")
+    b, _, h, w = image.shape
+    if h == 0 or w == 0 or b == 0:
+        raise ValueError(f"image is empty ({tuple(image.shape)}); give at least one 1x1 image")
+    if disparity.shape[-2:] != image.shape[-2:]:
+        raise ValueError(f"disparity size {tuple(disparity.shape[-2:])} differs from image size {(h, w)}; "
+                         "resize the depth map to the image (the BokehSimulate node does this for you)")
+    if disparity.shape[0] not in (1, b):
+        raise ValueError(f"disparity batch {disparity.shape[0]} does not match image batch {b}; "
+                         "give one depth map per image or a single one for all")
+    if not torch.isfinite(disparity).all():
+        raise ValueError("disparity contains NaN or infinite values; clean or re-estimate the depth map")
+    if not torch.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    for name, value in (("focus_disparity", focus_disparity), ("K", K)):
+        t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+        if t.numel() not in (1, b):
+            raise ValueError(f"{name} has {t.numel()} values but the batch has {b} images; "
+                             "give one value or one per image")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite, got {value}")
+    if (torch.as_tensor(K, dtype=torch.float64) < 0).any():
+        raise ValueError(f"K (blur radius in px per unit disparity) must be >= 0, got {K}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be a positive number (BokehMe uses 4), got {gamma}")
+
+
+def coc_map(disparity: torch.Tensor, focus_disparity, K, focus_range: float = 0.0,
+            focus_falloff: float = 0.05) -> torch.Tensor:
+    """Signed circle of confusion ``[B,1,H,W]`` in px: ``K·(d − d_f)``, or with a ``focus_range`` (a band of
+    disparity width ``focus_range`` centred on ``d_f`` kept sharp) ``K·sign(Δ)·ramp(|Δ| − range/2)`` where
+    ``ramp`` rises smoothly (C¹) from 0 over ``focus_falloff`` and then has slope 1."""
+    b = disparity.shape[0]
+    d_f = as_batch(focus_disparity, b, disparity).view(-1, 1, 1, 1)
+    k = as_batch(K, b, disparity).view(-1, 1, 1, 1)
+    delta = disparity - d_f
+    if focus_range <= 0:
+        return k * delta
+    e = (delta.abs() - focus_range / 2).clamp_min(0)
+    fw = max(float(focus_falloff), 1e-6)
+    ramp = torch.where(e < fw, e * e / (2 * fw), e - fw / 2)
+    return k * torch.sign(delta) * ramp
+
+
+def _highlight_boost(image: torch.Tensor, threshold: float, gain: float) -> torch.Tensor:
+    """Per-pixel multiplier ``[B,1,H,W]`` ≥ 1 of linear light: ``1 + gain·smoothstep`` of the linear
+    luminance above ``threshold`` (both in linear light)."""
+    lin = srgb_to_linear(image)
+    lum = (0.2126 * lin[:, 0:1] + 0.7152 * lin[:, 1:2] + 0.0722 * lin[:, 2:3])
+    x = ((lum - threshold) / max(1.0 - threshold, 1e-6)).clamp(0, 1)
+    return 1.0 + gain * x * x * (3 - 2 * x)
+
+
+def _chromatic_aberration(image: torch.Tensor, amount: float) -> torch.Tensor:
+    """Lateral chromatic aberration: red magnified by ``1+amount``, blue by ``1−amount`` about the centre."""
+    b, _, h, w = image.shape
+    ys = torch.linspace(-1, 1, h, device=image.device, dtype=image.dtype)
+    xs = torch.linspace(-1, 1, w, device=image.device, dtype=image.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    out = [image[:, 1:2]]
+    chans = []
+    for ch, scale in ((0, 1.0 / (1.0 + amount)), (2, 1.0 / (1.0 - amount))):
+        grid = torch.stack([gx * scale, gy * scale], dim=-1).unsqueeze(0).expand(b, h, w, 2)
+        chans.append(torch.nn.functional.grid_sample(image[:, ch:ch + 1], grid, mode="bilinear",
+                                                     padding_mode="border", align_corners=True))
+    return torch.cat([chans[0], out[0], chans[1]], dim=1)
+
+
+def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: Union[Number, torch.Tensor],
+                 K: Union[Number, torch.Tensor], *, mode: str = "classical", gamma: float = 4.0,
+                 blades: int = 0, rotation: float = 0.0, curvature: float = 0.0,
+                 highlight_threshold: float = 1.0, highlight_gain: float = 0.0,
+                 catseye: float = 0.0, chromatic_aberration: float = 0.0,
+                 focus_range: float = 0.0, focus_falloff: float = 0.05,
+                 return_coc: bool = False, callback: Callback = None,
+                 memory_budget: Optional[int] = None, **layered_options
+                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """Render lens blur from an all-in-focus image and its disparity.
+
+    Args:
+        image: ``[B,3,H,W]`` sRGB ``0..1``.
+        disparity: ``[B,1,H,W]`` (or ``[1,1,H,W]``, broadcast) in ``0..1``, near = 1.
+        focus_disparity: float or ``[B]`` tensor, the disparity rendered sharp.
+        K: float or ``[B]`` tensor ≥ 0, blur radius in px per unit ``|d − d_f|`` at this resolution.
+        mode: ``"classical"`` (BokehMe's scatter, DiffCamera's simulator) or ``"layered"`` (occlusion-aware).
+        gamma: > 0, the classical mode's highlight exponent (ignored by ``"layered"``, which works in linear light).
+        blades: 0 = circular aperture, 3..12 = polygonal iris; ``rotation`` (radians) and ``curvature``
+            (0 straight .. 1 circular) shape it.
+        highlight_threshold, highlight_gain: boost of linear-light highlights above the threshold
+            (``0..1`` luminance) by up to ``1 + gain``; ``gain = 0`` (default) is off.
+        catseye: 0..1, mechanical vignetting: towards the frame corners the aperture is clipped to a cat's
+            eye (a shifted disk) by this strength; 0 (default) is off.
+        chromatic_aberration: lateral CA, relative magnification difference of red/blue (e.g. 0.002); 0 = off.
+        focus_range: width in disparity of a band around ``d_f`` kept sharp; ``focus_falloff`` its smooth edge.
+        return_coc: also return the signed circle of confusion ``[B,1,H,W]`` in px (after ``focus_range``).
+        callback: ``callback(done, total, preview)`` progress hook; may raise to interrupt.
+        memory_budget: bytes for streamed buffers (default 1 GiB); bounds memory at any size.
+        **layered_options: extra options of :func:`diffcamera.core.bokeh_layered.render_layered`.
+
+    Returns:
+        ``[B,3,H,W]`` sRGB ``0..1`` (and the signed CoC map when ``return_coc``). ``K = 0`` returns the
+        input unchanged (exactly); a constant disparity at the focus returns it unchanged too.
+    """
+    _check_inputs(image, disparity, focus_disparity, K, mode, gamma)
+    validate_aperture(blades, curvature)
+    for name, value, lo, hi in (("highlight_threshold", highlight_threshold, 0.0, 1.0),
+                                ("highlight_gain", highlight_gain, 0.0, 1000.0),
+                                ("catseye", catseye, 0.0, 1.0),
+                                ("chromatic_aberration", chromatic_aberration, -0.1, 0.1),
+                                ("focus_range", focus_range, 0.0, 1.0),
+                                ("focus_falloff", focus_falloff, 0.0, 1.0)):
+        if not (isinstance(value, (int, float)) and lo <= value <= hi):
+            raise ValueError(f"{name} must be a number in {lo}..{hi}, got {value}")
+    if layered_options and mode != "layered":
+        raise ValueError(f"unknown option(s) {sorted(layered_options)} for mode {mode!r}")
+    b = image.shape[0]
+    if disparity.shape[0] != b:
+        disparity = disparity.expand(b, -1, -1, -1)
+    disparity = disparity.to(device=image.device, dtype=image.dtype)
+    coc = coc_map(disparity, focus_disparity, K, focus_range, focus_falloff)
+    radius = coc.abs()
+    kwargs = {} if memory_budget is None else {"memory_budget": int(memory_budget)}
+    if float(radius.max()) == 0.0 and highlight_gain == 0 and chromatic_aberration == 0:
+        out = image.clone()
+    else:
+        aperture = Aperture(blades=int(blades), rotation=float(rotation), curvature=float(curvature))
+        if mode == "classical":
+            from .bokeh_classical import render_classical
+            boost = _highlight_boost(image, highlight_threshold, highlight_gain) if highlight_gain > 0 else None
+            out = render_classical(image, radius, gamma, aperture=aperture, boost=boost, callback=callback,
+                                   catseye=catseye, **kwargs)
+        else:
+            from .bokeh_layered import render_layered
+            lin = srgb_to_linear(image)
+            if highlight_gain > 0:
+                lin = lin * _highlight_boost(image, highlight_threshold, highlight_gain)
+            out_lin = render_layered(lin, coc, aperture=aperture, callback=callback, catseye=catseye,
+                                     **kwargs, **layered_options)
+            out = linear_to_srgb(out_lin)
+        if chromatic_aberration:
+            out = _chromatic_aberration(out, float(chromatic_aberration))
+        out = out.clamp(0, 1)
+    return (out, coc) if return_coc else out

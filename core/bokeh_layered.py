@@ -1,0 +1,1 @@
+"""Occlusion-aware layered lens blur (work in progress)."""
