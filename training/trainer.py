@@ -281,6 +281,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     set_seed(config.seed)
     main = accelerator.is_main_process
     if main:
+        log(f"train: {world} process(es) on {accelerator.device}, mixed precision {accelerator.mixed_precision}")
+    if main:
         os.makedirs(out, exist_ok=True)
         config.save(os.path.join(out, "config.json"))
 
