@@ -35,8 +35,11 @@ def variant_configs(base: TrainConfig, out_root: str) -> Dict[str, TrainConfig]:
 
 
 def run_ablation(base: TrainConfig, out_root: str, slice_steps: int = 25, deadline: Optional[float] = None,
-                 log=print) -> Dict[str, int]:
+                 log=print, only: Optional[str] = None) -> Dict[str, int]:
     """Train the variants in lockstep until ``base.steps`` or ``deadline`` (a ``time.time()`` value).
+
+    ``only``: train just that variant (one process per variant; compare them at a step all reached — every
+    slice leaves a checkpoint).
 
     Returns ``{variant: steps done}`` (equal for all variants). Wall time per variant is in each run's
     ``loss.jsonl`` (``seconds``: training time excluding set-up).
@@ -45,11 +48,16 @@ def run_ablation(base: TrainConfig, out_root: str, slice_steps: int = 25, deadli
     os.makedirs(out_root, exist_ok=True)
     cfgs = variant_configs(base, out_root)
     data = build_dataset(base)
+    if only and only not in cfgs:
+        raise ValueError(f"unknown variant {only!r}; choose one of {', '.join(cfgs)}")
     done = {name: 0 for name in cfgs}
     for name, cfg in cfgs.items():
         ck = latest_checkpoint(os.path.join(cfg.output_dir, "checkpoints"))
         if ck:
             done[name] = int(os.path.basename(ck).split("_")[1])
+    if only:
+        cfgs = {only: cfgs[only]}
+        done = {only: done[only]}
     # start from the common step (a variant ahead of the others is brought back to it)
     common = min(done.values())
     while common < base.steps:
@@ -66,7 +74,7 @@ def run_ablation(base: TrainConfig, out_root: str, slice_steps: int = 25, deadli
             done[name] = res.steps_done
             last = res.losses[-1] if res.losses else {}
             log(f"toy: {name} step {res.steps_done} loss {last.get('loss')} rf {last.get('rf')} "
-                f"stack {last.get('stack')} train-seconds {last.get('seconds')}")
+                f"stack {last.get('stack')} train-seconds {last.get('seconds')} at {time.strftime('%H:%M:%S')}")
         common = min(done.values())
     return done
 
@@ -114,6 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--dataset", default=None, help="a simulated dataset folder instead of the config's")
     t.add_argument("--scenes", type=int, default=None, help="procedural scenes (overrides the config)")
+    t.add_argument("--only", choices=sorted(VARIANTS), default=None, help="train one variant only")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.cmd == "train":
@@ -124,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             over["procedural_scenes"] = a.scenes
         base = TrainConfig.load(a.config, over)
         deadline = time.time() + 60 * a.minutes if a.minutes else None
-        done = run_ablation(base, a.out, a.slice, deadline)
+        done = run_ablation(base, a.out, a.slice, deadline, only=a.only)
         print(json.dumps(done))
     return 0
 
