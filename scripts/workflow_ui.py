@@ -6,7 +6,8 @@ ComfyUI's template browser shows and are generated from them:
 
     python scripts/workflow_ui.py build            # tests/workflows/*.json (+ scripts/workflow_sources/)
                                                    #   -> workflows/*.json
-    python scripts/workflow_ui.py check            # every UI file converts back to its API source
+    python scripts/workflow_ui.py check            # every UI file converts back to its API source, and
+                                                   #   every source passes a static schema check
     python scripts/workflow_ui.py to-api UI.json   # print the API prompt of a UI workflow
     python scripts/workflow_ui.py refresh-stock URL  # rewrite scripts/stock_nodes.json from a running
                                                    #   ComfyUI's /object_info (loopback URL)
@@ -214,6 +215,39 @@ def ui_to_api(workflow: dict, schemas: dict) -> dict:
     return prompt
 
 
+def lint(prompt: dict, schemas: dict) -> list:
+    """Static problems of an API prompt against the schemas: unknown node or input, a missing required
+    input, a link to a missing node/slot or of the wrong type, a widget fed a constant of the wrong kind."""
+    problems = []
+    for nid, node in prompt.items():
+        schema = schemas.get(node["class_type"])
+        if schema is None:
+            problems.append(f"{nid}: unknown node {node['class_type']}")
+            continue
+        spec = {i["name"]: i for i in schema["inputs"]}
+        for name, val in node["inputs"].items():
+            if name not in spec:
+                problems.append(f"{nid} {node['class_type']}: unknown input {name}")
+                continue
+            if isinstance(val, list):
+                src = prompt.get(str(val[0]))
+                outs = schemas.get(src["class_type"], {}).get("outputs", []) if src else []
+                if src is None or not 0 <= int(val[1]) < len(outs):
+                    problems.append(f"{nid}.{name}: link to missing {val}")
+                elif outs[int(val[1])]["type"] != spec[name]["type"] and "*" not in (outs[int(val[1])]["type"], spec[name]["type"]):
+                    problems.append(f"{nid}.{name}: {outs[int(val[1])]['type']} linked to {spec[name]['type']}")
+            elif not spec[name]["widget"]:
+                problems.append(f"{nid}.{name}: {spec[name]['type']} needs a link, got {val!r}")
+            else:
+                kind = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool, "COMBO": (str, int, float)}
+                if not isinstance(val, kind[spec[name]["type"]]):
+                    problems.append(f"{nid}.{name}: {val!r} is not {spec[name]['type']}")
+        for i in schema["inputs"]:
+            if not i["optional"] and i["name"] not in node["inputs"]:
+                problems.append(f"{nid} {node['class_type']}: required input {i['name']} missing")
+    return problems
+
+
 def strip_meta(prompt: dict) -> dict:
     """``{id: {class_type, inputs}}`` with inputs sorted by name, for comparisons."""
     return {k: {"class_type": v["class_type"], "inputs": dict(sorted(v["inputs"].items()))} for k, v in prompt.items()}
@@ -260,6 +294,7 @@ def check(schemas: dict) -> list:
         if not os.path.exists(ui_path):
             problems.append(f"{name}: no {ui_path}")
             continue
+        problems += [f"{name}: {p}" for p in lint(_read(api_path), schemas)]
         if strip_meta(ui_to_api(_read(ui_path), schemas)) != strip_meta(_read(api_path)):
             problems.append(f"{name}: {ui_path} does not convert to {api_path}")
     return problems
