@@ -115,3 +115,21 @@ def test_focus_picker_click_in_real_front_end(comfy_server, comfy_env, comfy_run
     classes.update(stock_nodes.NODE_CLASS_MAPPINGS)
     focus = fake_executor.run_prompt(prompt, classes)[picker].args[0]
     assert abs(float(focus.disparity[0]) - second["disparity"]) < 2e-3
+
+
+def test_comfy_flux_and_our_diffusers_path_agree_with_our_lora(comfy_run, tmp_path):
+    """A tiny FLUX built from ComfyUI's own classes (``comfy.supported_models.Flux``) predicts the same velocity
+    as our diffusers transformer for the same weights and conditions (Kontext ``ref_latents``, method
+    ``index``), with and without our LoRA; and our LoRA file loads in ComfyUI's stock LoraLoaderModelOnly
+    with every ``transformer.*`` key mapped (only our own ``diffcamera.*`` extras are left to our loader)."""
+    out = comfy_run("flux_parity.py", tmp_path, timeout=900)
+    print(json.dumps(out, indent=1))
+    for layout, errs in out["parity"].items():
+        assert errs["effect"] > 1e-2, f"{layout}: the LoRA does not change the output, the comparison is void"
+        assert errs["base"] < 1e-4, (layout, errs)
+        assert errs["lora"] < 1e-4, (layout, errs)
+    stock = out["stock_loader"]
+    assert not [k for k in stock["not_loaded"] if k.startswith("transformer.")], stock["not_loaded"]
+    assert all(k.startswith("diffcamera.") for k in stock["not_loaded"]), stock["not_loaded"]
+    assert stock["patches"] > 0 and stock["transformer_keys"] > 0
+    assert stock["error"] < 1e-4, stock
