@@ -181,10 +181,12 @@ def load_refocus_model(base: str, vae: Optional[str] = None, lora: Optional[str]
         if not os.path.isfile(lora):
             raise _missing(lora, "LoRA")
         load_refocus_lora(model, lora)
-    apply_memory_options(model, cdtype, storage, offload, device)
     if model.has_lora and storage == "default":
         from .lora import merge_lora
-        merge_lora(model)  # inference: zero LoRA overhead per step (fp8 storage keeps it separate, in bf16)
+        # inference: zero LoRA overhead per step (fp8 storage keeps it separate, in the compute dtype). Before the
+        # offloading hooks, which may keep their own (pinned) copies of the weights.
+        merge_lora(model)
+    apply_memory_options(model, cdtype, storage, offload, device)
     return model.eval()
 
 

@@ -57,7 +57,7 @@ def apply_memory_options(model, dtype: torch.dtype, storage: str = "default", of
         # LoRA matrices are small: keep them (and norms / RoPE, diffusers' defaults) in the compute dtype
         t.enable_layerwise_casting(storage_dtype=getattr(torch, "float8_" + storage.split("_", 1)[1]),
                                    compute_dtype=dtype, skip_modules_pattern=("pos_embed", "norm", "lora_"))
-    if offload == "none" or device.type == "cpu":
+    if offload == "none":
         model.to(device)
         model.onload_device = None
     else:

@@ -63,6 +63,16 @@ def test_fp8_storage_runs_close_to_fp32(tiny_files):
     assert 0 < err < 0.1
 
 
+@pytest.mark.parametrize("offload", ["group", "leaf"])
+def test_group_offloading_gives_the_same_velocity(tiny_files, offload):
+    """diffusers group offloading hooks (onload = offload = CPU here; CUDA streams on a GPU)."""
+    paths, model = tiny_files
+    loaded = load_refocus_model(paths["transformer"], paths["vae"], paths["lora"], offload=offload)
+    assert loaded.offload_mode == offload
+    assert any(hasattr(m, "_diffusers_hook") for m in loaded.transformer.modules())
+    assert torch.allclose(_velocity(loaded), _velocity(model), atol=1e-5)
+
+
 @pytest.mark.parametrize("which", ["base", "vae", "lora"])
 def test_missing_files_name_file_and_folder(tiny_files, tmp_path, which):
     paths, _ = tiny_files
