@@ -161,9 +161,12 @@ def load_refocus_lora(model_or_base, path: str):
     if fmt == MODEL_FORMAT:
         raise ValueError(f"{os.path.basename(path)} is a whole DiffCamera model, not a LoRA; select it as the base")
     check_compatible(model.config, cfg)
-    if model.config.condition_layout != cfg.condition_layout and has_adapter(model) and _lora_nonzero(model):
-        raise ValueError(f"LoRA uses condition layout {cfg.condition_layout!r} but this model already carries a "
-                         f"{model.config.condition_layout!r} LoRA; reload the base without a LoRA")
+    # a bare base adopts the file's layout; a model that already has a LoRA (or whole trained toy weights) is
+    # tied to its own layout
+    if model.config.condition_layout != cfg.condition_layout and (has_adapter(model) or model.config.family == "toy"):
+        raise ValueError(f"LoRA uses condition layout {cfg.condition_layout!r} but this model is set up for "
+                         f"{model.config.condition_layout!r}; reload the base without a LoRA or use a "
+                         f"{model.config.condition_layout!r} LoRA")
     if model.config.camera_channels != cfg.camera_channels or model.config.camera_subgrid != cfg.camera_subgrid \
             or model.config.camera_hidden != cfg.camera_hidden:
         from .conditions import CameraEncoder
