@@ -92,3 +92,17 @@ def test_object_info_equals_our_schema(comfy_server, cls):
         else:
             assert got == want, f"{expected['name']}.{key}: fake {want!r} != real {got!r}"
     assert real["python_module"].startswith("custom_nodes.diffcamera")
+
+
+def test_template_browser_lists_and_serves_our_workflows(comfy_server):
+    """``workflows/*.json`` appear in ComfyUI's template browser (``/workflow_templates``) and are served."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    names = sorted(f[:-5] for f in os.listdir(os.path.join(root, "workflows")) if f.endswith(".json"))
+    listed = comfy_server.get("/workflow_templates")
+    assert sorted(listed.get("diffcamera", [])) == names, listed
+    for name in names:
+        served = json.loads(comfy_server.get_bytes(f"/api/workflow_templates/diffcamera/{name}.json"))
+        with open(os.path.join(root, "workflows", name + ".json"), encoding="utf-8") as f:
+            assert served == json.load(f)
