@@ -181,54 +181,71 @@ def cpu_rows(repeat):
     return rows
 
 
-def gpu_rows(repeat):
-    dev, dt = torch.device("cuda"), torch.bfloat16
+def gpu_rows(repeat, dry_run=False):
+    """Full-size FLUX.1 at 1024² on CUDA in bf16 (``dry_run``: the same code, small config, CPU, 256²)."""
+    dev, dt, tcfg, n_side, text = torch.device("cuda"), torch.bfloat16, FULL, 64, 512
+    if dry_run:
+        dev, dt, tcfg, n_side, text = torch.device("cpu"), torch.float32, SMALL, 16, 32
     rows = []
     from diffcamera.core.dit.lora import merge_lora
     for layout in ("fused", "separate"):
         torch.manual_seed(0)
-        m = build(FULL, layout, 32, dev, dt)
+        m = build(tcfg, layout, 32, dev, dt)
         merge_lora(m)
-        kontext, ours, enc = step_fns(m, 64, 512, dev, dt)
+        kontext, ours, enc = step_fns(m, n_side, text, dev, dt)
         (tk, tk_min), (to, to_min), (te, _) = interleaved_medians([kontext, ours, enc], repeat, dev)
-        rows.append(("1024² FLUX.1 full (GPU, bf16)", layout, 4096, 512, tk * 1e3, to * 1e3, te * 1e3, to / tk,
-                     to_min / tk_min))
+        rows.append((f"{16 * n_side}² {'small (dry run)' if dry_run else 'FLUX.1 full (GPU, bf16)'}", layout,
+                     n_side * n_side, text, tk * 1e3, to * 1e3, te * 1e3, to / tk, to_min / tk_min))
         del m
-        torch.cuda.empty_cache()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
-def gpu_memory_rows():
-    """Seconds per 1024² image (28 steps, refocus fused, random weights, random VAE) and peak memory."""
+def gpu_memory_rows(dry_run=False):
+    """Seconds per 1024² image (28 steps, fused, LoRA rank 32, random weights and VAE) and peak GPU memory for
+    bf16, fp8 weight storage and group offloading (``dry_run``: small config on the CPU, 64², 2 steps)."""
+    import json
+    import os
+
     from diffusers import AutoencoderKL
 
     from diffcamera.core.dit.autoencoder import FluxAutoencoder
+    from diffcamera.core.dit.loading import CONFIGS
+    from diffcamera.core.dit.lora import merge_lora
     from diffcamera.core.dit.memory import apply_memory_options
     from diffcamera.core.dit.sampler import refocus
     from diffcamera.core.values import Focus
-    import json
-    import os
-    from diffcamera.core.dit.loading import CONFIGS
+    cuda = not dry_run
+    dev = torch.device("cuda" if cuda else "cpu")
+    tcfg, px, steps, dt = (FULL, 1024, 28, torch.bfloat16) if cuda else (SMALL, 64, 2, torch.float32)
     vcfg = json.load(open(os.path.join(CONFIGS, "flux1-vae", "vae", "config.json")))
+    if dry_run:
+        vcfg.update(block_out_channels=[8, 8, 8, 8], norm_num_groups=4, layers_per_block=1)
     rows = []
     for storage, offload in (("default", "none"), ("fp8_e4m3fn", "none"), ("default", "group")):
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
         torch.manual_seed(0)
-        m = build(FULL, "fused", 32, torch.device("cpu"), torch.bfloat16)
+        # build where the weights will live: on the GPU unless offloaded (saves host RAM and init time)
+        m = build(tcfg, "fused", 32, dev if offload == "none" else torch.device("cpu"), dt)
         vae = AutoencoderKL(**{k: v for k, v in vcfg.items() if not k.startswith("_")})
         m.autoencoder = FluxAutoencoder(vae, 0.3611, 0.1159)
-        apply_memory_options(m, torch.bfloat16, storage, offload, torch.device("cuda"))
         if storage == "default":
-            from diffcamera.core.dit.lora import merge_lora
             merge_lora(m)
-        torch.cuda.reset_peak_memory_stats()
-        img = torch.rand(1, 3, 1024, 1024)
-        disp = torch.rand(1, 1, 1024, 1024)
+        apply_memory_options(m, dt, storage, offload, dev)
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        img = torch.rand(1, 3, px, px)
+        disp = torch.rand(1, 1, px, px)
         t = time.perf_counter()
-        refocus(m, img, disp, Focus.from_disparity(0.5), 20.0, steps=28, guidance=2.5)
-        torch.cuda.synchronize()
-        rows.append((storage, offload, time.perf_counter() - t, torch.cuda.max_memory_allocated() / 2**30))
-        del m
+        refocus(m, img, disp, Focus.from_disparity(0.5), 20.0, steps=steps, guidance=2.5)
+        if cuda:
+            torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+        rows.append((storage, offload, time.perf_counter() - t, peak))
+        del m, vae
     return rows
 
 
@@ -237,6 +254,8 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--full", action="store_true", help="with CUDA: also seconds/image and peak memory (slow)")
     p.add_argument("--no-time", action="store_true", help="FLOP table only (fast, machine-independent)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run the GPU code paths on the CPU with a small config (checks the script, not the numbers)")
     args = p.parse_args(argv)
     print("| config | layout | image tokens N | text tokens | Kontext step GFLOP | refocus step GFLOP (LoRA merged) | "
           "refocus step GFLOP (LoRA unmerged) | camera encode GFLOP (once) | ratio merged | ratio unmerged |")
@@ -247,9 +266,9 @@ def main(argv=None):
     print()
     if args.no_time:
         return
-    rows = cpu_rows(args.repeat)
-    if torch.cuda.is_available():
-        rows += gpu_rows(args.repeat)
+    rows = [] if args.dry_run else cpu_rows(args.repeat)
+    if torch.cuda.is_available() or args.dry_run:
+        rows += gpu_rows(args.repeat, dry_run=args.dry_run)
     print("| config | layout | image tokens N | text tokens | Kontext step ms | refocus step ms | "
           "camera encode ms (once) | ratio of medians | ratio of minima |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -258,9 +277,9 @@ def main(argv=None):
     print("\ntarget: ≤ 1.25× at 1024² with full-size FLUX.1 configs (FLOP table above; wall-clock "
           + ("GPU rows)" if torch.cuda.is_available() else "unmeasured: no GPU here; CPU times are noisy on a shared "
              "2-core machine)"))
-    if torch.cuda.is_available() and args.full:
+    if (torch.cuda.is_available() and args.full) or args.dry_run:
         print("\n| weight storage | offload | s / 1024² image (28 steps) | peak GPU GiB |\n|---|---|---|---|")
-        for s, o, sec, gib in gpu_memory_rows():
+        for s, o, sec, gib in gpu_memory_rows(dry_run=args.dry_run):
             print(f"| {s} | {o} | {sec:.1f} | {gib:.1f} |")
 
 
