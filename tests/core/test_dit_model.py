@@ -139,3 +139,29 @@ def test_mismatched_shapes_raise():
     cam = build_camera_map(disp[..., :48, :], 0.2, 20.0, torch.tensor([0.5, 0.5]))
     with pytest.raises(ValueError, match="camera map"):
         model.velocity(torch.randn_like(ref), torch.tensor([0.5]), ref, cam)
+
+
+def test_flux_autoencoder_tiles_large_images_and_previews():
+    """diffusers' tiled VAE path is on (it engages above ``tile_sample_min_size``); the cheap preview is fitted
+    on the reference and maps latents to RGB in 0..1."""
+    model = tiny_flux()
+    ae = model.autoencoder
+    vae = ae.vae
+    assert vae.use_tiling
+    img, _ = _scene(1, 64)
+    whole = ae.encode(img)
+    calls = []
+    orig = vae._tiled_encode if hasattr(vae, "_tiled_encode") else vae.tiled_encode
+    name = "_tiled_encode" if hasattr(vae, "_tiled_encode") else "tiled_encode"
+
+    def spy(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+
+    setattr(vae, name, spy)
+    vae.tile_sample_min_size, vae.tile_latent_min_size = 32, 4
+    tiled = ae.encode(img)
+    assert calls and tiled.shape == whole.shape and torch.isfinite(tiled).all()
+    ae.fit_preview(whole, img)
+    pv = ae.preview(whole)
+    assert pv.shape == (1, 3, 8, 8) and 0 <= pv.min() and pv.max() <= 1
