@@ -83,6 +83,8 @@ def comfy_world(tmp_path_factory, comfy_env):
 
     base = str(tmp_path_factory.mktemp("comfyui_world"))
     workflow_world.build(base)
+    # a random whole toy model in models/diffcamera: runs the refocus graph before the trained toy is bundled
+    workflow_world.save_random_toy(os.path.join(base, "models", "diffcamera", "toy_standin"))
     os.makedirs(os.path.join(base, "custom_nodes"))
     os.symlink(ROOT, os.path.join(base, "custom_nodes", "diffcamera"))
     lines = ["diffcamera_tests:", f"  base_path: {base}", "  custom_nodes: custom_nodes"]

@@ -138,3 +138,19 @@ def test_unknown_combo_value_fails_in_the_node(comfy_server):
     errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert errors and errors[0]["node_id"] == node_id
     assert name in errors[0]["exception_message"], errors[0]["exception_message"]
+
+
+def test_refocus_graph_with_a_model_from_models_diffcamera(comfy_server):
+    """The refocus workflow with its base switched to a (random) whole toy model in ``models/diffcamera``:
+    ModelLoader -> ComfyUI's model management -> DiffCameraRefocus on the real server, bundle or not."""
+    import workflow_world
+    from PIL import Image
+
+    prompt = _load("refocus_toy.json")
+    loader = next(k for k, v in prompt.items() if v["class_type"] == "DiffCamera_ModelLoader")
+    prompt[loader]["inputs"]["base"] = "diffcamera/toy_standin/model.safetensors"
+    entry = comfy_server.run(prompt, timeout=600)
+    save = next(k for k, v in prompt.items() if v["class_type"] == "SaveImage")
+    (image,) = entry["outputs"][save]["images"]
+    with Image.open(_io.BytesIO(comfy_server.view(image))) as im:
+        assert im.size == workflow_world.SCENE_SIZE[::-1]
