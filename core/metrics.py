@@ -16,6 +16,9 @@ from . import conventions as cv
 #: Disparity step between neighbouring pixels that counts as a depth discontinuity (a surface edge).
 EDGE_THRESHOLD = 0.03
 _LUMA = (0.299, 0.587, 0.114)
+#: Disparity bins whose reference Laplacian energy per pixel is below this fraction of the image's mean are
+#: ignored by the focus-plane measure (flat regions carry no focus information).
+LOW_TEXTURE = 0.05
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -122,13 +125,15 @@ def lvcorr(images: Sequence[torch.Tensor], Ks: Sequence[float]) -> float:
 
 
 def sharpness_by_disparity(image: torch.Tensor, disparity: torch.Tensor, reference: Optional[torch.Tensor] = None,
-                           bins: int = 20, min_pixels: int = 64, guard: int = 2):
+                           bins: int = 20, min_pixels: Optional[int] = None, guard: int = 2):
     """Sharpness per disparity bin: Laplacian energy of ``image`` over that of ``reference`` (if given).
 
     Pixels within ``guard`` px of a depth discontinuity are left out (blur from a neighbouring surface would leak
-    in). Returns ``(centres [B, bins] mean disparity of each bin, sharpness [B, bins])`` with NaN for bins with
-    fewer than ``min_pixels`` pixels.
+    in), and with a reference, bins of nearly flat reference texture (:data:`LOW_TEXTURE`) too. Returns ``(centres [B, bins] mean disparity of each bin, sharpness [B, bins])`` with NaN for bins with
+    fewer than ``min_pixels`` pixels (default: 0.1 % of the image, at least 16).
     """
+    if min_pixels is None:
+        min_pixels = max(16, image.shape[-1] * image.shape[-2] // 1000)
     lap = _laplacian(image) ** 2
     ref = _laplacian(reference) ** 2 if reference is not None else None
     keep = ~edge_band(disparity, guard)
@@ -145,7 +150,9 @@ def sharpness_by_disparity(image: torch.Tensor, disparity: torch.Tensor, referen
         if ref is not None:
             er = torch.bincount(ids, weights=ref[i, 0][k].double(), minlength=bins)
             e = e / er.clamp_min(1e-12)
-            ok = (n >= min_pixels) & (er > 1e-9 * n)
+            # bins with almost no texture in the reference say nothing about focus (and divide by ~0)
+            mean_ref = float(er.sum() / n.sum().clamp_min(1))
+            ok = (n >= min_pixels) & (er > LOW_TEXTURE * mean_ref * n) & (er > 1e-12)
         else:
             e = e / n.clamp_min(1)
             ok = n >= min_pixels
@@ -189,6 +196,10 @@ def focus_plane_error(image: torch.Tensor, disparity: torch.Tensor,
 
 
 def summarize(values: List[float]) -> float:
-    """Mean of the finite values (NaN if none): inf PSNRs of exact renders are left out of averages."""
+    """Mean of the finite values: inf PSNRs of exact renders are left out of averages; all inf -> inf; NaN if
+    there is no number at all."""
     v = [x for x in values if x == x and abs(x) != float("inf")]
-    return float(sum(v) / len(v)) if v else float("nan")
+    if v:
+        return float(sum(v) / len(v))
+    infs = [x for x in values if x == x]
+    return float(infs[0]) if infs and all(x == infs[0] for x in infs) else float("nan")

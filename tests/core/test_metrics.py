@@ -70,4 +70,5 @@ def test_focus_plane_error(scene):
 
 def test_summarize_skips_inf_and_nan():
     assert M.summarize([1.0, float("inf"), float("nan"), 3.0]) == 2.0
-    assert math.isnan(M.summarize([float("inf")]))
+    assert M.summarize([float("inf")] * 2) == float("inf")
+    assert math.isnan(M.summarize([float("nan")]))
