@@ -36,14 +36,22 @@ def _dirs(folder: str) -> list:
     return ca.list_model_dirs(folder, "config.json")
 
 
+def _folders_and_files(folder: str) -> list:
+    """Diffusers folders (with config.json) and single files, without the weight files inside those folders."""
+    dirs = _dirs(folder)
+    inside = tuple(d.replace(os.sep, "/").rstrip("/") + "/" for d in dirs)
+    files = [f for f in _files(folder) if not f.replace(os.sep, "/").startswith(inside)] if inside else _files(folder)
+    return dirs + files
+
+
 def base_choices() -> list:
     own = [f"diffcamera{SEP}{f}" for f in _files("diffcamera") if _is_whole_model("diffcamera", f)]
-    dm = [f"diffusion_models{SEP}{f}" for f in _dirs("diffusion_models") + _files("diffusion_models")]
+    dm = [f"diffusion_models{SEP}{f}" for f in _folders_and_files("diffusion_models")]
     return [TOY] + own + dm + [EXTERNAL]
 
 
 def vae_choices() -> list:
-    return [AUTO_VAE] + [f"vae{SEP}{f}" for f in _dirs("vae") + _files("vae")]
+    return [AUTO_VAE] + [f"vae{SEP}{f}" for f in _folders_and_files("vae")]
 
 
 def lora_choices() -> list:

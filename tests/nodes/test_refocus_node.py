@@ -84,6 +84,7 @@ def test_tiny_flux_base_vae_and_lora_from_comfy_folders(tiny_bundle):
     _values()
     choices = N.ModelLoader.INPUT_TYPES()["required"]
     assert "diffusion_models/tiny-flux" in choices["base"][1]["options"]
+    assert not any("diffusion_pytorch_model" in o for o in choices["base"][1]["options"] + choices["vae"][1]["options"])
     assert "loras/tiny_refocus.safetensors" in choices["lora"][1]["options"]
     out = run_prompt(_prompt("diffusion_models/tiny-flux", "vae/tiny-flux-vae", "loras/tiny_refocus.safetensors"),
                      CLASSES)
