@@ -42,7 +42,9 @@ UI_DIR = os.path.join(ROOT, "workflows")
 STOCK_FILE = os.path.join(ROOT, "scripts", "stock_nodes.json")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
-NOTE_WIDTH = 420
+NOTE_WIDTH = 340
+#: room for DOM widgets the front-end extensions add (web/js/focus_picker.js: a 220 px preview)
+EXTRA_HEIGHT = {"DiffCamera_FocusPicker": 240}
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -110,7 +112,17 @@ def _depths(prompt: dict) -> dict:
             memo[nid] = 1 + max((depth(s) for s in srcs), default=-1)
         return memo[nid]
 
-    return {nid: depth(nid) for nid in prompt}
+    depths = {nid: depth(nid) for nid in prompt}
+    # a node without linked inputs (a loader) sits in the column just left of its first consumer
+    consumers = defaultdict(list)
+    for nid, node in prompt.items():
+        for v in node["inputs"].values():
+            if isinstance(v, list):
+                consumers[str(v[0])].append(nid)
+    for nid, node in prompt.items():
+        if not any(isinstance(v, list) for v in node["inputs"].values()) and consumers[nid]:
+            depths[nid] = max(0, min(depths[c] for c in consumers[nid]) - 1)
+    return depths
 
 
 def api_to_ui(prompt: dict, schemas: dict, meta: dict = None) -> dict:
@@ -119,6 +131,10 @@ def api_to_ui(prompt: dict, schemas: dict, meta: dict = None) -> dict:
     depths = _depths(prompt)
     nodes, links = [], []
     column_y = defaultdict(lambda: 80.0)
+    note_lines = 0
+    if meta.get("note"):  # the Note goes on top of the first column
+        note_lines = sum(1 + len(line) // 60 for line in meta["note"].split("\n"))
+        column_y[0] = 80.0 + 40 + 13 * note_lines + 60
     node_by_id = {}
     order = sorted(prompt, key=lambda n: (depths[n], int(n)))
     for index, nid in enumerate(order):
@@ -134,8 +150,9 @@ def api_to_ui(prompt: dict, schemas: dict, meta: dict = None) -> dict:
             values.append(val)
             if w.get("control_after_generate"):
                 values.append("fixed")
-        height = 46 + 24 * max(len(sockets), len(schema["outputs"])) + 26 * len(widgets)
-        x = 60 + 380 * depths[nid]
+        height = (46 + 24 * max(len(sockets), len(schema["outputs"])) + 26 * len(widgets)
+                  + EXTRA_HEIGHT.get(node["class_type"], 0))
+        x = 60 + 400 * depths[nid]
         ui_node = {
             "id": int(nid), "type": node["class_type"], "pos": [x, column_y[depths[nid]]],
             "size": [340, height], "flags": {}, "order": index, "mode": 0,
@@ -173,14 +190,13 @@ def api_to_ui(prompt: dict, schemas: dict, meta: dict = None) -> dict:
     last_id = max(int(n) for n in prompt)
     if meta.get("note"):
         last_id += 1
-        lines = meta["note"].count("\n") + 1 + len(meta["note"]) // 60
-        nodes.append({"id": last_id, "type": "Note", "pos": [60, -40 - 18 * lines], "size": [NOTE_WIDTH * 2, 30 + 18 * lines],
+        nodes.append({"id": last_id, "type": "Note", "pos": [60, 80], "size": [NOTE_WIDTH, 40 + 13 * note_lines],
                       "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
                       "properties": {}, "title": meta.get("title", "Read me"), "color": "#432", "bgcolor": "#653",
                       "widgets_values": [meta["note"]]})
     return {
         "last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
-        "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 200]},
+        "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [20, 0]},
                                 "diffcamera": {k: v for k, v in meta.items() if k != "note"}},
         "version": 0.4,
     }

@@ -33,7 +33,7 @@ import comfy_client  # noqa: E402  (tests/comfyui/comfy_client.py)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SKIP_REASON = ("tier c needs a real ComfyUI: set COMFYUI_DIR=/path/to/ComfyUI (a checkout, v0.3.64+, with its "
                "requirements.txt installed) and, if that environment is not this interpreter, "
-               "COMFYUI_PYTHON=/path/to/its/bin/python")
+               "COMFYUI_PYTHON=/path/to/its/bin/python (set-up: tests/comfyui/README.md)")
 
 
 def comfyui_dir():
