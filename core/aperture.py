@@ -94,31 +94,35 @@ def boundary(theta: torch.Tensor, aperture: Aperture) -> torch.Tensor:
     return rho * _area_scale(aperture.blades, aperture.curvature)
 
 
-def soft_kernel(radius: float, half: int, aperture: Aperture = Aperture(), *, dtype=torch.float64,
+def soft_kernel(radius, half: int, aperture: Aperture = Aperture(), *, dtype=torch.float64,
                 device=None) -> torch.Tensor:
     """Unnormalised soft aperture mask ``[2·half+1, 2·half+1]`` for blur radius ``radius`` px.
 
-    Values in ``0..1``; for the circle this is exactly BokehMe's ``0.5 + 0.5·tanh(4·(r − |o|))`` inside its
-    square window ``⌊r⌋ + 1``.
+    ``radius`` may be a float or a 1-D tensor of ``n`` radii (then ``[n, 2·half+1, 2·half+1]``). Values in
+    ``0..1``; for the circle this is exactly BokehMe's ``0.5 + 0.5·tanh(4·(r − |o|))`` inside its square
+    window ``|dy|, |dx| ≤ ⌊r⌋ + 1``.
     """
+    batched = torch.is_tensor(radius) and radius.dim() > 0
+    r = torch.as_tensor(radius, dtype=dtype, device=device).reshape(-1, 1, 1)
     ax = torch.arange(-half, half + 1, dtype=dtype, device=device)
     dy, dx = torch.meshgrid(ax, ax, indexing="ij")
     dist = torch.sqrt(dy * dy + dx * dx)
     if aperture.blades == 0 or aperture.curvature >= 1.0:
-        reach = radius
-        m = 0.5 + 0.5 * torch.tanh(4 * (radius - dist))
+        reach = r
+        m = 0.5 + 0.5 * torch.tanh(4 * (r - dist))
     else:
         theta = torch.atan2(dx, -dy)
         rho = boundary(theta, aperture)
-        reach = radius * float(rho.max())
-        m = 0.5 + 0.5 * torch.tanh(4 * (radius * rho - dist))
+        reach = r * aperture.max_extent()
+        m = 0.5 + 0.5 * torch.tanh(4 * (r * rho - dist))
     if aperture.catseye is not None:
         cy, cx = aperture.catseye
-        d2 = torch.sqrt((dy - cy * radius) ** 2 + (dx - cx * radius) ** 2)
-        m = m * (0.5 + 0.5 * torch.tanh(4 * (radius - d2)))
-    win = int(reach) + 1
+        d2 = torch.sqrt((dy - cy * r) ** 2 + (dx - cx * r) ** 2)
+        m = m * (0.5 + 0.5 * torch.tanh(4 * (r - d2)))
+    win = torch.floor(reach) + 1
     inside = (dy.abs() <= win) & (dx.abs() <= win)
-    return torch.where(inside, m, torch.zeros_like(m))
+    m = torch.where(inside, m, torch.zeros_like(m))
+    return m if batched else m[0]
 
 
 def kernel_half_size(radius: float, aperture: Aperture = Aperture()) -> int:

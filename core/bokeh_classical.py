@@ -44,8 +44,10 @@ Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 BANDS = ((0.0, 6.0, 1, 12), (6.0, 12.0, 1, 10), (12.0, 24.0, 2, 10))
 #: Default streaming budget for intermediate buffers (bytes).
 DEFAULT_MEMORY_BUDGET = 1024 ** 3
-#: Samples of the radius per band for the SVD and the coefficient tables.
+#: Samples of the radius per band for the SVD; the coefficient tables are resampled to
+#: ``LOOKUP_SAMPLES`` entries and read by nearest neighbour (radius steps < 0.01 px).
 TABLE_SAMPLES = 257
+LOOKUP_SAMPLES = 2049
 
 
 @dataclass(frozen=True)
@@ -77,22 +79,23 @@ def band_layout(max_radius: float, bands=BANDS) -> List[Band]:
 def _band_basis(band: Band, aperture: "Aperture"):
     """SVD basis of the unit-sum kernels of a band, at the band's own resolution.
 
-    Returns ``(kernels [k, 2h+1, 2h+1] float64, table [TABLE_SAMPLES, k] float64)``: the kernel of a radius
-    ``r`` (full-res px, ``lo ≤ r ≤ hi``) is ``Σ_j table(r)[j]·kernels[j]`` with ``table`` sampled uniformly
-    on ``[lo, hi]`` (linear interpolation in between).
+    Returns ``(kernels [k, 2h+1, 2h+1] float64, table [LOOKUP_SAMPLES, k] float64)``: the kernel of a
+    radius ``r`` (full-res px, ``lo ≤ r ≤ hi``) is ``Σ_j table(r)[j]·kernels[j]`` with ``table`` sampled
+    uniformly on ``[lo, hi]``; each row's kernel has unit sum.
     """
     s = band.level
     radii = torch.linspace(band.lo, band.hi, TABLE_SAMPLES, dtype=torch.float64) / s
     half = kernel_half_size(band.hi / s, aperture)
-    mats = []
-    for r in radii.tolist():
-        k = soft_kernel(r, half, aperture)
-        mats.append((k / k.sum()).flatten())
-    m = torch.stack(mats)
-    u, sv, vh = torch.linalg.svd(m, full_matrices=False)
-    k = min(band.rank, sv.numel())
-    table = u[:, :k] * sv[:k]
-    kernels = vh[:k].reshape(k, 2 * half + 1, 2 * half + 1)
+    k = soft_kernel(radii, half, aperture).flatten(1)
+    m = k / k.sum(1, keepdim=True)
+    # truncated SVD through the small Gram matrix (radii × radii): m = U·S·Vᵀ, U S² Uᵀ = m mᵀ
+    evals, evecs = torch.linalg.eigh(m @ m.T)
+    k = min(band.rank, m.shape[0])
+    order = torch.argsort(evals, descending=True)[:k]
+    u = evecs[:, order]
+    table = u                                              # coefficients per radius
+    kernels = (u.T @ m).reshape(k, 2 * half + 1, 2 * half + 1)  # = S·Vᵀ: the basis kernels
+    table = F.interpolate(table.T[None], size=LOOKUP_SAMPLES, mode="linear", align_corners=True)[0].T
     table = table / (table @ kernels.sum((1, 2)))[:, None]  # the truncated sum keeps unit mass exactly
     return kernels, table
 
@@ -128,20 +131,18 @@ def _band_spectra(band: Band, aperture: Aperture, fft_h: int, fft_w: int,
 
 @functools.lru_cache(maxsize=64)
 def _band_table(band: Band, aperture: Aperture, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """Coefficient table ``[k, LOOKUP_SAMPLES + 1]`` (basis-major; the last column is 0 for "not in band")."""
     _, table = _band_basis(band, aperture)
-    return table.to(device=device, dtype=dtype)
+    table = torch.cat([table, torch.zeros(1, table.shape[1], dtype=table.dtype)], 0)
+    return table.T.contiguous().to(device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=16)
 def _bokehme_mass_table(step: float, r_max: float) -> torch.Tensor:
     """Total BokehMe weight ``Σ_o (0.5+0.5·tanh(4(r−|o|)))/(r²+0.2)`` on the grid ``r = 0, step, ...``."""
     n = int(math.ceil(r_max / step)) + 2
-    out = torch.empty(n, dtype=torch.float64)
-    for i in range(n):
-        r = i * step
-        half = int(r) + 1
-        out[i] = soft_kernel(r, half).sum() / (r * r + 0.2)
-    return out
+    r = torch.arange(n, dtype=torch.float64) * step
+    return soft_kernel(r, int(r[-1]) + 1).sum((1, 2)) / (r * r + 0.2)
 
 
 def bokehme_mass(radius: torch.Tensor) -> torch.Tensor:
@@ -163,32 +164,33 @@ def bokehme_mass(radius: torch.Tensor) -> torch.Tensor:
     return torch.where(radius <= r_tab, tab, area * scale)
 
 
-def _band_coefficients(radius: torch.Tensor, band: Band, table: torch.Tensor, first: bool) -> torch.Tensor:
-    """Per-pixel basis coefficients ``[k, 1, H, W]`` of a band (zero for radii outside it)."""
-    n = table.shape[0]
-    x = (radius - band.lo) / (band.hi - band.lo) * (n - 1)
+def _lookup_index(radius: torch.Tensor, band: Band, first: bool) -> torch.Tensor:
+    """Nearest table column of every pixel's radius (``LOOKUP_SAMPLES`` = "outside the band")."""
+    n = LOOKUP_SAMPLES
+    x = ((radius - band.lo) * ((n - 1) / (band.hi - band.lo))).round().clamp(0, n - 1).long()
     inside = (radius <= band.hi) & ((radius >= band.lo) if first else (radius > band.lo))
-    x = x.clamp(0, n - 1)
-    i0 = x.floor().long().clamp(max=n - 2)
-    t = (x - i0.to(x.dtype)).unsqueeze(0)
-    coef = table[i0.flatten()].T.reshape(table.shape[1], *radius.shape) * (1 - t) + \
-        table[i0.flatten() + 1].T.reshape(table.shape[1], *radius.shape) * t
-    return coef * inside.to(coef.dtype).unsqueeze(0)
+    return torch.where(inside, x, torch.full_like(x, n))
+
+
+def _accumulate(acc: torch.Tensor, spec: torch.Tensor, kern: torch.Tensor) -> None:
+    """``acc += spec · kern`` in place (``kern`` real or complex)."""
+    if kern.is_complex():
+        acc.add_(spec * kern)
+    else:
+        torch.view_as_real(acc).addcmul_(torch.view_as_real(spec), kern.unsqueeze(-1))
 
 
 def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
             aperture: Aperture = Aperture(), callback: Callback = None,
-            memory_budget: int = DEFAULT_MEMORY_BUDGET, bands=BANDS) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Spatially varying scatter (see the module docstring).
+            bands=BANDS) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Spatially varying scatter of a whole image (see the module docstring; :func:`scatter_any` tiles).
 
     Args:
         values: ``[B, C, H, W]`` quantities to spread (any units; linear in the output).
         mass: ``[B, 1, H, W]`` ≥ 0, how much each source pixel weighs in total.
         radius: ``[B, 1, H, W]`` ≥ 0 blur radius per source pixel, px at this resolution.
         aperture: kernel shape.
-        callback: ``callback(done, total, None)`` after each band and batch element (may raise).
-        memory_budget: bytes for the streamed intermediate buffers (basis kernels are processed in
-            chunks that fit; the result does not depend on it).
+        callback: ``callback(done, total, None)`` after each basis kernel (may raise to interrupt).
 
     Returns:
         ``(num [B, C, H, W], den [B, 1, H, W])``: ``Σ m·v·k̂`` and ``Σ m·k̂`` at every target pixel.
@@ -196,59 +198,101 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
     b, c, h, w = values.shape
     dev, dt = values.device, values.dtype
     r_max = float(radius.max()) if radius.numel() else 0.0
-    bands = band_layout(r_max, bands)
-    s_max = bands[-1].level
-    ph, pw = (-h) % s_max, (-w) % s_max
+    layout = band_layout(r_max, bands)
     real = aperture.symmetric
     num = values.new_zeros(b, c, h, w)
     den = values.new_zeros(b, 1, h, w)
-    total, done = len(bands) * b, 0
+    total = b * sum(band.rank for band in layout)
+    done = 0
     for bi in range(b):
-        vm = torch.cat([values[bi:bi + 1] * mass[bi:bi + 1], mass[bi:bi + 1]], dim=1)  # [1, C+1, H, W]
-        rad = radius[bi:bi + 1]
-        if ph or pw:
-            vm = F.pad(vm, (0, pw, 0, ph))
-            rad = F.pad(rad, (0, pw, 0, ph))
-        for bn, band in enumerate(bands):
+        vm = torch.cat([values[bi] * mass[bi], mass[bi]], dim=0)  # [C+1, H, W]
+        rad = radius[bi, 0]
+        for bn, band in enumerate(layout):
             first = bn == 0
-            sel = (rad <= band.hi) & ((rad >= band.lo) if first else (rad > band.lo))
-            if not bool(sel.any()):
-                done += 1
+            q = _lookup_index(rad, band, first)
+            inside = q < LOOKUP_SAMPLES
+            count = int(inside.sum())
+            if count == 0:
+                done += band.rank
                 continue
             s = band.level
-            hs, ws = (h + ph) // s, (w + pw) // s
+            hs, ws = -(-h // s), -(-w // s)
             pad = kernel_half_size(band.hi / s, aperture) + 1
             fh, fw = _smooth_size(hs + pad), _smooth_size(ws + pad)
             table = _band_table(band, aperture, str(dev), dt)
             spectra = _band_spectra(band, aperture, fh, fw, str(dev), dt, real)
-            k = table.shape[1]
-            per_basis = 4 * (c + 1) * (h + ph) * (w + pw) * 2 + 8 * (c + 1) * fh * (fw // 2 + 1) * 2
-            chunk = max(1, min(k, int(memory_budget // per_basis)))
-            # Pad once to the FFT size (zeros spread nothing), so the FFT needs no copy.
-            if s == 1:
-                vm_l, rad_l = F.pad(vm, (0, fw - ws, 0, fh - hs)), F.pad(rad, (0, fw - ws, 0, fh - hs))
-            else:
-                vm_l, rad_l = vm, rad
+            dense = s == 1 and count > 0.3 * h * w
+            if dense:  # multiply the whole padded grid
+                vm_l = F.pad(vm, (0, fw - w, 0, fh - h))
+                q_l = F.pad(q, (0, fw - w, 0, fh - h), value=LOOKUP_SAMPLES)
+            else:      # only the pixels in the band, summed into their (pooled) FFT-grid cell
+                flat = torch.nonzero(inside.flatten()).squeeze(1)
+                yy, xx = flat // w, flat % w
+                target = (yy // s) * fw + (xx // s)
+                vm_l = vm.reshape(c + 1, -1)[:, flat] / float(s * s)
+                q_l = q.flatten()[flat]
+                sig = vm.new_zeros(c + 1, fh * fw)
             acc = None
-            for j0 in range(0, k, chunk):
-                tab = table[:, j0:j0 + chunk]
-                coef = _band_coefficients(rad_l[0, 0], band, tab, first).unsqueeze(1)  # [G, 1, h', w']
-                sig = vm_l * coef                                                        # [G, C+1, h', w']
-                if s > 1:
-                    sig = F.pad(F.avg_pool2d(sig, s), (0, fw - ws, 0, fh - hs))
-                spec = torch.fft.rfft2(sig)
-                part = (spec * spectra[j0:j0 + chunk, None]).sum(0, keepdim=True)
-                acc = part if acc is None else acc + part
-                del sig, spec, coef
-            out = torch.fft.irfft2(acc, s=(fh, fw))[..., :hs, :ws]
+            for j in range(table.shape[0]):
+                coef = table[j][q_l]
+                if dense:
+                    spec = torch.fft.rfft2(vm_l * coef)
+                else:
+                    sig.zero_()
+                    sig.index_add_(1, target, vm_l * coef)
+                    spec = torch.fft.rfft2(sig.view(c + 1, fh, fw))
+                if acc is None:
+                    acc = spec * spectra[j]
+                else:
+                    _accumulate(acc, spec, spectra[j])
+                done += 1
+                if callback is not None:
+                    callback(done, total, None)
+            out = torch.fft.irfft2(acc, s=(fh, fw))[:, :hs, :ws]
             if s > 1:
-                out = F.interpolate(out, scale_factor=s, mode="bilinear", align_corners=False)
-            out = out[..., :h, :w]
-            num[bi:bi + 1] += out[:, :c]
-            den[bi:bi + 1] += out[:, c:]
-            done += 1
-            if callback is not None:
-                callback(done, total, None)
+                out = F.interpolate(out[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
+            out = out[:, :h, :w]
+            num[bi] += out[:c]
+            den[bi] += out[c:]
+    return num, den
+
+
+def _estimate_bytes(channels: int, h: int, w: int, pad: int) -> int:
+    """Peak bytes of :func:`scatter` on an ``h × w`` region (a few ``(C+1)``-channel grids + indices)."""
+    return (channels + 1) * (h + pad) * (w + pad) * 4 * 7 + h * w * 8 * 4
+
+
+def scatter_tiled(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
+                  aperture: Aperture = Aperture(), callback: Callback = None,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, bands=BANDS) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`scatter` within ``memory_budget`` bytes: when the whole image does not fit, the output is
+    made tile by tile from input regions grown by the largest kernel reach (plus the resampling margin
+    of the reduced-resolution bands), on a grid aligned to the coarsest level — the same result as
+    one pass, up to float rounding."""
+    b, c, h, w = values.shape
+    r_max = float(radius.max()) if radius.numel() else 0.0
+    layout = band_layout(r_max, bands)
+    s_max = layout[-1].level
+    reach = int(math.ceil(r_max * aperture.max_extent())) + 2 + 3 * s_max
+    halo = -(-reach // s_max) * s_max
+    if _estimate_bytes(c, h, w, 2 * reach) <= memory_budget:
+        return scatter(values, mass, radius, aperture=aperture, callback=callback, bands=bands)
+    tile = s_max
+    while tile < max(h, w) and _estimate_bytes(c, 2 * tile + 2 * halo, 2 * tile + 2 * halo, 2 * reach) <= memory_budget:
+        tile *= 2
+    num = values.new_zeros(b, c, h, w)
+    den = values.new_zeros(b, 1, h, w)
+    tiles = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+    for n, (y0, x0) in enumerate(tiles):
+        ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+        yb, xb = min(h, y0 + tile + halo), min(w, x0 + tile + halo)
+        nu, de = scatter(values[..., ya:yb, xa:xb], mass[..., ya:yb, xa:xb], radius[..., ya:yb, xa:xb],
+                         aperture=aperture, bands=bands)
+        ty, tx = min(tile, h - y0), min(tile, w - x0)
+        num[..., y0:y0 + ty, x0:x0 + tx] = nu[..., y0 - ya:y0 - ya + ty, x0 - xa:x0 - xa + tx]
+        den[..., y0:y0 + ty, x0:x0 + tx] = de[..., y0 - ya:y0 - ya + ty, x0 - xa:x0 - xa + tx]
+        if callback is not None:
+            callback(n + 1, len(tiles), None)
     return num, den
 
 
@@ -268,7 +312,8 @@ def scatter_any(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, 
     scatters.
     """
     if catseye <= 0:
-        return scatter(values, mass, radius, aperture=aperture, callback=callback, memory_budget=memory_budget)
+        return scatter_tiled(values, mass, radius, aperture=aperture, callback=callback,
+                             memory_budget=memory_budget)
     b, c, h, w = values.shape
     n = CATSEYE_ANCHORS
     pos_y = torch.linspace(0, n - 1, h, device=values.device, dtype=values.dtype).view(1, 1, h, 1)
@@ -286,7 +331,7 @@ def scatter_any(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, 
         shift = (catseye * uy / math.sqrt(2), catseye * ux / math.sqrt(2))
         ap = Aperture(aperture.blades, aperture.rotation, aperture.curvature,
                       None if shift == (0.0, 0.0) else shift)
-        nu, de = scatter(values, m, radius, aperture=ap, memory_budget=memory_budget)
+        nu, de = scatter_tiled(values, m, radius, aperture=ap, memory_budget=memory_budget)
         num, den = num + nu, den + de
         if callback is not None:
             callback(done + 1, len(anchors), None)

@@ -43,12 +43,17 @@ def test_k_zero_is_identity_exactly():
     assert torch.equal(render_bokeh(img, torch.full_like(disp, 0.3), 0.3, 20.0), img)
 
 
-def test_streaming_budget_does_not_change_result():
+def test_tiled_path_equals_one_pass(monkeypatch):
+    # memory-boundedness, cheaply: a tiny budget forces many tiles; the result must not change
     img, disp = _scene(5, size=40)
-    r = (30 * (disp - 0.5)).abs()
-    a = bc.render_classical(img, r, 4.0)
-    b = bc.render_classical(img, r, 4.0, memory_budget=1)  # one basis kernel at a time
-    assert (a - b).abs().max() < 1e-5
+    r = (12 * (disp - 0.5)).abs()  # up to 6 px: halo 11 px
+    a = bc.render_classical(img, r, 1.0)
+    calls = []
+    real_scatter = bc.scatter
+    monkeypatch.setattr(bc, "scatter", lambda *a_, **k: calls.append(a_[0].shape) or real_scatter(*a_, **k))
+    b = bc.render_classical(img, r, 1.0, memory_budget=bc._estimate_bytes(3, 38, 38, 22))
+    assert 4 <= len(calls) <= 16
+    assert (a - b).abs().max() < 2e-5
 
 
 def test_batch_equals_singles_and_broadcasts_depth():
@@ -80,7 +85,7 @@ def test_large_radius_time_and_mass_are_bounded():
     for radius in (3.0, 9.0, 20.0, 60.0):
         img = torch.zeros(1, 3, 160, 160)
         img[..., 80, 80] = 1.0
-        num, den = bc.scatter(img, torch.ones(1, 1, 160, 160) * (img[:, :1] > 0), torch.full((1, 1, 160, 160), radius))
+        num, den = bc.scatter_any(img, torch.ones(1, 1, 160, 160) * (img[:, :1] > 0), torch.full((1, 1, 160, 160), radius))
         assert abs(float(num[0, 0].sum()) - 1.0) < 2e-3, radius
         # the disc has the right size: mass within r+2 px, little outside
         yy, xx = torch.meshgrid(torch.arange(160.), torch.arange(160.), indexing="ij")
