@@ -154,3 +154,33 @@ def test_refocus_graph_with_a_model_from_models_diffcamera(comfy_server):
     (image,) = entry["outputs"][save]["images"]
     with Image.open(_io.BytesIO(comfy_server.view(image))) as im:
         assert im.size == workflow_world.SCENE_SIZE[::-1]
+
+
+def test_cancel_stops_training_and_keeps_a_checkpoint(comfy_server):
+    """ComfyUI's Cancel (``POST /interrupt``) during TrainRefocusLoRA ends the prompt as interrupted within
+    seconds, after the training wrote a checkpoint it can resume from."""
+    import glob
+    import time
+    import urllib.request
+
+    prompt = _load("train_toy_lora.json")
+    ds = next(k for k, v in prompt.items() if v["class_type"] == "DiffCamera_SimulateDataset")
+    tr = next(k for k, v in prompt.items() if v["class_type"] == "DiffCamera_TrainRefocusLoRA")
+    prompt[ds]["inputs"].update(num_scenes=2, variants=1, size=32, name="interrupt_pairs")
+    prompt[tr]["inputs"].update(steps=100000, batch_size=1, checkpoint_every=0, run_name="interrupt_test")
+    prompt_id = comfy_server.queue(prompt)
+    log = os.path.join(comfy_server.base, "output", "diffcamera_train", "interrupt_test", "loss.jsonl")
+    deadline = time.time() + 300
+    while not (os.path.exists(log) and sum(1 for _ in open(log, encoding="utf-8")) >= 3):
+        assert time.time() < deadline, f"training never started:\n{comfy_server.log_tail()}"
+        time.sleep(0.5)
+    t0 = time.time()
+    urllib.request.urlopen(urllib.request.Request(comfy_server.url + "/interrupt", data=b"{}", method="POST"),
+                           timeout=30).read()
+    entry = comfy_server.wait(prompt_id, timeout=120)
+    stopped_after = time.time() - t0
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
+    assert stopped_after < 30, stopped_after
+    ckpts = glob.glob(os.path.join(os.path.dirname(log), "checkpoints", "step_*", "trainable.safetensors"))
+    assert ckpts, os.listdir(os.path.dirname(log))
