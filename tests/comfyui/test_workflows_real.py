@@ -184,3 +184,19 @@ def test_cancel_stops_training_and_keeps_a_checkpoint(comfy_server):
     assert stopped_after < 30, stopped_after
     ckpts = glob.glob(os.path.join(os.path.dirname(log), "checkpoints", "step_*", "trainable.safetensors"))
     assert ckpts, os.listdir(os.path.dirname(log))
+
+
+def test_fake_stock_nodes_match_the_real_ones(comfy_server):
+    """tests/fake_comfy/stock_nodes.py (LoadImage, SaveImage, PreviewImage for tier b) has the real nodes'
+    input names, order, sections and types, outputs and output-node flag."""
+    import stock_nodes
+
+    for name, cls in stock_nodes.NODE_CLASS_MAPPINGS.items():
+        real = comfy_server.object_info(name)[name]
+        fake = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            r = {k: ("COMBO" if isinstance(v[0], list) else v[0]) for k, v in (real["input"].get(section) or {}).items()}
+            f = {k: v[0] for k, v in (fake.get(section) or {}).items()}
+            assert list(r.items()) == list(f.items()), (name, section, r, f)
+        assert list(cls.RETURN_TYPES) == real["output"], name
+        assert bool(cls.OUTPUT_NODE) == real["output_node"], name
