@@ -197,7 +197,7 @@ def api_to_ui(prompt: dict, schemas: dict, meta: dict = None) -> dict:
     return {
         "last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
         "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [20, 0]},
-                                "diffcamera": {k: v for k, v in meta.items() if k != "note"}},
+                                "diffcamera": {k: meta[k] for k in ("title", "licences", "needs") if k in meta}},
         "version": 0.4,
     }
 
