@@ -16,6 +16,10 @@ if FAKE not in sys.path:
     sys.path.insert(0, FAKE)
 sys.path.insert(0, HERE)  # for `import fake_executor` and the shared helpers in tests/
 
+# Spinning OpenMP waits make torch 5-10x slower when the 2 cores are shared (CI, parallel sessions); sleeping
+# waits cost little. Must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

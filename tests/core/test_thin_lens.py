@@ -33,7 +33,6 @@ def test_K0_returns_the_all_in_focus_image_exactly(kind):
     assert (render_thin_lens(s, 0.4, 1e-4) - s.image).abs().max() < 0.5 / 255
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind,K,df", [("layers", 10.0, 0.9), ("mixed", 12.0, 0.1), ("slanted", 8.0, 0.5)])
 def test_default_sampling_noise_is_below_half_a_level(kind, K, df):
     s = scenes.make_scene(1, 96, kind)
