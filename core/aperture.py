@@ -5,9 +5,9 @@ offsets ``o = (dy, dx)`` (``θ`` the offset's angle), where ``r`` is the blur ra
 the aperture's boundary in units of ``r``:
 
 * circle (``blades=0``): ``ρ = 1`` (exactly BokehMe's classical kernel);
-* ``blades`` = 3..12: a regular polygon (an iris of straight blades) rotated by ``rotation`` radians,
-  bent towards the circle by ``curvature`` in ``0..1`` (``1`` = circle), scaled so that its area equals
-  the circle's (the same amount of blur for any shape);
+* ``blades`` = 3..12: a regular polygon (an iris of straight blades) with circumradius ``r`` (as
+  :mod:`diffcamera.core.thin_lens`), a vertex at angle ``rotation`` radians from +x towards +y (down),
+  its sides bent outwards towards the circumscribed circle by ``curvature`` in ``0..1`` (``1`` = circle);
 * cat's-eye: the aperture intersected with a second disk of the same size shifted by ``catseye``
   (a 2-vector, in units of ``r``) — the mechanical vignetting seen towards the frame edges.
 
@@ -31,7 +31,7 @@ class Aperture:
 
     Attributes:
         blades: 0 for a circle, else 3..12 straight blades.
-        rotation: polygon rotation in radians (0: a vertex points up).
+        rotation: polygon rotation in radians (a vertex at this angle from +x towards +y).
         curvature: 0 = straight blades .. 1 = circle.
         catseye: ``(dy, dx)`` shift of the clipping disk in units of the radius, or ``None``.
     """
@@ -71,36 +71,27 @@ def validate_aperture(blades: int, curvature: float = 0.0) -> None:
 
 
 def _polygon_rho(theta: torch.Tensor, n: int, rotation: float) -> torch.Tensor:
-    """Boundary of a regular n-gon with circumradius 1, a vertex at angle ``rotation`` from 'up'."""
+    """Boundary of a regular n-gon with circumradius 1, a vertex at angle ``rotation`` (from +x to +y)."""
     sector = 2 * math.pi / n
-    # angle measured from 'up' (−y), clockwise towards +x
     phi = torch.remainder(theta - rotation, sector) - sector / 2
     return math.cos(math.pi / n) / torch.cos(phi)
 
 
-def _area_scale(n: int, curvature: float) -> float:
-    """Scale of the bent polygon boundary so that its area equals the unit circle's (π)."""
-    theta = torch.linspace(0, 2 * math.pi, 4097, dtype=torch.float64)[:-1]
-    rho = (1 - curvature) * _polygon_rho(theta, n, 0.0) + curvature
-    area = 0.5 * (rho ** 2).mean().item() * 2 * math.pi
-    return math.sqrt(math.pi / area)
-
-
 def boundary(theta: torch.Tensor, aperture: Aperture) -> torch.Tensor:
-    """``ρ(θ)``: the aperture boundary in units of the radius (area-matched to the unit circle)."""
+    """``ρ(θ)``: the aperture boundary in units of the radius (``θ`` from +x towards +y)."""
     if aperture.blades == 0 or aperture.curvature >= 1.0:
         return torch.ones_like(theta)
-    rho = (1 - aperture.curvature) * _polygon_rho(theta, aperture.blades, aperture.rotation) + aperture.curvature
-    return rho * _area_scale(aperture.blades, aperture.curvature)
+    return (1 - aperture.curvature) * _polygon_rho(theta, aperture.blades, aperture.rotation) + aperture.curvature
 
 
 def soft_kernel(radius, half: int, aperture: Aperture = Aperture(), *, dtype=torch.float64,
-                device=None) -> torch.Tensor:
+                device=None, edge: str = "tanh") -> torch.Tensor:
     """Unnormalised soft aperture mask ``[2·half+1, 2·half+1]`` for blur radius ``radius`` px.
 
     ``radius`` may be a float or a 1-D tensor of ``n`` radii (then ``[n, 2·half+1, 2·half+1]``). Values in
     ``0..1``; for the circle this is exactly BokehMe's ``0.5 + 0.5·tanh(4·(r − |o|))`` inside its square
-    window ``|dy|, |dx| ≤ ⌊r⌋ + 1``.
+    window ``|dy|, |dx| ≤ ⌊r⌋ + 1``. ``edge="linear"`` gives instead the pixel-coverage (antialiased) disk
+    ``clamp(r·ρ − |o| + 0.5, 0, 1)``, whose ``r = 0`` kernel is exactly a unit impulse.
     """
     batched = torch.is_tensor(radius) and radius.dim() > 0
     r = torch.as_tensor(radius, dtype=dtype, device=device).reshape(-1, 1, 1)
@@ -109,16 +100,17 @@ def soft_kernel(radius, half: int, aperture: Aperture = Aperture(), *, dtype=tor
     dist = torch.sqrt(dy * dy + dx * dx)
     if aperture.blades == 0 or aperture.curvature >= 1.0:
         reach = r
-        m = 0.5 + 0.5 * torch.tanh(4 * (r - dist))
+        rr = r
     else:
-        theta = torch.atan2(dx, -dy)
-        rho = boundary(theta, aperture)
+        theta = torch.atan2(dy, dx)
+        rr = r * boundary(theta, aperture)
         reach = r * aperture.max_extent()
-        m = 0.5 + 0.5 * torch.tanh(4 * (r * rho - dist))
+    soft = (lambda x: 0.5 + 0.5 * torch.tanh(4 * x)) if edge == "tanh" else (lambda x: (x + 0.5).clamp(0, 1))
+    m = soft(rr - dist)
     if aperture.catseye is not None:
         cy, cx = aperture.catseye
         d2 = torch.sqrt((dy - cy * r) ** 2 + (dx - cx * r) ** 2)
-        m = m * (0.5 + 0.5 * torch.tanh(4 * (r - d2)))
+        m = m * soft(r - d2)
     win = torch.floor(reach) + 1
     inside = (dy.abs() <= win) & (dx.abs() <= win)
     m = torch.where(inside, m, torch.zeros_like(m))
