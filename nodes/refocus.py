@@ -272,6 +272,12 @@ class Refocus(io.ComfyNode):
             target = torch.device(handle.load_device)
             if offload == "none" and any(p.device != target for p in bundle.parameters()):
                 bundle.to(target)  # a partial (low-VRAM) load: this model runs whole
+            elif offload != "none" and getattr(bundle, "onload_device", None) is not None:
+                # group/leaf: ComfyUI keeps the handle on the CPU; the small modules compute on the GPU
+                bundle.camera_encoder.to(bundle.onload_device)
+                bundle.autoencoder.to(bundle.onload_device)
+                bundle.prompt_embeds = bundle.prompt_embeds.to(bundle.onload_device)
+                bundle.pooled_prompt_embeds = bundle.pooled_prompt_embeds.to(bundle.onload_device)
             out = refocus(model, img, disp, focus, K, steps=int(steps), seed=int(seed), guidance=float(guidance),
                           denoise=float(denoise), tile_size=tile, callback=callback, preview=ca.HAS_COMFY)
         except Exception as exc:  # noqa: BLE001 - only OOM is translated

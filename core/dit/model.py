@@ -119,7 +119,8 @@ class RefocusModel(nn.Module):
     # ----------------------------------------------------------------------------------- forward
     def encode_camera(self, camera_map: torch.Tensor) -> torch.Tensor:
         """Camera map ``[B,C_cam,H,W]`` -> latent-space tokens ``[B, N, 4C]`` (float32)."""
-        return self.camera_encoder(camera_map.to(self.device)).float()
+        enc_dev = self.camera_encoder.fc1.weight.device
+        return self.camera_encoder(camera_map.to(enc_dev)).float().to(self.device)
 
     def condition_tokens(self, ref_latents: torch.Tensor, camera_map: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Tokens and RoPE ids that follow the noisy tokens: ``([B, M, 4C], [M, 3])``.
