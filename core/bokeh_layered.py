@@ -45,9 +45,9 @@ DEFAULT_MEMORY_BUDGET = 1024 ** 3
 
 
 def node_radii(r_max: float) -> List[float]:
-    """Node radii covering ``0..r_max``."""
+    """Node radii covering ``0..r_max`` with the last one strictly above ``r_max``."""
     nodes = [r for r in BASE_NODES]
-    while nodes[-1] < r_max:
+    while nodes[-1] <= r_max:
         nodes.append(round(nodes[-1] * NODE_RATIO, 3))
     return nodes
 
@@ -129,8 +129,7 @@ def _render(lin: torch.Tensor, coc: torch.Tensor, aperture: Aperture, callback: 
     flipped = Aperture(aperture.blades, aperture.rotation + math.pi, aperture.curvature, aperture.catseye)
     total = len(layers)
     for li, (lo, hi) in enumerate(layers):
-        last = li == len(layers) - 1
-        member = ((coc >= lo) & ((coc <= hi) if last else (coc < hi))).to(lin.dtype)
+        member = ((coc >= lo) & (coc < hi)).to(lin.dtype)
         if not bool(member.any()):
             if callback is not None:
                 callback(li + 1, total, None)
