@@ -340,9 +340,26 @@ def _mean(rows: List[dict], key: str) -> float:
     return M.summarize([r[key] for r in rows if key in r])
 
 
+def _truth_row(cases, key: str, which: int, use_cache: bool) -> dict:
+    """Reference row: the thin-lens truth scored against itself (LVCorr over the same sweep, render time)."""
+    lv = []
+    for c in cases[:SWEEP_CASES]:
+        d = c.d1 if which == 1 else c.d2
+        sweep = [ground_truth(c, d, f * c.K, use_cache) for f in SWEEP]
+        lv.append(M.lvcorr(sweep, [f * c.K for f in SWEEP]))
+    from .thin_lens import render_thin_lens
+    c = cases[0]
+    t = time.perf_counter()
+    render_thin_lens(c.scene, c.d1 if which == 1 else c.d2, c.K)
+    dt = time.perf_counter() - t
+    return {key: "thin-lens (truth)", "psnr": float("inf"), "ssim": 1.0, "edge_psnr": float("inf"), "mae255": 0.0,
+            "fpe": float("nan"), "lvcorr": M.summarize(lv), "time_s": dt}
+
+
 def _bokeh_suite(cases, renderers, use_cache, tick, log) -> dict:
     rows, per_case, images = [], [], {}
     gts = [ground_truth(c, c.d1, c.K, use_cache) for c in cases]
+    rows.append(_truth_row(cases, "renderer", 1, use_cache))
     tick()
     for name, fn in renderers.items():
         recs = []
@@ -382,6 +399,11 @@ def _refocus_suite(cases, models, use_cache, tick, log) -> dict:
     rows, per_case, images, corrupt_rows = [], [], {}, []
     src = [ground_truth(c, c.d1, c.K, use_cache) for c in cases]
     tgt = [ground_truth(c, c.d2, c.K, use_cache) for c in cases]
+    truth = _truth_row(cases, "model", 2, use_cache)
+    truth["task"] = "refocus"
+    truth["fpe"] = M.summarize([float(M.focus_plane_error(t, c.scene.disparity, c.d2, reference=c.scene.image)[0])
+                                for c, t in zip(cases, tgt)])
+    rows.append(truth)
     tick()
     for name, fn in models.items():
         needs_aif = bool(getattr(fn, "needs_aif", False))

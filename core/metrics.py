@@ -128,7 +128,7 @@ def sharpness_by_disparity(image: torch.Tensor, disparity: torch.Tensor, referen
                            bins: int = 20, min_pixels: Optional[int] = None, guard: int = 2):
     """Sharpness per disparity bin: Laplacian energy of ``image`` over that of ``reference`` (if given).
 
-    Pixels within ``guard`` px of a depth discontinuity are left out (blur from a neighbouring surface would leak
+    Pixels within ``guard`` px of a depth discontinuity or 3 px of the frame are left out (blur from a neighbouring surface would leak
     in), and with a reference, bins of nearly flat reference texture (:data:`LOW_TEXTURE`) too. Returns ``(centres [B, bins] mean disparity of each bin, sharpness [B, bins])`` with NaN for bins with
     fewer than ``min_pixels`` pixels (default: 0.1 % of the image, at least 16).
     """
@@ -137,6 +137,11 @@ def sharpness_by_disparity(image: torch.Tensor, disparity: torch.Tensor, referen
     lap = _laplacian(image) ** 2
     ref = _laplacian(reference) ** 2 if reference is not None else None
     keep = ~edge_band(disparity, guard)
+    border = max(guard, 3)  # frame borders: padding conventions differ between renderers
+    keep[..., :border, :] = False
+    keep[..., -border:, :] = False
+    keep[..., :, :border] = False
+    keep[..., :, -border:] = False
     b = image.shape[0]
     idx = (disparity.clamp(0, 1) * bins).long().clamp_max(bins - 1)
     centres = torch.full((b, bins), float("nan"))
