@@ -126,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.cmd == "train":
-        over = {}
+        over = {"num_threads": a.threads}  # the trainer sets torch threads from the config
         if a.dataset:
             over["dataset"] = a.dataset
         if a.scenes:
