@@ -236,10 +236,7 @@ class Refocus(io.ComfyNode):
             raise ValueError("focus: connect a FOCUS (FocusPicker)")
         bundle = model = handle.model
         handles = [handle]
-        if flux_model is not None:
-            model, patcher = _external(bundle, flux_model)
-            handles = [patcher, handle]
-        elif bundle.transformer is None:
+        if flux_model is None and bundle.transformer is None:
             raise ValueError("flux_model: this DiffCamera model was loaded without a transformer; connect the FLUX "
                              "MODEL of your graph (Load Diffusion Model) to flux_model")
         img = comfy_to_core(image)
@@ -250,6 +247,9 @@ class Refocus(io.ComfyNode):
         h, w = img.shape[-2:]
         K = level_to_K(bokeh_level, h, w)
         check_inputs(model, img, disp, focus, K, steps, denoise)
+        if flux_model is not None:
+            model, patcher = _external(bundle, flux_model)
+            handles = [patcher, handle]
         if tiling == "off":
             tile = None
         elif tiling == "on":
