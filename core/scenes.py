@@ -132,28 +132,29 @@ class _Hash:
 
     def __init__(self, g: torch.Generator):
         self.t = torch.rand(_TABLE, _TABLE, generator=g)
+        # wrapped copy (one extra row/column) for bilinear lookups in value noise
+        self.wrapped = F.pad(self.t[None, None], (0, 1, 0, 1), mode="circular")
 
     def __call__(self, i: torch.Tensor, j: torch.Tensor, salt: int = 0) -> torch.Tensor:
-        i = torch.remainder(i.long() + 31 * salt, _TABLE)
-        j = torch.remainder(j.long() * 7 + 13 * salt + i // 5, _TABLE)
-        return self.t[i, j]
+        i = torch.remainder(i + 31 * salt, _TABLE).long()
+        j = torch.remainder(j * 7 + 13 * salt, _TABLE).long()
+        return self.t.view(-1)[i * _TABLE + j]
+
+
+def _smooth_coord(x: torch.Tensor) -> torch.Tensor:
+    """Wrap to the table and warp the fraction with smoothstep (bilinear lookup -> smooth value noise)."""
+    x = torch.remainder(x, _TABLE)
+    f = torch.floor(x)
+    t = x - f
+    return f + t * t * (3 - 2 * t)
 
 
 def _value_noise(h: _Hash, u: torch.Tensor, v: torch.Tensor, period: float, salt: int) -> torch.Tensor:
     """Smooth value noise in ``0..1`` with feature size ``period`` (texture px)."""
-    x = u / period
-    y = v / period
-    x0 = torch.floor(x)
-    y0 = torch.floor(y)
-    fx = x - x0
-    fy = y - y0
-    fx = fx * fx * (3 - 2 * fx)
-    fy = fy * fy * (3 - 2 * fy)
-    a = h(x0, y0, salt)
-    b = h(x0 + 1, y0, salt)
-    c = h(x0, y0 + 1, salt)
-    d = h(x0 + 1, y0 + 1, salt)
-    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+    x = _smooth_coord(u / period + 37.17 * salt)
+    y = _smooth_coord(v / period + 19.73 * salt)
+    grid = torch.stack([x * (2.0 / _TABLE) - 1, y * (2.0 / _TABLE) - 1], -1)[None]
+    return F.grid_sample(h.wrapped, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
 
 
 def _fbm(h: _Hash, u, v, base: float, octaves: int, salt: int) -> torch.Tensor:

@@ -45,8 +45,10 @@ CELL_PX = 3.0
 MAX_CELLS_ACROSS = 24
 #: Lower bound on the lattice size for the default sample count (the aperture outline needs a few cells).
 MIN_CELLS_ACROSS = 8
-#: Cells rendered together (memory ~ CHUNK · 16 · H · W bytes).
+#: Most cells rendered together; fewer for large images so a chunk stays within :data:`CHUNK_BYTES`.
 CHUNK = 24
+#: Working-memory budget of one chunk of views (accumulator, warp grid and warped RGBA: ~48 bytes per pixel).
+CHUNK_BYTES = 256 * 2 ** 20
 _FIXED_POINT_ITERS = 1
 _BOX_STEP = 0.5  # box-width step of the stack used for continuous-depth layers, px
 
@@ -243,11 +245,12 @@ def render_layers(layers, near: float, far: float, focus_disparity: float, K: fl
     prepared = [p for p in (_prepare(l, near, far, float(focus_disparity), float(K), h_cell) for l in layers) if p]
     out = torch.zeros(1, 3, h, w)
     total = pos.shape[0]
-    for start in range(0, total, CHUNK):
-        acc = _render_chunk(prepared, pos[start:start + CHUNK], h, w)
-        out += (acc * wts[start:start + CHUNK].view(-1, 1, 1, 1)).sum(0, keepdim=True)
+    chunk = max(1, min(CHUNK, CHUNK_BYTES // (48 * h * w)))
+    for start in range(0, total, chunk):
+        acc = _render_chunk(prepared, pos[start:start + chunk], h, w)
+        out += (acc * wts[start:start + chunk].view(-1, 1, 1, 1)).sum(0, keepdim=True)
         if callback is not None:
-            callback(min(start + CHUNK, total), total, None)
+            callback(min(start + chunk, total), total, None)
     return out / wts.sum()
 
 

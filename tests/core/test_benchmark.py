@@ -124,3 +124,13 @@ def test_cli_bench_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| gather-mix |" in out and "LVCorr" in out
     assert main(["bench", "--suite", "bokeh", "--size", "8"]) == 2
+
+
+def test_refocus_suite_loads_a_diffcamera_checkpoint(tmp_path):
+    dit = pytest.importorskip("diffcamera.core.dit.model")
+    from diffcamera.core.dit.lora import save_refocus_model
+    path = save_refocus_model(dit.build_toy_model(), str(tmp_path / "toy.safetensors"))
+    res = B.run_suite("refocus", 64, cases=1, models=[], model_paths=[path], steps=1, log=print)
+    rows = [r for r in res["rows"] if r["model"] == "dit:toy.safetensors"]
+    assert {r["task"] for r in rows} == {"bokeh", "refocus", "deblur"}
+    assert all(math.isfinite(r["psnr"]) and r["time_s"] > 0 for r in rows)
