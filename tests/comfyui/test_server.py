@@ -106,3 +106,7 @@ def test_template_browser_lists_and_serves_our_workflows(comfy_server):
         served = json.loads(comfy_server.get_bytes(f"/api/workflow_templates/diffcamera/{name}.json"))
         with open(os.path.join(root, "workflows", name + ".json"), encoding="utf-8") as f:
             assert served == json.load(f)
+        thumb = os.path.join(root, "workflows", name + ".jpg")  # what the browser shows (mediaSubtype jpg)
+        if os.path.exists(thumb):
+            with open(thumb, "rb") as f:
+                assert comfy_server.get_bytes(f"/api/workflow_templates/diffcamera/{name}.jpg") == f.read()

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Thumbnails for ComfyUI's template browser: ``workflows/<name>.jpg`` beside each UI workflow.
+
+The browser asks for ``/api/workflow_templates/<pack>/<name>.jpg``. Each thumbnail is made by the pack itself on a
+procedural scene with exact depth (``core.scenes``), 384×256: what the workflow produces, computed with the same
+core functions its nodes call (the ground-truth disparity stands in for Depth Anything's estimate, and a
+refocus thumbnail is only made when the trained toy model is bundled). Run: ``python scripts/workflow_thumbnails.py``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UI_DIR = os.path.join(ROOT, "workflows")
+SIZE = (256, 384)  # H, W
+
+
+def _pil(img):
+    """[1,3,H,W] or [1,1,H,W] 0..1 -> PIL RGB."""
+    from PIL import Image
+
+    x = img[0].clamp(0, 1)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    arr = (x.permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def _side_by_side(a, b):
+    """Left half of ``a`` | right half of ``b`` (same size), with a thin divider."""
+    from PIL import Image
+
+    w, h = a.size
+    out = Image.new("RGB", (w, h))
+    out.paste(a.crop((0, 0, w // 2, h)), (0, 0))
+    out.paste(b.crop((w // 2, 0, w, h)), (w // 2, 0))
+    for y in range(h):
+        out.putpixel((w // 2, y), (255, 255, 255))
+    return out
+
+
+def make(names=None) -> list:
+    import torch
+
+    from diffcamera.core.bokeh import render_bokeh
+    from diffcamera.core.conventions import level_to_K
+    from diffcamera.core.focus import focus_from_point, focus_preview
+    from diffcamera.core.scenes import make_scene
+
+    torch.manual_seed(0)
+    h, w = SIZE
+    scene = make_scene(seed=3, size=SIZE, kind="mixed")
+    img, disp = scene.image, scene.disparity
+    focus = focus_from_point(disp, 0.74, 0.58)  # the textured block
+    K = level_to_K(30.0, h, w)
+    with torch.no_grad():
+        bokeh = render_bokeh(img, disp, focus.disparity, K, mode="layered")
+        near_focus = focus_from_point(disp, 0.1, 0.75)  # the star in front
+        bokeh_near = render_bokeh(img, disp, near_focus.disparity, K, mode="layered")
+        picker = focus_preview(img, disp, focus, K)
+    pictures = {
+        "depth_estimate": _side_by_side(_pil(img), _pil(disp)),
+        "focus_from_depth_map": _pil(picker),
+        "bokeh_from_depth": _pil(bokeh),
+        "train_toy_lora": _side_by_side(_pil(bokeh_near), _pil(bokeh)),
+        "text_to_image_refocus": _pil(bokeh_near),
+    }
+    try:
+        from diffcamera.core.dit.loading import load_refocus_model
+        from diffcamera.core.dit.sampler import refocus
+
+        toy = load_refocus_model("toy")
+        with torch.no_grad():
+            out = refocus(toy, img, disp, focus, K, steps=28, seed=0)
+        pictures["refocus_toy"] = _side_by_side(_pil(img), _pil(out))
+    except FileNotFoundError:
+        pass  # the trained toy model is not bundled: no thumbnail rather than a misleading one
+    written = []
+    for name, picture in pictures.items():
+        if names and name not in names:
+            continue
+        if not os.path.exists(os.path.join(UI_DIR, name + ".json")):
+            continue
+        path = os.path.join(UI_DIR, name + ".jpg")
+        picture.save(path, quality=85)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in make(sys.argv[1:] or None):
+        print(p)
