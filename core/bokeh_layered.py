@@ -38,8 +38,8 @@ Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 #: Radii (px) up to which layers are blurred at full resolution.
 FULL_RES_RADIUS = 8.0
 #: Node radii (px): dense where the kernel shape changes fastest, then geometric (ratio ``NODE_RATIO``).
-BASE_NODES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.5, 8.0)
-NODE_RATIO = 1.3
+BASE_NODES = (0.0, 0.5, 1.0, 2.0, 3.5, 5.5, 8.0)
+NODE_RATIO = 1.5
 #: Default bytes for intermediate buffers before the image is processed in tiles.
 DEFAULT_MEMORY_BUDGET = 1024 ** 3
 
@@ -78,11 +78,12 @@ def _spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, 
 def _box_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
     """Cheap wide blur of ``[N, C, H, W]`` (≈ box of ``2·radius``): pooled pyramid, separable box, upsampled."""
     h, w = x.shape[-2:]
-    s = max(1, int(radius // 4))
+    s = max(2, int(radius // 4))  # hidden colours are smooth: half resolution at least
     y = F.avg_pool2d(x, s, ceil_mode=True) if s > 1 else x
     k = int(math.ceil(radius / s))
-    if k > 0:
-        y = F.avg_pool2d(F.pad(y, (k, k, k, k), mode="replicate"), 2 * k + 1, stride=1)
+    if k > 0:  # separable box
+        y = F.avg_pool2d(F.pad(y, (0, 0, k, k), mode="replicate"), (2 * k + 1, 1), stride=1)
+        y = F.avg_pool2d(F.pad(y, (k, k, 0, 0), mode="replicate"), (1, 2 * k + 1), stride=1)
     if s > 1:
         y = F.interpolate(y, scale_factor=s, mode="bilinear", align_corners=False)[..., :h, :w]
     return y
