@@ -116,7 +116,9 @@ def test_workflow_runs_on_our_nodes(fname, world):
 def test_ui_workflows_convert_to_their_api_copies():
     wui = _workflow_ui()
     schemas = wui.load_schemas()
-    assert wui.check(schemas) == []
+    problems = wui.check(schemas)
+    assert problems == [], ("\n".join(problems) + "\nA node schema changed? Update the API copies in tests/workflows/ "
+                            "(and scripts/workflow_sources/), then run: python scripts/workflow_ui.py build")
     names = {name for name, _, _ in wui.sources()}
     ui_files = {f[:-5] for f in os.listdir(UI_DIR) if f.endswith(".json")}
     assert ui_files == names, "workflows/ and its sources differ (run: python scripts/workflow_ui.py build)"
@@ -128,7 +130,8 @@ def test_ui_workflows_are_what_the_converter_builds():
     schemas = wui.load_schemas()
     for name, api_path, meta_path in wui.sources():
         built = wui.api_to_ui(_load(api_path), schemas, _load(meta_path) if meta_path else None)
-        assert _load(os.path.join(UI_DIR, name + ".json")) == json.loads(json.dumps(built)), name
+        assert _load(os.path.join(UI_DIR, name + ".json")) == json.loads(json.dumps(built)), \
+            f"workflows/{name}.json is stale: run python scripts/workflow_ui.py build"
 
 
 def test_every_ui_workflow_states_model_licences():
