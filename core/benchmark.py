@@ -56,7 +56,7 @@ SWEEP = (0.0, 0.5, 1.0, 1.5)
 #: How many cases (the first ones) get the LVCorr sweep.
 SWEEP_CASES = 3
 #: Bumped whenever the scenes or the thin-lens renderer change what they produce (invalidates the cache).
-GT_VERSION = "2"
+GT_VERSION = "3"
 SUITES = ("bokeh", "refocus")
 
 
