@@ -142,8 +142,9 @@ def evaluate(fn: Callable, cases: List[Dict], corrupt: bool = False) -> Dict[str
         psnrs.append(float(metrics.psnr(out, c["truth"])[0]))
         fpes.append(float(metrics.focus_plane_error(out, c["disparity"], c["d_req"], reference=c["aif"])[0]))
     t = torch.tensor
-    return {"psnr": float(t(psnrs).median()), "fpe": float(t(fpes).median()), "psnr_mean": float(t(psnrs).mean()),
-            "fpe_mean": float(t(fpes).mean()), "n": len(cases)}
+    f = t(fpes)
+    return {"psnr": float(t(psnrs).median()), "fpe": float(f.nanmedian()), "psnr_mean": float(t(psnrs).mean()),
+            "fpe_mean": float(f.nanmean()), "fpe_undefined": int(f.isnan().sum()), "n": len(cases)}
 
 
 def evaluate_lvcorr(fn: Callable, cases: List[Dict], levels=(0.0, 32.0, 64.0, 128.0, 192.0, 256.0),
