@@ -58,10 +58,16 @@ def mae_255(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def depth_edges(disparity: torch.Tensor, threshold: float = EDGE_THRESHOLD) -> torch.Tensor:
-    """``[B, 1, H, W]`` bool: pixels whose 3×3 neighbourhood spans a disparity step above ``threshold``."""
-    mx = F.max_pool2d(disparity.float(), 3, 1, 1)
-    mn = -F.max_pool2d(-disparity.float(), 3, 1, 1)
-    return (mx - mn) > threshold
+    """``[B, 1, H, W]`` bool: the pixels on either side of a disparity step above ``threshold``.
+
+    Uses second differences along rows and columns, so smooth slopes (slanted and ground planes, at any size)
+    are not edges while a step marks the two pixels that meet at it.
+    """
+    d = F.pad(disparity.float(), (1, 1, 1, 1), mode="replicate")
+    c = d[..., 1:-1, 1:-1]
+    dxx = (d[..., 1:-1, 2:] - 2 * c + d[..., 1:-1, :-2]).abs()
+    dyy = (d[..., 2:, 1:-1] - 2 * c + d[..., :-2, 1:-1]).abs()
+    return torch.maximum(dxx, dyy) > threshold
 
 
 def edge_band(disparity: torch.Tensor, width: int = 4, threshold: float = EDGE_THRESHOLD) -> torch.Tensor:
