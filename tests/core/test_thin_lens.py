@@ -125,3 +125,22 @@ def test_bad_arguments():
         render_thin_lens(s, 0.5, -1.0)
     with pytest.raises(ValueError):
         render_thin_lens(s, 1.5, 4.0)
+
+
+def test_rectangular_scene_callback_and_interrupt():
+    s = scenes.make_scene(1, (40, 72), "mixed")
+    calls = []
+    out = render_thin_lens(s, 0.3, 6.0, callback=lambda d, t, p: calls.append((d, t)))
+    assert out.shape == (1, 3, 40, 72) and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert calls and calls[-1][0] == calls[-1][1]
+
+    def stop(d, t, p):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render_thin_lens(s, 0.3, 6.0, callback=stop)
+    # transposed scene renders the transposed way: the renderer has no axis bias
+    lay = [scenes.Layer(l.color.transpose(1, 2), l.alpha.transpose(1, 2), l.depth.transpose(1, 2)) for l in s.layers]
+    t = scene_from_layers(lay)
+    out_t = render_thin_lens(t, 0.3, 6.0)
+    assert (out_t.transpose(2, 3) - out).abs().max() < 2e-3
