@@ -19,8 +19,9 @@ Suites
   ``core.bokeh.render_bokeh`` modes ``classical`` / ``layered`` when importable, on the bokeh task with PSNR, SSIM,
   edge-band PSNR, MAE/255, LVCorr (over a K sweep) and time per image.
 * ``"refocus"``: refocus models (``fn(image, disparity, focus: values.Focus, K) -> image``): ``copy-input``,
-  ``reblur-input`` (classical blur applied to the defocused input), ``oracle-classical`` (classical render from the
-  true all-in-focus image: an upper bound for a model that learned the simulator), models registered with
+  ``reblur-input`` (classical blur applied to the defocused input), ``oracle-classical`` / ``oracle-layered``
+  (``render_bokeh`` from the true all-in-focus image: what a model that perfectly learned that simulator and
+  perfectly deblurred could reach), models registered with
   :func:`register_refocus_model`, and DiffCamera checkpoints (``model_paths``); all three tasks, focus-plane error,
   LVCorr, and the refocus task again with corrupted depth (blurred, noisy, shifted).
 
@@ -261,18 +262,21 @@ def _reblur_input():
     return fn
 
 
-def _oracle_classical():
-    bokeh = _render_bokeh_factory("classical")()
+def _oracle(mode: str):
+    def factory():
+        bokeh = _render_bokeh_factory(mode)()
 
-    def fn(image, disparity, focus, K, aif=None):
-        return bokeh(aif if aif is not None else image, disparity, focus.disparity, K)
-    fn.needs_aif = True
-    return fn
+        def fn(image, disparity, focus, K, aif=None):
+            return bokeh(aif if aif is not None else image, disparity, focus.disparity, K)
+        fn.needs_aif = True
+        return fn
+    return factory
 
 
 register_refocus_model("copy-input", _copy_input)
 register_refocus_model("reblur-input", _reblur_input)
-register_refocus_model("oracle-classical", _oracle_classical)
+register_refocus_model("oracle-classical", _oracle("classical"))
+register_refocus_model("oracle-layered", _oracle("layered"))
 
 
 def dit_model_factory(path: str, steps: int = 8, seed: int = 0, guidance: float = 1.0) -> Callable[[], RefocusFn]:
