@@ -54,7 +54,7 @@ class SimulateDataset(io.ComfyNode):
                 io.Combo.Input("source", options=SOURCES, default="procedural",
                                tooltip="procedural: built-in scenes with exact depth. image_folder: your own "
                                        "all-in-focus images (set image_folder)."),
-                io.Int.Input("num_scenes", default=128, min=1, max=100000,
+                io.Int.Input("num_scenes", default=160, min=1, max=100000,
                              tooltip="Procedural scenes to render (source = procedural)."),
                 io.Int.Input("variants", default=4, min=1, max=1000,
                              tooltip="Groups (focus-plane pairs and bokeh levels) per source image."),
@@ -141,8 +141,8 @@ class TrainRefocusLoRA(io.ComfyNode):
                 io.Combo.Input("config", options=_bundled_configs(), default="toy",
                                tooltip="A bundled training config (training/configs/*.json); the inputs below "
                                        "override its fields."),
-                io.Int.Input("steps", default=300, min=1, max=1000000,
-                             tooltip="Optimiser steps. The toy learns to use the reference within a few hundred."),
+                io.Int.Input("steps", default=1500, min=1, max=1000000,
+                             tooltip="Optimiser steps. The toy starts to follow the requested focus after ~500-1000 steps (batch 4)."),
                 io.Int.Input("batch_size", default=4, min=1, max=256,
                              tooltip="Scene groups per step (each group trains two focus planes)."),
                 io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5,
@@ -157,7 +157,7 @@ class TrainRefocusLoRA(io.ComfyNode):
                 io.String.Input("run_name", default="refocus_toy",
                                 tooltip="Run folder under output/diffcamera_train/ (checkpoints, loss.jsonl). "
                                         "An unfinished run with the same settings resumes."),
-                io.Int.Input("checkpoint_every", default=100, min=0, max=1000000,
+                io.Int.Input("checkpoint_every", default=250, min=0, max=1000000,
                              tooltip="Save a resumable checkpoint every N steps (0 = only at the end/cancel)."),
                 io.String.Input("base_path", default="", optional=True,
                                 tooltip="FLUX configs only: local FLUX.1 transformer (diffusers folder or "
