@@ -133,3 +133,13 @@ def test_comfy_flux_and_our_diffusers_path_agree_with_our_lora(comfy_run, tmp_pa
     assert all(k.startswith("diffcamera.") for k in stock["not_loaded"]), stock["not_loaded"]
     assert stock["patches"] > 0 and stock["transformer_keys"] > 0
     assert stock["error"] < 1e-4, stock
+
+
+def test_refocus_node_same_image_on_comfy_model_and_own_transformer(comfy_run, tmp_path):
+    """DiffCameraRefocus given ComfyUI's FLUX MODEL (flux_model; our LoRA applied by ComfyUI's patcher) makes the
+    same image as with the loader's own diffusers transformer, for the same tiny weights (2 steps)."""
+    out = comfy_run("node_parity.py", tmp_path, timeout=900)
+    print(out)
+    assert out["shape"] == [1, 64, 48, 3]
+    assert out["effect"] > 1e-2
+    assert out["diff"] < 1e-3, out
