@@ -41,7 +41,7 @@ Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 #: Band layout: ``(lo, hi, level, rank)`` — radii ``(lo, hi]`` px (the first band includes 0) rendered at
 #: downsampling ``level`` with ``rank`` basis kernels. Beyond the last entry, octaves ``(R, 2R]`` follow
 #: at twice the previous level with the last rank, so the low-resolution radius stays in ``(6, 12]`` px.
-BANDS = ((0.0, 6.0, 1, 12), (6.0, 12.0, 1, 10), (12.0, 24.0, 2, 10))
+BANDS = ((0.0, 6.0, 1, 12), (6.0, 12.0, 1, 8), (12.0, 24.0, 2, 8))
 #: Default streaming budget for intermediate buffers (bytes).
 DEFAULT_MEMORY_BUDGET = 1024 ** 3
 #: Samples of the radius per band for the SVD; the coefficient tables are resampled to
@@ -61,8 +61,9 @@ class Band:
     rank: int
 
 
-def band_layout(max_radius: float, bands=BANDS) -> List[Band]:
+def band_layout(max_radius: float, bands=None) -> List[Band]:
     """The bands needed to cover radii ``0..max_radius`` (see :data:`BANDS`)."""
+    bands = BANDS if bands is None else bands
     out = [Band(*bands[0])]
     i = 1
     while out[-1].hi < max_radius:
@@ -182,7 +183,7 @@ def _accumulate(acc: torch.Tensor, spec: torch.Tensor, kern: torch.Tensor) -> No
 
 def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
             aperture: Aperture = Aperture(), callback: Callback = None,
-            bands=BANDS) -> Tuple[torch.Tensor, torch.Tensor]:
+            bands=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Spatially varying scatter of a whole image (see the module docstring; :func:`scatter_any` tiles).
 
     Args:
@@ -264,7 +265,7 @@ def _estimate_bytes(channels: int, h: int, w: int, pad: int) -> int:
 
 def scatter_tiled(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
                   aperture: Aperture = Aperture(), callback: Callback = None,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET, bands=BANDS) -> Tuple[torch.Tensor, torch.Tensor]:
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, bands=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """:func:`scatter` within ``memory_budget`` bytes: when the whole image does not fit, the output is
     made tile by tile from input regions grown by the largest kernel reach (plus the resampling margin
     of the reduced-resolution bands), on a grid aligned to the coarsest level — the same result as
