@@ -140,6 +140,13 @@ def test_same_seed_same_curve_and_exact_resume(tmp_path, tiny_data):
     assert m.config.transformer["num_layers"] == 1
 
 
+def test_gradient_checkpointing_gives_the_same_curve(tmp_path, tiny_data):
+    from diffcamera.training.trainer import train
+    a = train(tiny_config(tmp_path / "a", steps=2), dataset=tiny_data, log=_quiet)
+    b = train(tiny_config(tmp_path / "b", steps=2, gradient_checkpointing=True), dataset=tiny_data, log=_quiet)
+    assert [r["loss"] for r in a.losses] == pytest.approx([r["loss"] for r in b.losses], rel=1e-5)
+
+
 def test_resume_from_another_config_is_refused(tmp_path, tiny_data):
     from diffcamera.training.trainer import train
     train(tiny_config(tmp_path / "r"), dataset=tiny_data, log=_quiet, max_steps_this_run=2)
