@@ -129,34 +129,45 @@ def _render(lin: torch.Tensor, coc: torch.Tensor, aperture: Aperture, callback: 
                                          if nodes[i + 1] > c_min and nodes[i] <= c_max]
     flipped = Aperture(aperture.blades, aperture.rotation + math.pi, aperture.curvature, aperture.catseye)
     total = len(layers)
+    grad = torch.is_grad_enabled() and (lin.requires_grad or coc.requires_grad)
     for li, (lo, hi) in enumerate(layers):
-        member = ((coc >= lo) & (coc < hi)).to(lin.dtype)
-        if not bool(member.any()):
+        member_full = (coc >= lo) & (coc < hi)
+        rows = torch.nonzero(member_full.any(-1).any(0).any(0)).flatten()
+        if rows.numel() == 0:
             if callback is not None:
                 callback(li + 1, total, None)
             continue
-        alpha = member
-        color = lin * member
-        radius = coc.abs()
-        if extend:
-            nearer = coc >= hi
-            if bool(nearer.any()):
-                reach = float(coc[nearer].abs().max()) + 2.0
-                blur_m = _box_blur(torch.cat([color, member], 1), reach / 2)
-                grow = (2 * blur_m[:, 3:] / 1.0).clamp(0, 1) * nearer.to(lin.dtype)
-                ext = blur_m[:, :3] / blur_m[:, 3:].clamp_min(1e-8)
-                alpha = member + grow
-                color = color + ext * grow
-                # extended (hidden) pixels blur like the layer's nearest node
-                radius = torch.where(nearer, torch.full_like(radius, abs(hi)), radius)
+        cols = torch.nonzero(member_full.any(-2).any(0).any(0)).flatten()
+        # Work only in the window the layer can reach: its pixels, their extension, their blur.
+        has_nearer = extend and c_max >= hi
+        reach = (max(abs(hi), abs(c_max)) + 2.0) if has_nearer else 0.0
         r_a, r_b = abs(lo), abs(hi)
+        margin = int(math.ceil(reach + max(r_a, r_b))) + 2 * _level(max(r_a, r_b)) + 2
+        y0, y1 = max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)
+        x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)
+        win = (Ellipsis, slice(y0, y1), slice(x0, x1))
+        c_w = coc[win]
+        member = member_full[win].to(lin.dtype)
+        alpha = member
+        color = lin[win] * member
+        radius = c_w.abs()
+        if has_nearer:
+            nearer = c_w >= hi
+            blur_m = _box_blur(torch.cat([color, member], 1), reach / 2)
+            grow = (2 * blur_m[:, 3:]).clamp(0, 1) * nearer.to(lin.dtype)
+            ext = blur_m[:, :3] / blur_m[:, 3:].clamp_min(1e-8)
+            alpha = member + grow
+            color = color + ext * grow
+            # extended (hidden) pixels blur like the layer's nearest node
+            radius = torch.where(nearer, torch.full_like(radius, r_b), radius)
         radius = radius.clamp(min(r_a, r_b), max(r_a, r_b))
         ap = flipped if hi <= 0 else aperture
-        sig = torch.cat([color, alpha], 1)
-        p = _blur_layer(sig, radius, r_a, r_b, ap, ap)
+        p = _blur_layer(torch.cat([color, alpha], 1), radius, r_a, r_b, ap, ap)
         pa = p[:, 3:].clamp(0, 1)
-        out = p[:, :3] + (1 - pa) * out
-        cov = pa + (1 - pa) * cov
+        if grad:  # keep the tensors autograd saved intact
+            out, cov = out.clone(), cov.clone()
+        out[win] = p[:, :3] + (1 - pa) * out[win]
+        cov[win] = pa + (1 - pa) * cov[win]
         if callback is not None:
             callback(li + 1, total, None)
     return (out / cov.clamp_min(1e-6)).clamp_min(0)
