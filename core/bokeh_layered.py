@@ -166,8 +166,11 @@ def _render(lin: torch.Tensor, coc: torch.Tensor, aperture: Aperture, callback: 
         pa = p[:, 3:].clamp(0, 1)
         if grad:  # keep the tensors autograd saved intact
             out, cov = out.clone(), cov.clone()
-        out[win] = p[:, :3] + (1 - pa) * out[win]
-        cov[win] = pa + (1 - pa) * cov[win]
+            o_w, c_w2 = out[win].clone(), cov[win].clone()
+        else:
+            o_w, c_w2 = out[win], cov[win]
+        out[win] = p[:, :3] + (1 - pa) * o_w
+        cov[win] = pa + (1 - pa) * c_w2
         if callback is not None:
             callback(li + 1, total, None)
     return (out / cov.clamp_min(1e-6)).clamp_min(0)
