@@ -11,17 +11,21 @@ sum. BokehMe's classical renderer is the special case ``m_p = Σ_o w(r_p, o)`` w
 
 How it is fast (cost independent of the radius)
 -----------------------------------------------
-The kernel family is sampled at a few *node* radii; a pixel whose radius lies between two nodes spreads
-into both with linear ("hat") weights, so ``num = Σ_k k̂_{r_k} ∗ (a_k · m · v)`` with ``a_k(r)`` the hat
-weight of node ``k``: one FFT convolution per node, accumulated in the frequency domain, one inverse
-FFT per resolution level. Nodes are dense at small radii (where the kernel shape changes fastest) and
-every node with a radius above ``R0`` is handled at a resolution reduced by a power of two ``s`` so that
-its radius there stays in ``(R0/2, R0]``: an octave of radii costs ``1/s²`` of the first, so the total
-cost is bounded whatever the largest radius. The reduced-resolution nodes soften the rim of very large
-bokeh discs by about ``s`` pixels (``≈ r/R0``), well below what the eye sees on a disc of that size.
+Radii are cut into *bands* (:data:`BANDS`). Within a band the unit-sum kernels of all its radii are
+approximated by a truncated SVD: ``k̂_r ≈ Σ_j a_j(r)·g_j`` with a few basis kernels ``g_j`` and
+coefficient curves ``a_j(r)`` (tabulated, renormalised so every radius keeps unit mass exactly). Then
+``num = Σ_j g_j ∗ (a_j(r_p)·m_p·v_p)``: one FFT convolution per basis kernel, accumulated in the
+frequency domain, one inverse FFT per band. Bands ``[0, 6]`` and ``(6, 12]`` px are rendered at full
+resolution; every further octave ``(R, 2R]`` at a resolution reduced by a power of two so that its
+radius there stays in ``(6, 12]`` px — an octave costs a quarter of the previous one, so the total cost
+is bounded whatever the largest radius. Pixels of sparse bands are summed straight into their FFT grid
+cell. The reduced-resolution bands soften the rim of discs above 12 px by about ``r/8`` px.
 
-Memory is bounded by streaming: one node at a time per batch element (or a few, within
-``memory_budget`` bytes), so a 4096² image needs a few full-size buffers, never one per radius.
+Accuracy against the direct scatter: MAE ≤ 0.3/255 on random images and disparities with radii up to
+24 px and gamma 1–5 (``benchmarks/bench_bokeh.py``; the loop itself is in ``tests/core``).
+
+Memory is bounded: basis kernels are streamed one at a time, and :func:`scatter_tiled` splits images
+that do not fit ``memory_budget`` bytes into tiles with a halo (same result up to float rounding).
 Everything is plain differentiable torch (CPU or CUDA).
 """
 from __future__ import annotations
