@@ -96,13 +96,12 @@ def _chromatic_aberration(image: torch.Tensor, amount: float) -> torch.Tensor:
     ys = torch.linspace(-1, 1, h, device=image.device, dtype=image.dtype)
     xs = torch.linspace(-1, 1, w, device=image.device, dtype=image.dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    out = [image[:, 1:2]]
     chans = []
     for ch, scale in ((0, 1.0 / (1.0 + amount)), (2, 1.0 / (1.0 - amount))):
         grid = torch.stack([gx * scale, gy * scale], dim=-1).unsqueeze(0).expand(b, h, w, 2)
         chans.append(torch.nn.functional.grid_sample(image[:, ch:ch + 1], grid, mode="bilinear",
                                                      padding_mode="border", align_corners=True))
-    return torch.cat([chans[0], out[0], chans[1]], dim=1)
+    return torch.cat([chans[0], image[:, 1:2], chans[1]], dim=1)
 
 
 def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: Union[Number, torch.Tensor],

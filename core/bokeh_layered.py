@@ -185,8 +185,8 @@ def render_layered(lin: torch.Tensor, coc: torch.Tensor, *, aperture: Aperture =
         lin: ``[B, 3, H, W]`` linear-light colour (≥ 0; highlights may exceed 1).
         coc: ``[B, 1, H, W]`` signed circle of confusion in px (positive = in front of the focus plane).
         aperture: kernel shape (far layers use its point reflection).
-        catseye: accepted for API symmetry; the layered mode renders cat's-eye vignetting through the
-            same anchors as the classical mode only when > 0 (slower).
+        catseye: cat's-eye vignetting strength ``0..1`` (0 = off): renders with the clipped apertures of
+            a 3×3 grid of frame anchors and blends them by pixel position (nine times slower).
         callback: ``callback(done, total, None)`` per layer (and tile).
         memory_budget: bytes; larger images are processed in tiles with a halo of twice the largest radius.
         extend_background: extend each layer behind nearer layers (hidden background); off = plain layering.
