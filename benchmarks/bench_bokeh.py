@@ -177,17 +177,23 @@ def thin_lens_table(size: int, seeds) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--threads", type=int, nargs="+", default=[2],
+                   help="torch CPU threads; several values repeat the speed table (default: 2)")
     p.add_argument("--skip", nargs="*", default=[], choices=("accuracy", "speed", "thinlens"))
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
     sys.path.insert(0, os.path.dirname(ROOT))
     print(f"# render_bokeh benchmark ({'quick' if args.quick else 'full'}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}\n")
+          f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f} (other processes share "
+          f"the machine: timings are upper bounds)\n")
     if "accuracy" not in args.skip:
         print(accuracy_table(64 if args.quick else 96))
     if "speed" not in args.skip:
-        print(speed_table(512 if args.quick else 1024, 2 if args.quick else 5, 96 if args.quick else 128))
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            print(speed_table(512 if args.quick else 1024, 2 if args.quick else 5, 96 if args.quick else 128))
+            print(f"(load average after: {os.getloadavg()[0]:.1f})\n")
+        torch.set_num_threads(args.threads[0])
     if "thinlens" not in args.skip:
         print(thin_lens_table(96 if args.quick else 128, (0,) if args.quick else (0, 1, 2)))
     return 0

@@ -106,10 +106,10 @@ def _band_basis(band: Band, aperture: "Aperture"):
 
 
 def _smooth_size(n: int) -> int:
-    """Smallest integer ≥ n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    """Smallest integer ≥ n whose prime factors are 2, 3, 5 and 7 (fast FFT sizes for pocketfft/cuFFT)."""
     while True:
         m = n
-        for p in (2, 3, 5):
+        for p in (2, 3, 5, 7):
             while m % p == 0:
                 m //= p
         if m == 1:
