@@ -14,7 +14,8 @@ For every layer, far to near:
    bounded whatever the blur.
 3. **Composite** with "over": ``out = P_c + (1 − P_a)·out``.
 
-Finally the colour is divided by the composited coverage, which only differs from 1 at the frame
+Each layer is processed only inside the window it can reach (its pixels grown by the extension and
+blur radii), so spatially compact layers are cheap. Finally the colour is divided by the composited coverage, which only differs from 1 at the frame
 borders (light spread outside the frame), so borders do not darken. Far layers use the point
 reflection of the aperture (as a real lens shows a polygonal iris upside down behind the focus plane).
 
