@@ -118,20 +118,26 @@ def _smooth_size(n: int) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _band_spectra(band: Band, aperture: Aperture, fft_h: int, fft_w: int,
+def _band_spectra(band: Band, aperture: Aperture, fh: int, fw: int,
                   device: str, dtype: torch.dtype, real: bool) -> torch.Tensor:
-    """``rfft2`` of a band's basis kernels wrapped around the origin of an ``fft_h × fft_w`` grid:
-    ``[k, fft_h, fft_w//2+1]`` (real when the aperture is point-symmetric, else complex)."""
+    """``rfft2`` of a band's basis kernels wrapped around the origin of an ``fh × fw`` grid, as real
+    pairs ``[k, fh, fw//2+1, 2]`` (LRU-cached per band, aperture and grid).
+
+    For a point-symmetric aperture the spectrum is real; it is then stored duplicated in both slots
+    (``(G, G)``) so that multiplying a complex spectrum viewed as real pairs is a plain contiguous
+    elementwise product (about 3× faster than a broadcast over the last axis)."""
     kernels, _ = _band_basis(band, aperture)
     k, size, _ = kernels.shape
     half = (size - 1) // 2
-    grid = torch.zeros(k, fft_h, fft_w, dtype=torch.float64)
+    grid = torch.zeros(k, fh, fw, dtype=torch.float64)
     idx = torch.arange(-half, half + 1)
-    grid[:, (idx % fft_h)[:, None], (idx % fft_w)[None, :]] = kernels
+    grid[:, (idx % fh)[:, None], (idx % fw)[None, :]] = kernels
     spec = torch.fft.rfft2(grid)
     if real:
-        return spec.real.to(device=device, dtype=dtype)
-    return spec.to(device=device, dtype=torch.complex128 if dtype == torch.float64 else torch.complex64)
+        pairs = spec.real.unsqueeze(-1).expand(*spec.shape, 2)
+    else:
+        pairs = torch.view_as_real(spec)
+    return pairs.to(device=device, dtype=dtype).contiguous()
 
 
 @functools.lru_cache(maxsize=64)
@@ -177,12 +183,22 @@ def _lookup_index(radius: torch.Tensor, band: Band, first: bool) -> torch.Tensor
     return torch.where(inside, x, torch.full_like(x, n))
 
 
-def _accumulate(acc: torch.Tensor, spec: torch.Tensor, kern: torch.Tensor) -> None:
-    """``acc += spec · kern`` in place (``kern`` real or complex)."""
-    if kern.is_complex():
-        acc.add_(spec * kern)
-    else:
-        torch.view_as_real(acc).addcmul_(torch.view_as_real(spec), kern.unsqueeze(-1))
+def _accumulate(acc: Optional[torch.Tensor], spec: torch.Tensor, kern: torch.Tensor, real: bool,
+                inplace: bool = True) -> torch.Tensor:
+    """``acc + spec · kern`` for a complex ``spec [C, F1, F2]`` and a kernel spectrum ``kern [F1, F2, 2]``
+    from :func:`_band_spectra` (duplicated real or complex pairs); in place (``spec`` consumed, ``acc``
+    updated) unless ``inplace`` is False (autograd)."""
+    sr = torch.view_as_real(spec)
+    if not inplace:
+        prod = torch.view_as_complex(sr * kern) if real else spec * torch.view_as_complex(kern)
+        return prod if acc is None else acc + prod
+    if real:
+        if acc is None:
+            return torch.view_as_complex(sr.mul_(kern))          # spec is a temporary: reuse it
+        torch.view_as_real(acc).addcmul_(sr, kern)
+        return acc
+    prod = spec * torch.view_as_complex(kern)
+    return prod if acc is None else acc.add_(prod)
 
 
 def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
@@ -199,6 +215,12 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
 
     Returns:
         ``(num [B, C, H, W], den [B, 1, H, W])``: ``Σ m·v·k̂`` and ``Σ m·k̂`` at every target pixel.
+
+    Work per band and basis kernel: one elementwise product (per-pixel coefficient × signal), one
+    ``rfft2`` and one multiply-accumulate in the frequency domain. Bands of the same resolution level
+    share one FFT grid and one accumulator, so there is a single inverse FFT per level. Full-resolution
+    signals are written straight into a preallocated zero-padded FFT buffer (no pad copies);
+    reduced-resolution bands sum their pixels into their grid cell (only the band's pixels are touched).
     """
     b, c, h, w = values.shape
     dev, dt = values.device, values.dtype
@@ -208,10 +230,17 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
     num = values.new_zeros(b, c, h, w)
     den = values.new_zeros(b, 1, h, w)
     total = b * sum(band.rank for band in layout)
+    levels = sorted({band.level for band in layout})
+    grids = {}  # level -> (fh, fw): one FFT grid per level, padded for the widest kernel on it
+    for s in levels:
+        pad = max(kernel_half_size(band.hi / s, aperture) for band in layout if band.level == s) + 1
+        grids[s] = (_smooth_size(-(-h // s) + pad), _smooth_size(-(-w // s) + pad))
+    inplace = not (torch.is_grad_enabled() and (values.requires_grad or mass.requires_grad))
     done = 0
     for bi in range(b):
         vm = torch.cat([values[bi] * mass[bi], mass[bi]], dim=0)  # [C+1, H, W]
         rad = radius[bi, 0]
+        acc = {s: None for s in levels}
         for bn, band in enumerate(layout):
             first = bn == 0
             q = _lookup_index(rad, band, first)
@@ -221,39 +250,39 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
                 done += band.rank
                 continue
             s = band.level
-            hs, ws = -(-h // s), -(-w // s)
-            pad = kernel_half_size(band.hi / s, aperture) + 1
-            fh, fw = _smooth_size(hs + pad), _smooth_size(ws + pad)
+            fh, fw = grids[s]
             table = _band_table(band, aperture, str(dev), dt)
             spectra = _band_spectra(band, aperture, fh, fw, str(dev), dt, real)
-            dense = s == 1 and count > 0.3 * h * w
-            if dense:  # multiply the whole padded grid
-                vm_l = F.pad(vm, (0, fw - w, 0, fh - h))
-                q_l = F.pad(q, (0, fw - w, 0, fh - h), value=LOOKUP_SAMPLES)
-            else:      # only the pixels in the band, summed into their (pooled) FFT-grid cell
+            if s == 1:  # the whole grid: signal × coefficient written into the padded buffer
+                buf = vm.new_zeros(c + 1, fh, fw)
+                view = buf[:, :h, :w]
+            else:       # only the pixels in the band, summed into their (pooled) FFT-grid cell
                 flat = torch.nonzero(inside.flatten()).squeeze(1)
                 yy, xx = flat // w, flat % w
                 target = (yy // s) * fw + (xx // s)
                 vm_l = vm.reshape(c + 1, -1)[:, flat] / float(s * s)
-                q_l = q.flatten()[flat]
+                q = q.flatten()[flat]
                 sig = vm.new_zeros(c + 1, fh * fw)
-            acc = None
             for j in range(table.shape[0]):
-                coef = table[j][q_l]
-                if dense:
-                    spec = torch.fft.rfft2(vm_l * coef)
+                coef = table[j][q]
+                if s == 1 and inplace:
+                    torch.mul(vm, coef, out=view)
+                    spec = torch.fft.rfft2(buf)
+                elif s == 1:
+                    spec = torch.fft.rfft2(vm * coef, s=(fh, fw))
                 else:
                     sig.zero_()
                     sig.index_add_(1, target, vm_l * coef)
                     spec = torch.fft.rfft2(sig.view(c + 1, fh, fw))
-                if acc is None:
-                    acc = spec * spectra[j]
-                else:
-                    _accumulate(acc, spec, spectra[j])
+                acc[s] = _accumulate(acc[s], spec, spectra[j], real, inplace)
                 done += 1
                 if callback is not None:
                     callback(done, total, None)
-            out = torch.fft.irfft2(acc, s=(fh, fw))[:, :hs, :ws]
+        for s in levels:
+            if acc[s] is None:
+                continue
+            fh, fw = grids[s]
+            out = torch.fft.irfft2(acc[s], s=(fh, fw))[:, :-(-h // s), :-(-w // s)]
             if s > 1:
                 out = F.interpolate(out[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
             out = out[:, :h, :w]
