@@ -93,7 +93,6 @@ class TrainConfig:
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     num_threads: int = 0
-    num_workers: int = 0
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 1
@@ -104,7 +103,7 @@ class TrainConfig:
 
     #: fields that do not change the computation (excluded from :meth:`fingerprint`)
     BOOKKEEPING = ("output_dir", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
-                   "num_threads", "num_workers", "notes")
+                   "num_threads", "notes")
 
     def __post_init__(self):
         self.validate()
