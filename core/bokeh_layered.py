@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .aperture import Aperture, kernel_half_size, soft_kernel
-from .bokeh_classical import _smooth_size
+from .bokeh_classical import _accumulate, _smooth_size
 
 Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 
@@ -63,7 +63,9 @@ def _level(radius: float) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, dtype: torch.dtype):
-    """``rfft2`` of the unit-sum coverage kernel of ``radius`` px wrapped on an ``fh × fw`` grid."""
+    """``rfft2`` of the unit-sum coverage kernel of ``radius`` px wrapped on an ``fh × fw`` grid, as real
+    pairs ``[fh, fw//2+1, 2]`` (a real spectrum duplicated in both slots, see
+    :func:`diffcamera.core.bokeh_classical._band_spectra`)."""
     half = kernel_half_size(radius, aperture)
     k = soft_kernel(radius, half, aperture, edge="linear")
     k = k / k.sum()
@@ -71,9 +73,36 @@ def _spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, 
     idx = torch.arange(-half, half + 1)
     grid[(idx % fh)[:, None], (idx % fw)[None, :]] = k
     spec = torch.fft.rfft2(grid)
-    if aperture.symmetric:
-        return spec.real.to(device=device, dtype=dtype)
-    return spec.to(device=device, dtype=torch.complex128 if dtype == torch.float64 else torch.complex64)
+    pairs = spec.real.unsqueeze(-1).expand(*spec.shape, 2) if aperture.symmetric else torch.view_as_real(spec)
+    return pairs.to(device=device, dtype=dtype).contiguous()
+
+
+#: Node kernels with at most this many nonzero taps in total (radii ≤ 1 px: the impulse at 0 and 0.5 px,
+#: 9 taps at 1 px) are applied by shifted sums in the spatial domain instead of FFTs (same result).
+SPATIAL_TAPS = 10
+
+
+@functools.lru_cache(maxsize=256)
+def _taps(radius: float, aperture: Aperture) -> Tuple[Tuple[int, int, float], ...]:
+    """Nonzero taps ``(dy, dx, weight)`` of the unit-sum coverage kernel of ``radius`` px."""
+    half = kernel_half_size(radius, aperture)
+    k = soft_kernel(radius, half, aperture, edge="linear")
+    k = k / k.sum()
+    return tuple((int(dy) - half, int(dx) - half, float(k[dy, dx])) for dy, dx in torch.nonzero(k > 0).tolist())
+
+
+def _shift_add(x: torch.Tensor, taps) -> torch.Tensor:
+    """Convolution ``out(q) = Σ w·x(q − (dy, dx))`` of ``x [N, C, H, W]`` with a few taps, zeros outside."""
+    if len(taps) == 1 and taps[0][:2] == (0, 0):
+        return x * taps[0][2]
+    h, w = x.shape[-2:]
+    m = max(max(abs(dy), abs(dx)) for dy, dx, _ in taps)
+    xp = F.pad(x, (m, m, m, m))
+    out = None
+    for dy, dx, wt in taps:
+        term = xp[..., m - dy:m - dy + h, m - dx:m - dx + w]
+        out = term * wt if out is None else out.add_(term, alpha=wt)
+    return out
 
 
 def _box_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
@@ -100,17 +129,28 @@ def _blur_layer(sig: torch.Tensor, radius: torch.Tensor, r_a: float, r_b: float,
         return sig
     s = _level(big)
     t = ((radius - r_a) / (r_b - r_a)).clamp(0, 1) if r_b != r_a else torch.zeros_like(radius)
-    hs, ws = -(-h // s), -(-w // s)
+    # the two hat-weighted parts; sig·(1−t) = sig − sig·t, and block means are linear, so the
+    # reduced-resolution parts need one full-resolution product and two poolings
+    part_b = sig * t
+    if s > 1:  # block means on a grid padded with zeros to a multiple of s (mass is kept)
+        hs, ws = -(-h // s), -(-w // s)
+        pool = lambda x: F.avg_pool2d(F.pad(x, (0, ws * s - w, 0, hs * s - h)), s)
+        part_b = pool(part_b)
+        part_a = pool(sig) - part_b
+    else:
+        hs, ws = h, w
+        part_a = sig - part_b
+    taps_a, taps_b = _taps(r_a, aperture_a), _taps(r_b, aperture_b)
+    if s == 1 and len(taps_a) + len(taps_b) <= SPATIAL_TAPS:
+        return _shift_add(part_a, taps_a) + _shift_add(part_b, taps_b)
     pad = max(kernel_half_size(r_a / s, aperture_a), kernel_half_size(r_b / s, aperture_b)) + 1
     fh, fw = _smooth_size(hs + pad), _smooth_size(ws + pad)
     dev, dt = str(sig.device), sig.dtype
+    inplace = not (torch.is_grad_enabled() and sig.requires_grad)
     acc = None
-    for weight, r, ap in ((1 - t, r_a, aperture_a), (t, r_b, aperture_b)):
-        part = sig * weight
-        if s > 1:  # block means on a grid padded with zeros to a multiple of s (mass is kept)
-            part = F.avg_pool2d(F.pad(part, (0, ws * s - w, 0, hs * s - h)), s)
-        spec = torch.fft.rfft2(part, s=(fh, fw)) * _spectrum(r / s, ap, fh, fw, dev, dt)
-        acc = spec if acc is None else acc + spec
+    for part, r, ap in ((part_a, r_a, aperture_a), (part_b, r_b, aperture_b)):
+        acc = _accumulate(acc, torch.fft.rfft2(part, s=(fh, fw)), _spectrum(r / s, ap, fh, fw, dev, dt),
+                          ap.symmetric, inplace)
     out = torch.fft.irfft2(acc, s=(fh, fw))[..., :hs, :ws]
     if s > 1:
         out = F.interpolate(out, scale_factor=s, mode="bilinear", align_corners=False)[..., :h, :w]
