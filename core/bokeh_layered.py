@@ -189,29 +189,31 @@ def _render(lin: torch.Tensor, coc: torch.Tensor, aperture: Aperture, callback: 
         win = (Ellipsis, slice(y0, y1), slice(x0, x1))
         c_w = coc[win]
         member = member_full[win].to(lin.dtype)
-        alpha = member
-        color = lin[win] * member
+        sig = torch.cat([lin[win] * member, member], 1)  # premultiplied colour and coverage [B, 4, h, w]
         radius = c_w.abs()
         if has_nearer:
             nearer = c_w >= hi
-            blur_m = _box_blur(torch.cat([color, member], 1), reach / 2)
+            blur_m = _box_blur(sig, reach / 2)
             grow = (2 * blur_m[:, 3:]).clamp(0, 1) * nearer.to(lin.dtype)
-            ext = blur_m[:, :3] / blur_m[:, 3:].clamp_min(1e-8)
-            alpha = member + grow
-            color = color + ext * grow
+            # hidden colour = blurred colour / blurred coverage, added with coverage ``grow``:
+            # colour += ext·grow and coverage += grow, as one product (coverage: grow·b/max(b, 1e-8))
+            factor = grow / blur_m[:, 3:].clamp_min(1e-8)
+            sig = sig.addcmul(blur_m, factor) if grad else sig.addcmul_(blur_m, factor)
             # extended (hidden) pixels blur like the layer's nearest node
             radius = torch.where(nearer, torch.full_like(radius, r_b), radius)
         radius = radius.clamp(min(r_a, r_b), max(r_a, r_b))
         ap = flipped if hi <= 0 else aperture
-        p = _blur_layer(torch.cat([color, alpha], 1), radius, r_a, r_b, ap, ap)
+        p = _blur_layer(sig, radius, r_a, r_b, ap, ap)
         pa = p[:, 3:].clamp(0, 1)
         if grad:  # keep the tensors autograd saved intact
             out, cov = out.clone(), cov.clone()
             o_w, c_w2 = out[win].clone(), cov[win].clone()
-        else:
-            o_w, c_w2 = out[win], cov[win]
-        out[win] = p[:, :3] + (1 - pa) * o_w
-        cov[win] = pa + (1 - pa) * c_w2
+            out[win] = p[:, :3] + (1 - pa) * o_w
+            cov[win] = pa + (1 - pa) * c_w2
+        else:     # "over", in place in the window
+            keep = 1 - pa
+            out[win].mul_(keep).add_(p[:, :3])
+            cov[win].mul_(keep).add_(pa)
         if callback is not None:
             callback(li + 1, total, None)
     return (out / cov.clamp_min(1e-6)).clamp_min(0)
