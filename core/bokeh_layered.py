@@ -166,19 +166,29 @@ def _render(lin: torch.Tensor, coc: torch.Tensor, aperture: Aperture, callback: 
     c_min, c_max = float(coc.min()), float(coc.max())
     radii = node_radii(max(abs(c_min), abs(c_max)))
     nodes = sorted({-r for r in radii} | set(radii))
-    layers: List[Tuple[float, float]] = [(nodes[i], nodes[i + 1]) for i in range(len(nodes) - 1)
-                                         if nodes[i + 1] > c_min and nodes[i] <= c_max]
+    layers: List[Tuple[int, float, float]] = [(i, nodes[i], nodes[i + 1]) for i in range(len(nodes) - 1)
+                                              if nodes[i + 1] > c_min and nodes[i] <= c_max]
+    # layer index of every pixel (nodes[i] <= c < nodes[i+1]), and which rows / columns hold each layer
+    bounds = torch.tensor(nodes, dtype=coc.dtype, device=coc.device)
+    index = torch.bucketize(coc.contiguous(), bounds, right=True, out_int32=True) - 1
+    n_idx = len(nodes) + 1
+    in_row = torch.zeros(n_idx * h, dtype=torch.bool, device=coc.device)
+    in_col = torch.zeros(n_idx * w, dtype=torch.bool, device=coc.device)
+    ys = torch.arange(h, device=coc.device, dtype=torch.int32).view(1, 1, h, 1)
+    xs = torch.arange(w, device=coc.device, dtype=torch.int32).view(1, 1, 1, w)
+    in_row[((index + 1) * h + ys).flatten().long()] = True
+    in_col[((index + 1) * w + xs).flatten().long()] = True
+    in_row, in_col = in_row.view(n_idx, h)[1:], in_col.view(n_idx, w)[1:]
     flipped = Aperture(aperture.blades, aperture.rotation + math.pi, aperture.curvature, aperture.catseye)
     total = len(layers)
     grad = torch.is_grad_enabled() and (lin.requires_grad or coc.requires_grad)
-    for li, (lo, hi) in enumerate(layers):
-        member_full = (coc >= lo) & (coc < hi)
-        rows = torch.nonzero(member_full.any(-1).any(0).any(0)).flatten()
+    for li, (ni, lo, hi) in enumerate(layers):
+        rows = torch.nonzero(in_row[ni]).flatten()
         if rows.numel() == 0:
             if callback is not None:
                 callback(li + 1, total, None)
             continue
-        cols = torch.nonzero(member_full.any(-2).any(0).any(0)).flatten()
+        cols = torch.nonzero(in_col[ni]).flatten()
         # Work only in the window the layer can reach: its pixels, their extension, their blur.
         has_nearer = extend and c_max >= hi
         reach = (max(abs(hi), abs(c_max)) + 2.0) if has_nearer else 0.0
@@ -188,7 +198,7 @@ def _render(lin: torch.Tensor, coc: torch.Tensor, aperture: Aperture, callback: 
         x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)
         win = (Ellipsis, slice(y0, y1), slice(x0, x1))
         c_w = coc[win]
-        member = member_full[win].to(lin.dtype)
+        member = (index[win] == ni).to(lin.dtype)
         sig = torch.cat([lin[win] * member, member], 1)  # premultiplied colour and coverage [B, 4, h, w]
         radius = c_w.abs()
         if has_nearer:
