@@ -49,6 +49,9 @@ BANDS = ((0.0, 6.0, 1, 12), (6.0, 12.0, 1, 6), (12.0, 24.0, 2, 8))
 # (ranks measured on the 54-case benchmark at 96²: 12/8/8 gives median 0.126, worst 0.346 /255;
 # 12/6/8 median 0.195, worst 0.358 with two full-resolution FFTs fewer; moving (6, 12] to half
 # resolution gives a worst case of 0.78/255, over the target.)
+#: Full-resolution bands holding more than this fraction of the pixels multiply the whole image;
+#: sparser ones touch only their own pixels.
+DENSE_FRACTION = 0.5
 #: Default streaming budget for intermediate buffers (bytes).
 DEFAULT_MEMORY_BUDGET = 1024 ** 3
 #: Samples of the radius per band for the SVD; the coefficient tables are resampled to
@@ -256,23 +259,35 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
             fh, fw = grids[s]
             table = _band_table(band, aperture, str(dev), dt)
             spectra = _band_spectra(band, aperture, fh, fw, str(dev), dt, real)
-            if s == 1:  # the whole grid: signal × coefficient written into the padded buffer
+            # three ways to build each basis' signal on the FFT grid:
+            #   "dense"  full resolution, most pixels in the band: signal × coefficient over the whole
+            #            image, written into a preallocated zero-padded buffer;
+            #   "sparse" full resolution, few pixels in the band: only those, copied into their grid cell;
+            #   "pooled" reduced resolution: the band's pixels summed into their (pooled) grid cell.
+            how = "pooled" if s > 1 else ("dense" if count > DENSE_FRACTION * h * w else "sparse")
+            if how == "dense":
                 buf = vm.new_zeros(c + 1, fh, fw)
                 view = buf[:, :h, :w]
-            else:       # only the pixels in the band, summed into their (pooled) FFT-grid cell
+            else:
                 flat = torch.nonzero(inside.flatten()).squeeze(1)
                 yy, xx = flat // w, flat % w
                 target = (yy // s) * fw + (xx // s)
-                vm_l = vm.reshape(c + 1, -1)[:, flat] / float(s * s)
+                vm_l = vm.reshape(c + 1, -1)[:, flat]
+                if s > 1:
+                    vm_l = vm_l / float(s * s)
                 q = q.flatten()[flat]
                 sig = vm.new_zeros(c + 1, fh * fw)
             for j in range(table.shape[0]):
                 coef = table[j][q]
-                if s == 1 and inplace:
+                if how == "dense" and inplace:
                     torch.mul(vm, coef, out=view)
                     spec = torch.fft.rfft2(buf)
-                elif s == 1:
+                elif how == "dense":
                     spec = torch.fft.rfft2(vm * coef, s=(fh, fw))
+                elif how == "sparse":  # the same cells every time: the rest of the grid stays zero
+                    grid = sig.index_copy_(1, target, vm_l * coef) if inplace else \
+                        sig.index_copy(1, target, vm_l * coef)
+                    spec = torch.fft.rfft2(grid.view(c + 1, fh, fw))
                 else:
                     sig.zero_()
                     sig.index_add_(1, target, vm_l * coef)
