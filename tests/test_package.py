@@ -84,3 +84,15 @@ def test_cli_help(argv):
     assert out.returncode == 0, out.stderr
     assert "usage: diffcamera" in out.stdout
     assert set(SUBCOMMANDS) == {"demo", "bokeh", "depth", "refocus", "simulate", "train", "bench"}
+
+
+def test_the_missions_nodes_are_all_there():
+    from diffcamera.nodes import all_nodes
+    names = {n.define_schema().node_id: n.define_schema().display_name for n in all_nodes()}
+    expected = {"DiffCamera_DepthEstimate": "DepthEstimate", "DiffCamera_FocusPicker": "FocusPicker",
+                "DiffCamera_BokehSimulate": "BokehSimulate", "DiffCamera_Refocus": "DiffCameraRefocus"}
+    for node_id, display in expected.items():
+        assert names.get(node_id) == display, node_id
+    for loader in ("DiffCamera_DepthModelLoader", "DiffCamera_ModelLoader", "DiffCamera_SimulateDataset",
+                   "DiffCamera_TrainRefocusLoRA"):
+        assert loader in names
