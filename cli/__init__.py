@@ -17,14 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Refocus images after the fact (DiffCamera for ComfyUI).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
-                continue
-            raise
-        p = module.add_parser(sub)
-        p.set_defaults(_run=module.run)
+        module = importlib.import_module(f".{name}", __name__)
+        module.add_parser(sub).set_defaults(_run=module.run)
     return parser
 
 

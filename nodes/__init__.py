@@ -10,16 +10,10 @@ NODE_MODULES = ("depth", "focus", "bokeh", "refocus", "training")
 
 
 def all_nodes() -> list:
-    """Every node class of the pack (modules not yet present are skipped)."""
+    """Every node class of the pack, in menu order."""
     out = []
     for name in NODE_MODULES:
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
-                continue
-            raise
-        out.extend(module.NODES)
+        out.extend(importlib.import_module(f".{name}", __name__).NODES)
     return out
 
 

@@ -76,9 +76,7 @@ def test_every_node_follows_the_schema_rules():
                                                   ("demo", "bokeh", "depth", "refocus", "simulate", "train",
                                                    "bench")])
 def test_cli_help(argv):
-    from diffcamera.cli import SUBCOMMANDS, build_parser
-    if argv[0] != "--help" and argv[0] not in build_parser()._subparsers._group_actions[0].choices:
-        pytest.skip(f"subcommand {argv[0]} is not built yet")
+    from diffcamera.cli import SUBCOMMANDS
     out = subprocess.run([sys.executable, "-m", "diffcamera", *argv], capture_output=True, text=True, cwd="/",
                          timeout=300)
     assert out.returncode == 0, out.stderr
