@@ -9,7 +9,8 @@ For every layer, far to near:
    blurred foreground rim reveals, instead of a black hole or the foreground's own colour.
 2. **Blur.** The layer's premultiplied linear colour and its coverage are spread with the aperture of
    each pixel's own radius: the two node kernels bracketing the layer, mixed per pixel with linear
-   weights (two FFT convolutions). Layers with radii above :data:`FULL_RES_RADIUS` are blurred at a
+   weights (two FFT convolutions sharing one inverse FFT; node kernels of radius ≤ 1 px, a handful of
+   taps, are applied by shifted sums instead). Layers with radii above :data:`FULL_RES_RADIUS` are blurred at a
    resolution reduced by a power of two (kernel radius there ``≤ FULL_RES_RADIUS``), so the cost is
    bounded whatever the blur.
 3. **Composite** with "over": ``out = P_c + (1 − P_a)·out``.
