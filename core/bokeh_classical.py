@@ -265,9 +265,10 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
             #   "sparse" full resolution, few pixels in the band: only those, copied into their grid cell;
             #   "pooled" reduced resolution: the band's pixels summed into their (pooled) grid cell.
             how = "pooled" if s > 1 else ("dense" if count > DENSE_FRACTION * h * w else "sparse")
-            if how == "dense" and inplace:
-                buf = vm.new_zeros(c + 1, fh, fw)
-                view = buf[:, :h, :w]
+            if how == "dense":
+                if inplace:  # (autograd multiplies out of place and lets rfft2 pad)
+                    buf = vm.new_zeros(c + 1, fh, fw)
+                    view = buf[:, :h, :w]
             else:
                 flat = torch.nonzero(inside.flatten()).squeeze(1)
                 yy, xx = flat // w, flat % w
