@@ -159,6 +159,18 @@ def comfy_parity_case(models_dir: str, layout: str = "fused", seed: int = 0):
             "expected": expected, "model": model}
 
 
+def comfy_flux_patcher(case: dict):
+    """Inside a real-ComfyUI process: ComfyUI's own FLUX (``comfy.supported_models.Flux``) built from a
+    :func:`comfy_parity_case`, with its BFL weights, in float32 on the CPU, wrapped in a ``ModelPatcher``."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    mc = comfy.supported_models.Flux(case["unet_config"])
+    mc.set_inference_dtype(torch.float32, None)
+    model = mc.get_model({})
+    model.load_model_weights(case["bfl_state_dict"], "")
+    return comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+
+
 def run_comfy_parity(models_dir: str, layouts=("fused", "separate")) -> dict:
     """Inside a process where real ComfyUI is imported (``tests/comfyui/inproc/bootstrap.py``): build ComfyUI's own
     FLUX from :func:`comfy_parity_case`, apply our LoRA file through ComfyUI's stock LoRA loader
@@ -167,8 +179,6 @@ def run_comfy_parity(models_dir: str, layouts=("fused", "separate")) -> dict:
     (max abs errors; ``effect`` = how much the LoRA changes the output, so a LoRA that did not load shows as
     ``lora ≈ effect``). Measured with ComfyUI v0.3.64 on the CPU: base ≤ 4e-7, lora ≤ 8e-7, effect ≈ 0.28.
     """
-    import comfy.model_patcher
-    import comfy.supported_models
     import comfy.utils
     from diffusers import FluxTransformer2DModel
 
@@ -177,11 +187,7 @@ def run_comfy_parity(models_dir: str, layouts=("fused", "separate")) -> dict:
     out = {}
     for layout in layouts:
         case = comfy_parity_case(os.path.join(models_dir, layout), layout)
-        mc = comfy.supported_models.Flux(case["unet_config"])
-        mc.set_inference_dtype(torch.float32, None)
-        model = mc.get_model({})
-        model.load_model_weights(case["bfl_state_dict"], "")
-        mp = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+        mp = comfy_flux_patcher(case)
         assert ca.is_comfy_flux_model(mp)
         lora = comfy.utils.load_torch_file(case["lora_path"], safe_load=True)
         base = FluxTransformer2DModel(**case["model"].transformer.config)
@@ -199,32 +205,3 @@ def run_comfy_parity(models_dir: str, layouts=("fused", "separate")) -> dict:
                        "lora": float((case["expected"] - v_lora_comfy).abs().max()),
                        "effect": float((case["expected"] - v_base_ours).abs().max())}
     return out
-
-
-def run_comfy_node_parity(models_dir: str, steps: int = 3) -> float:
-    """Inside a real-ComfyUI process whose ``folder_paths`` point at ``models_dir`` (``bootstrap(work)`` with
-    ``models_dir = work/models``): DiffCameraRefocus on ComfyUI's own FLUX MODEL (loader base = "ComfyUI MODEL",
-    LoRA applied by ComfyUI) against the same node on our diffusers transformer; returns the max abs image
-    difference (measured with ComfyUI v0.3.64 on the CPU: 6.6e-7; an image std is ~0.17)."""
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    from diffcamera.core.values import DepthMap, Focus
-    from diffcamera.nodes import refocus as N
-    case = comfy_parity_case(models_dir)
-    mc = comfy.supported_models.Flux(case["unet_config"])
-    mc.set_inference_dtype(torch.float32, None)
-    model = mc.get_model({})
-    model.load_model_weights(case["bfl_state_dict"], "")
-    mp = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
-    g = torch.Generator().manual_seed(5)
-    img = torch.rand(1, 32, 48, 3, generator=g)
-    depth = DepthMap(torch.rand(1, 1, 32, 48, generator=g), "test")
-    focus = Focus(torch.tensor([0.3]), torch.tensor([0.5]), torch.tensor([0.4]), ["point"])
-    lora = "loras/tiny_refocus.safetensors"
-    with torch.inference_mode():
-        ext = N.ModelLoader.execute(N.EXTERNAL, vae="vae/tiny-flux-vae", lora=lora).result[0]
-        a = N.Refocus.execute(ext, img, depth, focus, steps=steps, guidance=3.5, flux_model=mp).result[0]
-        own = N.ModelLoader.execute("diffusion_models/tiny-flux", vae="vae/tiny-flux-vae", lora=lora).result[0]
-        b = N.Refocus.execute(own, img, depth, focus, steps=steps, guidance=3.5).result[0]
-    return float((a - b).abs().max())

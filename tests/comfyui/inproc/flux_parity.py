@@ -40,15 +40,8 @@ def main(work):
     result = {"parity": tiny_dit.run_comfy_parity(os.path.join(work, "parity"))}
 
     # the stock node, reading the file from models/loras as a user's graph does
-    import comfy.model_patcher
-    import comfy.supported_models
-
     case = tiny_dit.comfy_parity_case(os.path.join(work, "models"), "fused")
-    mc = comfy.supported_models.Flux(case["unet_config"])
-    mc.set_inference_dtype(torch.float32, None)
-    model = mc.get_model({})
-    model.load_model_weights(case["bfl_state_dict"], "")
-    mp = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+    mp = tiny_dit.comfy_flux_patcher(case)
     lora_name = os.path.relpath(case["lora_path"], os.path.join(work, "models", "loras"))
     collect = _Collect()
     logging.getLogger().addHandler(collect)

@@ -13,8 +13,6 @@ TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def main(work):
     bootstrap(work)
-    import comfy.model_patcher
-    import comfy.supported_models
     import torch
 
     sys.path.insert(0, TESTS)
@@ -24,11 +22,7 @@ def main(work):
 
     torch.set_num_threads(2)
     case = tiny_dit.comfy_parity_case(os.path.join(work, "models"), "fused")
-    mc = comfy.supported_models.Flux(case["unet_config"])
-    mc.set_inference_dtype(torch.float32, None)
-    model = mc.get_model({})
-    model.load_model_weights(case["bfl_state_dict"], "")
-    flux = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+    flux = tiny_dit.comfy_flux_patcher(case)
 
     g = torch.Generator().manual_seed(5)
     image = torch.rand(1, 64, 48, 3, generator=g)
