@@ -182,7 +182,6 @@ def main(argv=None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=("accuracy", "speed", "thinlens"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads[0])
-    sys.path.insert(0, os.path.dirname(ROOT))
     print(f"# render_bokeh benchmark ({'quick' if args.quick else 'full'}); torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f} (other processes share "
           f"the machine: timings are upper bounds)\n")
