@@ -12,7 +12,8 @@ import argparse
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run scene → depth → focus → bokeh → refocus on a built-in scene",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--out", default="diffcamera_demo.png", help="contact sheet PNG to write (default: %(default)s)")
+    p.add_argument("-o", "--out", default=None,
+                   help="contact sheet PNG to write (default: diffcamera_demo.png, or diffcamera_demo_N.png if taken)")
     p.add_argument("--seed", type=int, default=7, help="scene and sampler seed (default: %(default)s)")
     p.add_argument("--size", type=int, default=64, help="scene size in pixels; the toy model was trained at 64 (default: %(default)s)")
     p.add_argument("--level", type=float, default=None,
@@ -33,7 +34,11 @@ def run(args) -> int:
     from ..comfy_adapter import Progress
     from ..core import demo as demo_core
 
-    if os.path.exists(args.out) and not args.force:
+    if args.out is None:
+        args.out, n = "diffcamera_demo.png", 1
+        while os.path.exists(args.out):
+            args.out, n = f"diffcamera_demo_{n}.png", n + 1
+    elif os.path.exists(args.out) and not args.force:
         raise ValueError(f"--out {args.out} exists; pass --force to overwrite it or choose another name")
     torch.manual_seed(args.seed)
     progress = Progress(1, desc="refocus")
