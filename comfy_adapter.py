@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterable, List, Optional
+from typing import Iterable, List, Optional
 
 import torch
 
@@ -270,15 +270,6 @@ def resolve_model_path(name: str, relative: str) -> Optional[str]:
         if os.path.exists(candidate):
             return candidate
     return None
-
-
-def temp_directory() -> str:
-    """Where previews may be written."""
-    if HAS_COMFY:
-        import folder_paths
-        return folder_paths.get_temp_directory()
-    import tempfile
-    return tempfile.gettempdir()
 
 
 def output_directory() -> str:

@@ -47,10 +47,8 @@ def _extreme_point(disparity: torch.Tensor, nearest: bool):
     # erode the region so the point sits inside the surface, not on its rim
     eroded = -torch.nn.functional.max_pool2d(-close.float()[None, None], 5, 1, 2)[0, 0] > 0.5
     region = eroded if eroded.any() else close
-    rows, cols = torch.nonzero(region, as_tuple=True)
-    i = len(rows) // 2
-    order = torch.argsort(rows * w + cols)
-    r, c = rows[order[i]].item(), cols[order[i]].item()
+    rows, cols = torch.nonzero(region, as_tuple=True)  # row-major order
+    r, c = rows[len(rows) // 2].item(), cols[len(rows) // 2].item()
     return (c + 0.5) / w, (r + 0.5) / h
 
 

@@ -44,8 +44,16 @@ def _folders_and_files(folder: str) -> list:
     return dirs + files
 
 
-def base_choices() -> list:
-    own = [f"diffcamera{SEP}{f}" for f in _files("diffcamera") if _is_whole_model("diffcamera", f)]
+def _own_files() -> tuple:
+    """Files of the ``diffcamera`` folder split into ``(whole models, LoRAs)`` (one listing, one header read each)."""
+    models, loras = [], []
+    for f in _files("diffcamera"):
+        (models if _is_whole_model("diffcamera", f) else loras).append(f"diffcamera{SEP}{f}")
+    return models, loras
+
+
+def base_choices(own_models: list = None) -> list:
+    own = _own_files()[0] if own_models is None else own_models
     dm = [f"diffusion_models{SEP}{f}" for f in _folders_and_files("diffusion_models")]
     return [TOY] + own + dm + [EXTERNAL]
 
@@ -54,8 +62,8 @@ def vae_choices() -> list:
     return [AUTO_VAE] + [f"vae{SEP}{f}" for f in _folders_and_files("vae")]
 
 
-def lora_choices() -> list:
-    own = [f"diffcamera{SEP}{f}" for f in _files("diffcamera") if not _is_whole_model("diffcamera", f)]
+def lora_choices(own_loras: list = None) -> list:
+    own = _own_files()[1] if own_loras is None else own_loras
     return [NO_LORA] + own + [f"loras{SEP}{f}" for f in _files("loras")]
 
 
@@ -80,7 +88,8 @@ class ModelLoader(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        bases, vaes, loras = base_choices(), vae_choices(), lora_choices()
+        own_models, own_loras = _own_files()
+        bases, vaes, loras = base_choices(own_models), vae_choices(), lora_choices(own_loras)
         return io.Schema(
             node_id="DiffCamera_ModelLoader",
             display_name="DiffCamera ModelLoader",
