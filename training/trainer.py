@@ -32,10 +32,12 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..core.dit.memory import prepare_training
 from .checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import TrainConfig
 from .dataset import PairDataset, sample_indices
 from .losses import refocus_loss
+from .memory import check_fits
 
 LORA_NAME = "refocus_lora.safetensors"
 MODEL_NAME = "refocus_model.safetensors"
@@ -72,23 +74,18 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
 
 # ------------------------------------------------------------------------------------------ builders
 def build_model(config: TrainConfig):
-    """The :class:`~diffcamera.core.dit.model.RefocusModel` the config asks for (fresh weights/LoRA)."""
-    from ..core.dit import toy as toy_cfgs
-    from ..core.dit.config import RefocusModelConfig
-    import dataclasses
-    known = {f.name for f in dataclasses.fields(RefocusModelConfig)}
-    unknown = sorted(set(config.model) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in 'model': {', '.join(map(repr, unknown))}; "
-                         f"known keys are {', '.join(sorted(known))}")
-    changes = dict(config.model)
-    changes.setdefault("trained_size", config.size)
+    """The :class:`~diffcamera.core.dit.model.RefocusModel` the config asks for (fresh weights/LoRA).
+
+    A FLUX base is loaded into host memory in the compute dtype (bf16 on CUDA): :func:`train` stores it in fp8 there
+    when ``base_storage`` says so (after the LoRA exists) and only then moves it to the GPU.
+    """
+    target = config.refocus_config()
     if config.model_kind == "toy":
         from ..core.dit.model import build_toy_model
-        model = build_toy_model(toy_cfgs.toy_config(**changes), seed=config.seed)
+        model = build_toy_model(target, seed=config.seed)
     elif config.model_kind == "tiny_flux":
         from ..core.dit.model import build_tiny_flux_model
-        model = build_tiny_flux_model(toy_cfgs.tiny_flux_config(**changes), seed=config.seed)
+        model = build_tiny_flux_model(target, seed=config.seed)
     else:
         if not config.base_path:
             raise ValueError("model_kind 'flux' needs base_path: a local FLUX.1 Kontext [dev] / FLUX.1 [dev] "
@@ -96,16 +93,16 @@ def build_model(config: TrainConfig):
                              "--set base_path=PATH")
         from ..core.dit import loading
         from ..core.dit.lora import add_lora
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = loading.load_refocus_model(config.base_path, vae=config.vae_path, family=changes.get("family"),
-                                           dtype="auto", device=device)
-        target = toy_cfgs.flux_config(model.config.family, **changes)
+        dtype = "bf16" if torch.cuda.is_available() else "fp32"
+        model = loading.load_refocus_model(config.base_path, vae=config.vae_path, family=config.model.get("family"),
+                                           dtype=dtype, device="cpu")
+        target = config.refocus_config(family=model.config.family)
         for key in ("condition_layout", "coc_scale", "prompt", "trained_size", "camera_subgrid", "camera_hidden"):
             setattr(model.config, key, getattr(target, key))
         from ..core.dit.conditions import CameraEncoder
         c = model.config
         model.camera_encoder = CameraEncoder(c.camera_channels, c.token_pixels, c.token_dim, c.camera_subgrid,
-                                             c.camera_hidden).to(device)
+                                             c.camera_hidden)
         add_lora(model, target.lora_rank, target.lora_alpha, target.lora_targets)
     if config.init_lora:
         from ..core.dit.lora import load_refocus_lora
@@ -286,16 +283,13 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
         os.makedirs(out, exist_ok=True)
         config.save(os.path.join(out, "config.json"))
 
+    check_fits(config, accelerator.device)  # before any heavy work: names the setting to change
     ds = dataset if dataset is not None else build_dataset(config)
     model = build_model(config)
-    if config.gradient_checkpointing and hasattr(model.transformer, "enable_gradient_checkpointing"):
-        model.transformer.enable_gradient_checkpointing()
-    model.train()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    prepare_training(model, storage=config.base_storage, gradient_checkpointing=config.gradient_checkpointing,
+                     mixed_precision=accelerator.mixed_precision != "no")
     params = named_trainable(model)
-    for p in params.values():
-        p.requires_grad_(True)
+    model.to(accelerator.device)
     optimizer = torch.optim.AdamW(list(params.values()), lr=config.lr, betas=tuple(config.betas), eps=config.eps,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_for(config))

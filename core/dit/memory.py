@@ -41,6 +41,10 @@ FP8_SKIP_PATTERNS = ("pos_embed", "norm", "lora_")
 GiB = 2 ** 30
 
 
+class InsufficientMemoryError(ValueError):
+    """The chosen settings cannot fit the device's free memory (raised before any heavy work; names the fix)."""
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Compute dtype for ``name`` on ``device`` (``"auto"``: bf16/fp16 on CUDA, fp32 elsewhere)."""
     if name not in DTYPES:
@@ -107,22 +111,21 @@ def apply_weight_storage(transformer, storage: str, compute_dtype: torch.dtype) 
 
 
 def prepare_training(model, *, storage: str = "default", gradient_checkpointing: bool = False,
-                     mixed_precision: bool = False) -> Dict[str, torch.nn.Parameter]:
-    """Set a :class:`~diffcamera.core.dit.model.RefocusModel` up for training steps; returns its trainable parameters
-    by name (``model.trainable_parameters()``: the LoRA, or the whole toy transformer, and the camera encoder).
+                     mixed_precision: bool = False) -> None:
+    """Set a :class:`~diffcamera.core.dit.model.RefocusModel` up for training steps (what the trainer and the GPU
+    check do). ``model.trainable_parameters()`` (the LoRA, or the whole toy transformer, and the camera encoder) train;
 
     * everything else is frozen (``requires_grad=False``); the model is put in train mode;
     * under ``mixed_precision`` (autocast) the trainable parameters become fp32 master weights, and peft's casting of
-      a LoRA layer's input to its weight dtype is switched off, so the LoRA reads the compute-dtype activation its base
-      layer already keeps for backward (no fp32 copy per adapted layer); autocast runs the LoRA matmuls in bf16;
+      a LoRA layer's input to its weight dtype is switched off, so a LoRA keeps the compute-dtype activation it reads
+      for its backward (not an fp32 copy per adapted layer); autocast runs the LoRA matmuls in bf16;
     * ``storage`` (fp8) stores the frozen base in 8 bits (:func:`apply_weight_storage`), after the LoRA exists;
     * ``gradient_checkpointing`` recomputes each transformer block in the backward pass.
     """
-    ids = {id(p) for p in model.trainable_parameters()}
-    params = {n: p for n, p in model.named_parameters() if id(p) in ids}
+    trainable = list(model.trainable_parameters())
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in params.values():
+    for p in trainable:
         if mixed_precision and p.is_floating_point() and p.dtype != torch.float32:
             p.data = p.data.float()
         p.requires_grad_(True)
@@ -137,7 +140,6 @@ def prepare_training(model, *, storage: str = "default", gradient_checkpointing:
     if gradient_checkpointing and hasattr(model.transformer, "enable_gradient_checkpointing"):
         model.transformer.enable_gradient_checkpointing()
     model.train()
-    return params
 
 
 def _cast(module, dtype) -> None:
@@ -208,7 +210,9 @@ class ParameterCounts:
         trainable: LoRA (or the whole toy transformer) + camera encoder parameters.
         lora: of which LoRA matrices.
         block_upcast_bytes: the largest transformer block's fp8-stored weights in the compute dtype (what one block
-            holds while it is recomputed under fp8 storage); ``all_upcast_bytes``: the same over the whole model.
+            holds while it is recomputed under fp8 storage); ``all_upcast_bytes``: the same over the whole model (an
+            upper bound of what training without checkpointing keeps: the timestep/text embedders' copies are not
+            kept, 0.4 % of FLUX.1's).
         vae: autoencoder parameters (0 for the toy's pixel shuffle).
     """
 
@@ -495,13 +499,17 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude=()) -> int:
     """Run ``fn`` (a forward pass) and return the bytes of the distinct storages autograd saved for its backward,
     parameters/buffers of the modules in ``exclude`` left out. What :func:`activation_bytes` estimates (without
     gradient checkpointing, whose recomputed blocks hide their saved tensors from these hooks)."""
-    skip = {t.untyped_storage()._cdata for m in exclude for t in list(m.parameters()) + list(m.buffers())}
+    # hold the excluded and the seen storages, so no address is reused for another storage during the run (fp8
+    # storage swaps parameter data at every forward: the old storage would be freed and its address taken again)
+    held = [t.untyped_storage() for m in exclude for t in list(m.parameters()) + list(m.buffers())]
+    skip = {s._cdata for s in held}
     seen: Dict[int, int] = {}
 
     def pack(t):
         s = t.untyped_storage()
-        if s._cdata not in skip:
-            seen.setdefault(s._cdata, s.nbytes())
+        if s._cdata not in skip and s._cdata not in seen:
+            seen[s._cdata] = s.nbytes()
+            held.append(s)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
