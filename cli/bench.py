@@ -36,18 +36,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def gpu_check_main():
-    """``main(argv)`` of ``benchmarks/gpu_check.py`` (shipped with the pack), loaded by path."""
+def gpu_check_module():
+    """``benchmarks/gpu_check.py`` (shipped with the pack), loaded by path (``benchmarks/`` is not a package)."""
     import importlib.util
     import os
+    import sys
+    name = "diffcamera_bench_gpu_check"
+    if name in sys.modules:
+        return sys.modules[name]
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_check.py")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"the GPU check 'gpu_check.py' not found in {os.path.dirname(path)}; reinstall the "
                                 "pack or run it from a clone")
-    spec = importlib.util.spec_from_file_location("diffcamera_bench_gpu_check", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
-    return mod.main
+    return mod
 
 
 def run(args) -> int:
@@ -62,7 +67,7 @@ def run(args) -> int:
     if args.gpu:
         if args.threads > 0:
             torch.set_num_threads(args.threads)
-        return gpu_check_main()(["--dry-run"] if args.dry_run else [])
+        return gpu_check_module().main(["--dry-run"] if args.dry_run else [])
 
     from ..comfy_adapter import Progress
     from ..core.benchmark import run_suite

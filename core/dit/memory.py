@@ -5,8 +5,8 @@
 * **storage** ``"fp8_e4m3fn"`` / ``"fp8_e5m2"``: transformer weights kept in 8 bits and up-cast per layer at
   forward time with diffusers' layerwise casting (``enable_layerwise_casting``; norms, the AdaLN modulation
   linears (their names contain ``norm``), RoPE and LoRA matrices stay in the compute dtype:
-  :data:`FP8_SKIP_PATTERNS`). FLUX.1 (11.9 B parameters): 22.2 GiB in bf16 -> 14.3 GiB (8.65 B parameters in
-  fp8, 3.34 B in bf16; counted exactly by :func:`count_parameters`).
+  :data:`FP8_SKIP_PATTERNS`). FLUX.1 (11.9 B parameters): 22.2 GiB in bf16 -> 14.1 GiB (8.65 B parameters in
+  fp8, 3.25 B — norms and AdaLN modulation — in bf16; counted exactly by :func:`count_parameters`).
 * **offload**: ``"none"`` (everything on the GPU; ComfyUI's model management loads it fully and frees other models
   first), ``"group"`` (diffusers block-level group offloading: one transformer block on the GPU at a time, weights on
   the CPU, CUDA-stream prefetch) or ``"leaf"`` (leaf-level: lowest memory, slowest).

@@ -280,3 +280,18 @@ def test_tiny_flux_trains_with_an_fp8_base(tmp_path):
     cfg = _tiny_flux_run(tmp_path, base_storage="fp8_e4m3fn", gradient_checkpointing=True)
     res = train(cfg, log=lambda s: None)
     assert res.steps_done == 2 and res.lora_path and all(torch.isfinite(torch.tensor(r["loss"])) for r in res.losses)
+
+
+def test_flux_kind_trains_from_local_files_with_an_fp8_base(tmp_path):
+    """model_kind 'flux' (the path of the bundled FLUX configs) on a tiny FLUX saved as diffusers folders: the memory
+    plan reads the base's own config, the LoRA is added in the compute dtype before the base goes to 8 bits."""
+    from tiny_dit import save_tiny_flux_bundle
+    from diffcamera.training import memory
+    from diffcamera.training.trainer import build_model, train
+    paths, _ = save_tiny_flux_bundle(str(tmp_path / "models"))
+    cfg = _tiny_flux_run(tmp_path, model_kind="flux", base_path=paths["transformer"], vae_path=paths["vae"],
+                         model={"lora_rank": 4}, base_storage="fp8_e4m3fn", gradient_checkpointing=True)
+    assert memory.plan(cfg, "cpu").counts.base == sum(p.numel() for p in build_model(cfg).transformer.parameters()
+                                                      if not p.requires_grad)
+    res = train(cfg, log=lambda s: None)
+    assert res.steps_done == 2 and res.lora_path
