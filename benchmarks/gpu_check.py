@@ -1,6 +1,7 @@
 """One command that measures what a GPU can show, and prints ONE markdown table (issue 11, items 4 and 5).
 
     python benchmarks/gpu_check.py              # on a CUDA machine: about 4-6 min on one H100/H200-class GPU
+    python benchmarks/gpu_check.py --out T.md   # also write the table to T.md
     python benchmarks/gpu_check.py --dry-run    # the same code paths on the CPU at tiny sizes (CI runs this)
     diffcamera bench --gpu [--dry-run]          # the same
 
@@ -459,7 +460,7 @@ def train_rows(rows: Rows) -> None:
                 + ", checkpointing"
 
             def fn(size=size, storage=storage):
-                cfg = _model_config(plan).replace(trained_size=size)
+                cfg = _model_config(plan)
                 est = estimate_training_bytes(cfg, size, 1, transformer_config=plan.transformer, vae_config=plan.vae,
                                               weight_dtype=plan.dtype, mixed_precision=True,
                                               device_type=plan.device.type, storage=storage,
@@ -528,7 +529,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (CI): the code paths, not numbers")
     p.add_argument("--budget", type=float, default=None, help="time guard in seconds (default 450 = 7.5 min)")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the table to FILE (markdown; an existing "
+                   "file is never replaced)")
     args = p.parse_args(argv)
+    if args.out and os.path.exists(args.out):
+        print(f"gpu_check: {args.out} exists; choose another --out", file=sys.stderr)
+        return 2
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; run with --dry-run to check the script on the CPU", file=sys.stderr)
         return 2
@@ -545,8 +551,11 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows.add("total time", f"{rows.elapsed():.0f} s", "", f"time guard {plan.budget_s:.0f} s; load average {load:.2f}")
     title = "dry run on the CPU (code paths only)" if plan.dry_run else torch.cuda.get_device_name(0)
-    print(f"\n### DiffCamera GPU check: {title}\n")
-    print(rows.table())
+    text = f"### DiffCamera GPU check: {title}\n\n{rows.table()}\n"
+    print("\n" + text)
+    if args.out:
+        with open(args.out, "x", encoding="utf-8") as fh:
+            fh.write(text)
     return 0
 
 

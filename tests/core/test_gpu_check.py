@@ -34,11 +34,16 @@ def _table(text):
 
 
 @pytest.fixture(scope="module")
-def dry_run():
+def dry_run(tmp_path_factory):
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    res = subprocess.run([sys.executable, SCRIPT, "--dry-run"], capture_output=True, text=True, timeout=600, env=env,
-                         cwd=ROOT)
+    out = tmp_path_factory.mktemp("gpu_check") / "table.md"
+    res = subprocess.run([sys.executable, SCRIPT, "--dry-run", "--out", str(out)], capture_output=True, text=True,
+                         timeout=600, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert out.read_text() in res.stdout  # the same table in the file
+    again = subprocess.run([sys.executable, SCRIPT, "--dry-run", "--out", str(out)], capture_output=True, text=True,
+                           timeout=600, env=env, cwd=ROOT)
+    assert again.returncode == 2 and "exists" in again.stderr  # never replaces a file
     return res.stdout
 
 
