@@ -131,6 +131,7 @@ class Rows:
             self.add(label, "skipped: time guard", "", f"{self.elapsed():.0f} s of the {self.plan.budget_s:.0f} s "
                      "budget used")
             return
+        _free(self.plan)  # what earlier rows left (reference cycles of hooked modules) goes before this one measures
         try:
             self.add(label, *fn())
         except Skip as exc:
@@ -443,7 +444,6 @@ def step_rows(rows: Rows, model) -> None:
         return (f"{res['ours'] * 1e3:.1f} ms", "", f"**{res['ratio']:.3f}×** the Kontext step (interleaved, same "
                 "run); fused layout, LoRA merged, camera encoding once per image not included")
     rows.run(f"step: DiffCameraRefocus fused, {plan.refocus_size}²", fn2, reserve_s=0.0)
-    del model
 
 
 # ------------------------------------------------------------------------------------------ training rows

@@ -54,7 +54,7 @@ def test_dry_run_prints_every_row_and_none_fails(dry_run):
     for label, (result, _peak, _notes) in rows.items():
         assert not result.startswith(("failed", "skipped")), (label, result)
     try:
-        import diffcamera.core.physics  # noqa: F401 - the lead's physics refocus, when this build has it
+        from diffcamera.core.physics import refocus_physics  # noqa: F401 - the lead's, when this build has it
         assert re.fullmatch(r"[\d.]+ s", rows["physics refocus 64²"][0])
     except ImportError:
         assert rows["physics refocus 64²"][0] == "not available in this build"
