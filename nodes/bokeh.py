@@ -102,47 +102,47 @@ class BokehSimulate(io.ComfyNode):
                          "not grow with the blur size. Outputs the image and the circle-of-confusion map "
                          "(MASK: 0.5 = sharp, towards 1 = blurred in front of the focus, towards 0 = behind)."),
             inputs=[
-                io.Image.Input("image", tooltip="All-in-focus images (any size, any batch)."),
-                io.Float.Input("bokeh_level", default=20.0, min=0.0, max=400.0, step=0.5,
+                io.Image.Input(id="image", tooltip="All-in-focus images (any size, any batch)."),
+                io.Float.Input(id="bokeh_level", default=20.0, min=0.0, max=400.0, step=0.5,
                                tooltip=("Blur strength: radius in px per 1024 px of the long side for a disparity "
                                         "difference of 1, so the same level looks the same at any resolution. "
                                         "0 = no blur.")),
-                io.Combo.Input("mode", options=MODE_OPTIONS, default="layered",
+                io.Combo.Input(id="mode", options=MODE_OPTIONS, default="layered",
                                tooltip=("layered: occlusion-aware, linear light (best looking). classical: "
                                         "BokehMe's scatter (DiffCamera-compatible training data).")),
-                Depth.Input("depth", optional=True,
+                Depth.Input(id="depth", optional=True,
                             tooltip="Depth from DepthEstimate / DepthFromImage. Connect exactly one depth input."),
-                io.Image.Input("depth_image", optional=True,
+                io.Image.Input(id="depth_image", optional=True,
                                tooltip="Or a depth map IMAGE from any node (grey); see 'convention'."),
-                io.Mask.Input("depth_mask", optional=True,
+                io.Mask.Input(id="depth_mask", optional=True,
                               tooltip="Or a depth map MASK from any node; see 'convention'."),
-                io.Combo.Input("convention", options=list(core_depth.CONVENTIONS),
+                io.Combo.Input(id="convention", options=list(core_depth.CONVENTIONS),
                                default=core_depth.CONVENTIONS[0],
                                tooltip=("For depth_image / depth_mask: 'disparity (near bright)' as most depth "
                                         "estimators output; 'depth (near dark)' is inverted; 'metric depth' "
                                         "(distances) is turned into 1/z. Maps are normalised to 0..1.")),
-                FocusType.Input("focus", optional=True,
+                FocusType.Input(id="focus", optional=True,
                                 tooltip="The focus from FocusPicker (one for all images or one per image)."),
-                io.Float.Input("focus_disparity", default=0.5, min=0.0, max=1.0, step=0.001,
+                io.Float.Input(id="focus_disparity", default=0.5, min=0.0, max=1.0, step=0.001,
                                tooltip="Without a FOCUS input: the disparity rendered sharp (0 = far, 1 = near)."),
-                io.Float.Input("focus_range", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input(id="focus_range", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="A band of disparity around the focus kept perfectly sharp (0 = off)."),
-                io.Int.Input("blades", default=0, min=0, max=12,
+                io.Int.Input(id="blades", default=0, min=0, max=12,
                              tooltip="Aperture: 0 = circular; 3..12 = a polygonal iris with this many blades."),
-                io.Float.Input("blade_rotation", default=0.0, min=-360.0, max=360.0, step=1.0,
+                io.Float.Input(id="blade_rotation", default=0.0, min=-360.0, max=360.0, step=1.0,
                                tooltip="Rotation of the polygonal aperture, degrees."),
-                io.Float.Input("blade_curvature", default=0.0, min=0.0, max=1.0, step=0.05,
+                io.Float.Input(id="blade_curvature", default=0.0, min=0.0, max=1.0, step=0.05,
                                tooltip="0 = straight blades, 1 = round (circular) aperture."),
-                io.Float.Input("highlight_threshold", default=0.9, min=0.0, max=1.0, step=0.01,
+                io.Float.Input(id="highlight_threshold", default=0.9, min=0.0, max=1.0, step=0.01,
                                tooltip="Linear-light luminance above which highlights are boosted."),
-                io.Float.Input("highlight_gain", default=0.0, min=0.0, max=50.0, step=0.1,
+                io.Float.Input(id="highlight_gain", default=0.0, min=0.0, max=50.0, step=0.1,
                                tooltip="Highlight boost (bright bokeh balls from clipped lights). 0 = off."),
-                io.Float.Input("catseye", default=0.0, min=0.0, max=1.0, step=0.05,
+                io.Float.Input(id="catseye", default=0.0, min=0.0, max=1.0, step=0.05,
                                tooltip="Cat's-eye bokeh towards the frame corners (mechanical vignetting). 0 = off; "
                                        "slower (nine aperture shapes)."),
-                io.Float.Input("chromatic_aberration", default=0.0, min=0.0, max=0.05, step=0.001,
+                io.Float.Input(id="chromatic_aberration", default=0.0, min=0.0, max=0.05, step=0.001,
                                tooltip="Lateral chromatic aberration (red/blue magnification difference). 0 = off."),
-                io.Float.Input("gamma", default=4.0, min=0.1, max=10.0, step=0.1,
+                io.Float.Input(id="gamma", default=4.0, min=0.1, max=10.0, step=0.1,
                                tooltip="classical mode only: BokehMe's highlight exponent (4 as in DiffCamera)."),
             ],
             outputs=[io.Image.Output(display_name="image"), io.Mask.Output(display_name="coc")],
@@ -191,7 +191,7 @@ class BokehSimulate(io.ComfyNode):
         text = (f"BokehSimulate: {b} image(s) {w}x{h}, mode {mode}, level {bokeh_level:g} -> K = {K:.2f} px, "
                 f"focus disparity {', '.join(f'{float(x):.3f}' for x in d_f[:4])}{' ...' if b > 4 else ''}"
                 + ("".join("; " + n for n in notes)))
-        return io.NodeOutput(result, mask, ui=ca.combine_ui(ui.PreviewImage(result, cls=cls), ui.PreviewText(text)))
+        return io.NodeOutput(result, mask, ui=ca.combine_ui(ui.PreviewImage(image=result, cls=cls), ui.PreviewText(value=text)))
 
 
 NODES = [BokehSimulate]

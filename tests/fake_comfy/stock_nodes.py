@@ -31,7 +31,7 @@ class LoadImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="LoadImage", category="image",
-                         inputs=[io.Combo.Input("image", options=_input_files())],
+                         inputs=[io.Combo.Input(id="image", options=_input_files())],
                          outputs=[io.Image.Output(), io.Mask.Output()])
 
     @classmethod
@@ -66,8 +66,8 @@ class SaveImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="SaveImage", category="image", is_output_node=True,
-                         inputs=[io.Image.Input("images", tooltip="The images to save."),
-                                 io.String.Input("filename_prefix", default="ComfyUI")],
+                         inputs=[io.Image.Input(id="images", tooltip="The images to save."),
+                                 io.String.Input(id="filename_prefix", default="ComfyUI")],
                          outputs=[])
 
     @classmethod
@@ -80,7 +80,7 @@ class PreviewImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="PreviewImage", category="image", is_output_node=True,
-                         inputs=[io.Image.Input("images", tooltip="The images to preview.")], outputs=[])
+                         inputs=[io.Image.Input(id="images", tooltip="The images to preview.")], outputs=[])
 
     @classmethod
     def execute(cls, images):
