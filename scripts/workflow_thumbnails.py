@@ -86,6 +86,7 @@ def make(names=None) -> list:
         "train_toy_lora": _side_by_side(_pil(bokeh_near), _pil(bokeh)),
         "text_to_image_refocus": _pil(bokeh_near),
         "rack_focus": _time_strip(rack_frames),
+        "depth_from_core_moge": _side_by_side(_pil(disp), _pil(bokeh)),
     }
     try:
         from diffcamera.core.dit.loading import load_refocus_model

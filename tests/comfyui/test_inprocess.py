@@ -99,6 +99,12 @@ def test_focus_picker_in_real_front_end(request, frontend, mode, comfy_env, comf
         import workflow_ui
     finally:
         sys.path.pop(0)
+    with open(os.path.join(root, "scripts", "stock_nodes_newer.json"), encoding="utf-8") as f:
+        newer = set(json.load(f)["nodes"])
+    for fname, missing in out["not_converted"].items():  # only UI-only workflows with core nodes newer than this
+        assert set(missing) <= newer and not os.path.exists(os.path.join(root, "tests", "workflows", fname)), \
+            (fname, missing)
+    assert len(out["conversions"]) >= 7, sorted(out["conversions"])
     for fname, prompt in out["conversions"].items():
         api_path = os.path.join(root, "tests", "workflows", fname)
         if not os.path.exists(api_path):

@@ -4,9 +4,10 @@ Usage: ``python browser_focus_picker.py URL CHROMIUM OUT_DIR UI_WORKFLOW_DIR PIC
 (MODE: ``classic`` = the LiteGraph canvas, ``vue`` = "Nodes 2.0", front end setting ``Comfy.VueNodes.Enabled``;
 the setting is written through the server's ``/settings`` route before the page loads).
 
-1. Every UI workflow in ``UI_WORKFLOW_DIR`` is loaded into the front end (``app.loadGraphData``) and
-   converted back with the front end's own ``app.graphToPrompt()``; the prompts are reported so the
-   test compares them with the API copies (our converter's widget order against the real front end's).
+1. Every UI workflow in ``UI_WORKFLOW_DIR`` whose nodes the server has is loaded into the front end
+   (``app.loadGraphData``) and converted back with the front end's own ``app.graphToPrompt()``; the prompts are
+   reported so the test compares them with the API copies (our converter's widget order against the real front
+   end's); workflows needing nodes the server lacks (core nodes newer than it) are reported with those nodes.
 2. ``PICKER_WORKFLOW`` (a UI workflow with one DiffCamera_FocusPicker and a stock PreviewImage) is loaded and
    queued. Once the picker's preview <img> (DOM documented in ``web/js/focus_picker.js``) shows the result,
    the script reports how many previews each node shows (the stock PreviewImage is the control that the count
@@ -92,12 +93,19 @@ def main(url, chromium, out_dir, ui_dir, picker_name, mode):
         result["vue_setting"] = page.evaluate(
             f"() => window.__app.extensionManager?.setting?.get?.('{VUE_SETTING}') ?? null")
 
-        # 1. the front end's own UI -> API conversion of every UI workflow
+        # 1. the front end's own UI -> API conversion of every UI workflow whose nodes this server has
+        known = set(page.evaluate("() => Object.keys((window.LiteGraph ?? window.comfyAPI.litegraph.LiteGraph)"
+                                  ".registered_node_types)"))
+        result["not_converted"] = {}
         for fname in sorted(os.listdir(ui_dir)):
             if not fname.endswith(".json"):
                 continue
             with open(os.path.join(ui_dir, fname), encoding="utf-8") as f:
                 wf = json.load(f)
+            missing = sorted({n["type"] for n in wf["nodes"]} - known - {"Note", "MarkdownNote"})
+            if missing:
+                result["not_converted"][fname] = missing
+                continue
             page.evaluate("async (wf) => { await window.__app.loadGraphData(wf); }", wf)
             result["conversions"][fname] = page.evaluate("async () => (await window.__app.graphToPrompt()).output")
 
