@@ -187,3 +187,23 @@ def test_refocus_node_same_image_on_comfy_model_and_own_transformer(comfy_run, t
     assert out["shape"] == [1, 64, 48, 3]
     assert out["effect"] > 1e-2
     assert out["diff"] < 1e-3, out
+
+
+def test_comfy_api_names_and_keywords_exist_in_this_comfyui(comfy_run, tmp_path):
+    """Every comfy_api name, Hidden member and constructor keyword the pack uses (collected from its source, as
+    tests/test_comfy_api_names.py does against the 0.38 lists) exists publicly in the ComfyUI tier c runs."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    try:
+        import test_comfy_api_names as names
+    finally:
+        sys.path.pop(0)
+    used = {k: sorted(v) for k, v in names.collect_used_names().items()}
+    keywords = {}
+    for _, _, kind, _, kws, _ in names.construction_calls():
+        keywords.setdefault(kind, set()).update(kws)
+    used["keywords"] = {k: sorted(v) for k, v in keywords.items()}
+    path = tmp_path / "used.json"
+    path.write_text(json.dumps(used))
+    out = comfy_run("api_names.py", path)
+    assert out == {"missing_latest": [], "missing_io": [], "missing_ui": [], "missing_hidden": [],
+                   "refused_keywords": {}}, out

@@ -281,6 +281,8 @@ def main(url, chromium, out_dir, ui_dir, picker_name, mode):
         open_app()
         page.wait_for_function(f"() => !!window.__app.graph.getNodeById({picker_id})", timeout=60_000)
         result["page_reload_value"] = widget_value()
+        result["page_reload_image_loaded"] = page.evaluate(
+            f"() => (document.querySelector(\"{img_sel}\")?.naturalWidth ?? 0) > 0")
 
         second = wait_history(queue())
         result["second_status"] = second["status"]["status_str"]
