@@ -289,10 +289,10 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
                     grid = sig.index_copy_(1, target, vm_l * coef) if inplace else \
                         sig.index_copy(1, target, vm_l * coef)
                     spec = torch.fft.rfft2(grid.view(c + 1, fh, fw))
-                else:
-                    sig.zero_()
-                    sig.index_add_(1, target, vm_l * coef)
-                    spec = torch.fft.rfft2(sig.view(c + 1, fh, fw))
+                else:  # (autograd: a fresh grid each time, the previous one is saved by rfft2)
+                    grid = sig.zero_().index_add_(1, target, vm_l * coef) if inplace else \
+                        vm.new_zeros(c + 1, fh * fw).index_add(1, target, vm_l * coef)
+                    spec = torch.fft.rfft2(grid.view(c + 1, fh, fw))
                 acc[s] = _accumulate(acc[s], spec, spectra[j], real, inplace)
                 done += 1
                 if callback is not None:
