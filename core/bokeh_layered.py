@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .aperture import Aperture, kernel_half_size, soft_kernel
-from .bokeh_classical import _accumulate, _smooth_size
+from .bokeh_classical import SPECTRA, _accumulate, _smooth_size
 
 #: ``callback(done, total)`` progress hook of the operator; may raise to interrupt.
 Progress = Optional[Callable[[int, int], None]]
@@ -85,8 +85,13 @@ def _ext_level(radius: float) -> int:
     return s
 
 
-@functools.lru_cache(maxsize=256)
 def _spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, dtype: torch.dtype):
+    """Cached (:data:`diffcamera.core.bokeh_classical.SPECTRA`, bounded in bytes) :func:`_make_spectrum`."""
+    return SPECTRA.get(("node", radius, aperture, fh, fw, device, dtype),
+                       lambda: _make_spectrum(radius, aperture, fh, fw, device, dtype))
+
+
+def _make_spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, dtype: torch.dtype):
     """``rfft2`` of the unit-sum coverage kernel of ``radius`` px wrapped on an ``fh × fw`` grid, as real
     pairs ``[fh, fw//2+1, 2]`` (a real spectrum duplicated in both slots, see
     :func:`diffcamera.core.bokeh_classical._band_spectra`)."""
@@ -211,10 +216,7 @@ class _Layer:
     wb: torch.Tensor                        # membership × t: weight of node kernel b
     ext: Optional[Tuple[int, int, torch.Tensor]]  # hidden background (pool level, box half-width, factor)
     keep: torch.Tensor                      # 1 − composite alpha
-
-    def nbytes(self) -> int:
-        ts = [self.wa, self.wb, self.keep] + ([self.ext[2]] if self.ext else [])
-        return sum(t.numel() * t.element_size() for t in ts)
+    spectra: Optional[Tuple[torch.Tensor, torch.Tensor]] = None   # kept by a precomputed operator
 
 
 @dataclass
@@ -278,8 +280,8 @@ def _blur(parts: Sequence[torch.Tensor], layer: _Layer, out_hw: Tuple[int, int])
         fh, fw = layer.grid
         dev, dt = str(parts[0].device), parts[0].dtype
         acc = None
-        for part, r in zip(parts, layer.radii):
-            spec = _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
+        for i, (part, r) in enumerate(zip(parts, layer.radii)):
+            spec = layer.spectra[i] if layer.spectra else _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
             acc = _accumulate(acc, torch.fft.rfft2(part, s=(fh, fw)), spec, layer.aperture.symmetric,
                               not part.requires_grad)
         out = torch.fft.irfft2(acc, s=(fh, fw))[..., :hs, :ws]
@@ -296,8 +298,8 @@ def _blur_t(g: torch.Tensor, layer: _Layer, low_hw: Tuple[int, int]) -> Tuple[to
     dev, dt = str(g.device), g.dtype
     spec_g = torch.fft.rfft2(g, s=(fh, fw))
     outs = []
-    for r in layer.radii:
-        spec = _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
+    for i, r in enumerate(layer.radii):
+        spec = layer.spectra[i] if layer.spectra else _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
         if layer.aperture.symmetric:
             prod = torch.view_as_complex(torch.view_as_real(spec_g) * spec)
         else:
@@ -332,8 +334,12 @@ def _layer_adjoint(g: torch.Tensor, L: _Layer) -> torch.Tensor:
 
 
 def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tuple[int, int],
-                progress=None) -> _Tile:
-    """CoC-only state of one tile: ``coc [1, 1, th, tw]`` px, ``origin`` its (y, x) in the image."""
+                progress=None, x: Optional[torch.Tensor] = None):
+    """CoC-only state of one tile: ``coc [1, 1, th, tw]`` px, ``origin`` its (y, x) in the image.
+
+    With ``x [1, 3, th, tw]`` (streaming) it renders ``x`` instead, layer by layer, without keeping the
+    state: colour and coverage are blurred together as four channels (the same maths as building the
+    state and then :func:`_tile_forward`, for less memory and one FFT set per layer)."""
     _, _, h, w = coc.shape
     dt = coc.dtype
     bounds = torch.tensor(plan.nodes, dtype=dt, device=coc.device)
@@ -348,8 +354,9 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
     in_col[((index + 1) * w + xs).flatten().long()] = True
     in_row, in_col = in_row.view(n_idx, h)[1:], in_col.view(n_idx, w)[1:]
     flipped = Aperture(aperture.blades, aperture.rotation + math.pi, aperture.curvature, aperture.catseye)
-    track = coc.requires_grad and torch.is_grad_enabled()
+    track = torch.is_grad_enabled() and (coc.requires_grad or (x is not None and x.requires_grad))
     cov = torch.zeros_like(coc)
+    out = None if x is None else torch.zeros_like(x)
     layers = []
     for li, (ni, lo, hi) in enumerate(plan.layers):
         rows = torch.nonzero(in_row[ni]).flatten()
@@ -393,13 +400,25 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
         pad = max(kernel_half_size(r_a / s, ap), kernel_half_size(r_b / s, ap)) + 1
         L = _Layer(win, s, (r_a, r_b), ap, taps, (_smooth_size(hs + pad), _smooth_size(ws + pad)),
                    wa, wb, ext, wa)
-        cov_b = wb if hidden_cov is None else wb + hidden_cov
-        alpha = _blur((_pool(wa, s), _pool(cov_b, s)), L, (y1 - y0, x1 - x0)).clamp(0, 1)
-        L.keep = 1 - alpha
-        cov = _over(cov, win, alpha, L.keep, track)
-        layers.append(L)
+        if x is None:
+            cov_b = wb if hidden_cov is None else wb + hidden_cov
+            alpha = _blur((_pool(wa, s), _pool(cov_b, s)), L, (y1 - y0, x1 - x0)).clamp(0, 1)
+            L.keep = 1 - alpha
+            if taps is None:   # kept with the state: repeated applications never miss the cache
+                L.spectra = tuple(_spectrum(r / s, ap, *L.grid, str(coc.device), dt) for r in (r_a, r_b))
+            layers.append(L)
+        else:   # colour and coverage (a channel of ones) through the same layer maths
+            x4 = torch.cat([x[..., y0:y1, x0:x1], torch.ones_like(member)], 1)
+            p4 = _layer_forward(x4, L, track)
+            alpha = p4[:, 3:].clamp(0, 1)
+            keep = 1 - alpha
+            out = _over(out, win, p4[:, :3], keep, track)
+        cov = _over(cov, win, alpha, keep if x is not None else L.keep, track)
         if progress is not None:
             progress()
+    if x is not None:
+        inv = 1.0 / cov.clamp_min(1e-6)
+        return out * inv if track else out.mul_(inv)
     return _Tile(layers, 1.0 / cov.clamp_min(1e-6), len(plan.layers) - len(layers))
 
 
@@ -433,10 +452,23 @@ def _tile_adjoint(g: torch.Tensor, tile: _Tile, progress=None) -> torch.Tensor:
     return xt
 
 
-def _state_bytes_per_px(n_layers: int, channels: int = 3) -> int:
-    """Working bytes per tile pixel (float32) of :class:`LayeredOperator`: per-layer state (4 maps) plus
-    the transients of one layer (parts, spectra, output) and the tile buffers."""
-    return 4 * (4 * n_layers + 10 * channels + 8)
+#: Working bytes per tile pixel (float32) of one streamed layered render (the CoC index, coverage and
+#: output of the tile, plus one layer's window: membership, weights, four-channel parts, their spectra and
+#: its blurred output), calibrated on peak resident memory at 1024² and 2048² (radius ≤ 32).
+STREAM_BYTES_PER_PX = 300
+#: Bytes per pixel and layer of a precomputed operator's state (four weight maps and two kernel spectra).
+STATE_BYTES_PER_LAYER_PX = 24
+
+
+def _plan_layers(max_radius: float) -> int:
+    """Number of layers for CoC values spanning ``[-max_radius, max_radius]`` (the worst case)."""
+    return 2 * (len(node_radii(max_radius)) - 1)
+
+
+def working_bytes_per_px(n_layers: int, precompute: bool, element_size: int = 4) -> int:
+    """Working bytes per tile pixel: streamed render, or (``precompute``) that plus the kept state."""
+    per = STREAM_BYTES_PER_PX + (STATE_BYTES_PER_LAYER_PX * n_layers if precompute else 0)
+    return per * element_size // 4
 
 
 class LayeredOperator:
@@ -507,9 +539,12 @@ class LayeredOperator:
             self.plans.append(plan)
             self.tiles.append(self._tiling(plan, h, w))
         self._steps = sum(len(p.layers) * len(t) for p, t in zip(self.plans, self.tiles)) * len(self.anchors)
+        # keep the state only if all of it fits next to one tile's transients
+        el = coc.element_size()
         state = sum(len(p.layers) * sum((yb - ya) * (xb - xa) for _, (ya, yb, xa, xb) in t)
-                    for p, t in zip(self.plans, self.tiles)) * len(self.anchors) * 4 * coc.element_size()
-        self.precomputed = bool(precompute) and state <= self.memory_budget
+                    for p, t in zip(self.plans, self.tiles)) * len(self.anchors) * STATE_BYTES_PER_LAYER_PX * el // 4
+        biggest = max((yb - ya) * (xb - xa) for t in self.tiles for _, (ya, yb, xa, xb) in t)
+        self.precomputed = bool(precompute) and state + biggest * working_bytes_per_px(0, False, el) <= self.memory_budget
         self._state = {}
         if self.precomputed:
             done = [0]
@@ -520,7 +555,7 @@ class LayeredOperator:
     # --- geometry ---------------------------------------------------------------------------------
     def _tiling(self, plan: _Plan, h: int, w: int):
         """``[(out_region, in_region)]``: tiles aligned to the plan's coarsest grid, halo ≥ 2·r_max."""
-        per_px = _state_bytes_per_px(len(plan.layers))
+        per_px = working_bytes_per_px(0, False, self.coc.element_size())   # one tile's transients
         if h * w * per_px <= self.memory_budget:
             return [((0, h, 0, w), (0, h, 0, w))]
         a = plan.align
@@ -556,9 +591,10 @@ class LayeredOperator:
         st = self._state.get(key)
         return st if st is not None else _build_tile(tile_coc, plan, ap, origin, tick)
 
-    def _total(self) -> int:
-        """Progress steps of one application (per layer and tile; twice when the state is rebuilt)."""
-        return self._steps if self.precomputed else 2 * self._steps
+    def _total(self, adjoint: bool) -> int:
+        """Progress steps of one application (per layer and tile; twice for an adjoint that rebuilds
+        the state)."""
+        return 2 * self._steps if adjoint and not self.precomputed else self._steps
 
     def _check(self, x: torch.Tensor, name: str):
         if not torch.is_tensor(x) or tuple(x.shape) != self.shape:
@@ -570,12 +606,17 @@ class LayeredOperator:
         """The layered render ``A x``: ``x [B, 3, H, W]`` linear light → ``[B, 3, H, W]``."""
         self._check(x, "x")
         out = torch.zeros_like(x) if len(self.anchors) > 1 or any(len(t) > 1 for t in self.tiles) else None
-        tick = self._ticker(callback, [0], self._total())
+        tick = self._ticker(callback, [0], self._total(False))
         parts = []
-        for (ai, bi, ti), tile_coc, plan, ap, origin in self._units():
+        for key, tile_coc, plan, ap, origin in self._units():
+            ai, bi, ti = key
             (y0, y1, x0, x1), (ya, yb, xa, xb) = self.tiles[bi][ti]
-            st = self._tile_state((ai, bi, ti), tile_coc, plan, ap, origin, tick)
-            y = _tile_forward(x[bi:bi + 1, :, ya:yb, xa:xb], st, tick)[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+            x_tile = x[bi:bi + 1, :, ya:yb, xa:xb]
+            if key in self._state:
+                y = _tile_forward(x_tile, self._state[key], tick)
+            else:
+                y = _build_tile(tile_coc, plan, ap, origin, tick, x=x_tile)
+            y = y[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
             wt = self.anchors[ai][0]
             if wt is not None:
                 y = y * wt[..., y0:y1, x0:x1]
@@ -583,14 +624,16 @@ class LayeredOperator:
                 parts.append(y)
             else:
                 out[bi:bi + 1, :, y0:y1, x0:x1] += y
-        return torch.cat(parts) if out is None else out
+        if out is None:
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out
 
     def adjoint(self, y: torch.Tensor, callback: Progress = None) -> torch.Tensor:
         """The exact transpose ``Aᵀ y``: ``y [B, 3, H, W]`` → ``[B, 3, H, W]``."""
         self._check(y, "y")
         with torch.no_grad():
             xt = torch.zeros_like(y)
-            tick = self._ticker(callback, [0], self._total())
+            tick = self._ticker(callback, [0], self._total(True))
             for (ai, bi, ti), tile_coc, plan, ap, origin in self._units():
                 (y0, y1, x0, x1), (ya, yb, xa, xb) = self.tiles[bi][ti]
                 st = self._tile_state((ai, bi, ti), tile_coc, plan, ap, origin, tick)
