@@ -217,6 +217,7 @@ class _Layer:
     ext: Optional[Tuple[int, int, torch.Tensor]]  # hidden background (pool level, box half-width, factor)
     keep: torch.Tensor                      # 1 − composite alpha
     spectra: Optional[Tuple[torch.Tensor, torch.Tensor]] = None   # kept by a precomputed operator
+    grow: Optional[torch.Tensor] = None     # coverage of the hidden-background extension (with ``ext``)
 
 
 @dataclass
@@ -308,24 +309,32 @@ def _blur_t(g: torch.Tensor, layer: _Layer, low_hw: Tuple[int, int]) -> Tuple[to
     return tuple(outs)
 
 
-def _layer_forward(x: torch.Tensor, L: _Layer, track: bool) -> torch.Tensor:
-    """The blurred premultiplied colour of one layer, ``x [1, C, wh, ww]`` (its window) → same shape."""
+def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The blurred premultiplied colour of one layer, ``x [1, C, wh, ww]`` (its window) → same shape.
+
+    ``hidden`` (same shape, optional): the colour behind nearer layers, used for the layer's extension
+    instead of the normalised blur of its own pixels."""
     wh, ww = x.shape[-2:]
     part_a, part_b = x * L.wa, x * L.wb
-    if L.ext is not None:   # hidden background: + up(box(pool(x·member)))·factor, blurred like node b
+    if L.ext is not None and hidden is not None:   # explicit hidden background, with coverage ``grow``
+        part_b = part_b.addcmul(hidden, L.grow)
+    elif L.ext is not None:   # hidden background: + up(box(pool(x·member)))·factor, blurred like node b
         se, k, factor = L.ext
         hidden = _upsample(_box(_pool(part_a, se) + _pool(part_b, se), k), se, wh, ww)
         part_b = part_b.addcmul(hidden, factor) if track else part_b.addcmul_(hidden, factor)
     return _blur((_pool(part_a, L.s), _pool(part_b, L.s)), L, (wh, ww))
 
 
-def _layer_adjoint(g: torch.Tensor, L: _Layer) -> torch.Tensor:
-    """Transpose of :func:`_layer_forward`."""
+def _layer_adjoint(g: torch.Tensor, L: _Layer, hidden_acc: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Transpose of :func:`_layer_forward`; with ``hidden_acc`` (the explicit-hidden form) the hidden
+    colour's part is added to it in place."""
     wh, ww = g.shape[-2:]
     low = (-(-wh // L.s), -(-ww // L.s))
     qa, qb = _blur_t(g, L, low)
     qa, qb = _pool_t(qa, L.s, wh, ww), _pool_t(qb, L.s, wh, ww)
-    if L.ext is not None:
+    if L.ext is not None and hidden_acc is not None:
+        hidden_acc.addcmul_(qb, L.grow)
+    elif L.ext is not None:
         se, k, factor = L.ext
         lh, lw = -(-wh // se), -(-ww // se)
         e = _pool_t(_box_t(_upsample_t(qb * factor, se, lh, lw), k), se, wh, ww)
@@ -399,7 +408,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
         hs, ws = -(-(y1 - y0) // s), -(-(x1 - x0) // s)
         pad = max(kernel_half_size(r_a / s, ap), kernel_half_size(r_b / s, ap)) + 1
         L = _Layer(win, s, (r_a, r_b), ap, taps, (_smooth_size(hs + pad), _smooth_size(ws + pad)),
-                   wa, wb, ext, wa)
+                   wa, wb, ext, wa, grow=hidden_cov)
         if x is None:
             cov_b = wb if hidden_cov is None else wb + hidden_cov
             alpha = _blur((_pool(wa, s), _pool(cov_b, s)), L, (y1 - y0, x1 - x0)).clamp(0, 1)
@@ -422,13 +431,14 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
     return _Tile(layers, 1.0 / cov.clamp_min(1e-6), len(plan.layers) - len(layers))
 
 
-def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None) -> torch.Tensor:
-    """Layered render of one tile ``x [1, C, th, tw]`` (linear light) with its precomputed state."""
+def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Layered render of one tile ``x [1, C, th, tw]`` (linear light) with its precomputed state
+    (``hidden``: optional explicit hidden colour of the tile, same shape)."""
     track = torch.is_grad_enabled() and (x.requires_grad or tile.inv_cov.requires_grad)
     out = torch.zeros_like(x)
     for L in tile.layers:
         y0, y1, x0, x1 = L.win
-        p = _layer_forward(x[..., y0:y1, x0:x1], L, track)
+        p = _layer_forward(x[..., y0:y1, x0:x1], L, track, None if hidden is None else hidden[..., y0:y1, x0:x1])
         out = _over(out, L.win, p, L.keep, track)
         if progress is not None:
             progress()
@@ -437,19 +447,22 @@ def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None) -> torch.Tensor:
     return out * tile.inv_cov if track else out.mul_(tile.inv_cov)
 
 
-def _tile_adjoint(g: torch.Tensor, tile: _Tile, progress=None) -> torch.Tensor:
-    """Exact transpose of :func:`_tile_forward`: ``g [1, C, th, tw]`` → ``[1, C, th, tw]``."""
+def _tile_adjoint(g: torch.Tensor, tile: _Tile, progress=None, hidden: bool = False):
+    """Exact transpose of :func:`_tile_forward`: ``g [1, C, th, tw]`` → ``[1, C, th, tw]``, or the pair
+    (colour, hidden colour) of the explicit-hidden form when ``hidden``."""
     trans = g * tile.inv_cov            # g weighted by 1/coverage and the transmittance of nearer layers
     xt = torch.zeros_like(g)
+    ht = torch.zeros_like(g) if hidden else None
     for L in reversed(tile.layers):     # near to far
         y0, y1, x0, x1 = L.win
-        xt[..., y0:y1, x0:x1] += _layer_adjoint(trans[..., y0:y1, x0:x1], L)
+        xt[..., y0:y1, x0:x1] += _layer_adjoint(trans[..., y0:y1, x0:x1], L,
+                                                None if ht is None else ht[..., y0:y1, x0:x1])
         trans[..., y0:y1, x0:x1].mul_(L.keep)
         if progress is not None:
             progress()
     for _ in range(tile.skipped if progress is not None else 0):
         progress()
-    return xt
+    return xt if ht is None else (xt, ht)
 
 
 #: Working bytes per tile pixel (float32) of one streamed layered render (the CoC index, coverage and
@@ -501,6 +514,11 @@ class LayeredOperator:
     ``op(x, callback=None)``: ``x [B, 3, H, W]`` linear light (any real values: the operator is linear)
     → ``[B, 3, H, W]``. ``op.adjoint(y, callback=None)``: same shapes. ``callback(done, total)`` is called
     per layer and tile of the application (may raise to interrupt, e.g. for Cancel).
+
+    **Explicit hidden background** (for inverting the render): ``op(x, hidden=h)`` uses ``h [B, 3, H, W]``
+    (linear light: the colour of whatever lies behind the visible surface) wherever a layer extends behind
+    nearer ones, instead of the normalised blur of the layer's own pixels; the map is then linear in
+    ``(x, h)`` and ``op.adjoint(y, hidden=True)`` returns the pair ``(xᵀ, hᵀ)``.
     """
 
     def __init__(self, coc: torch.Tensor, *, aperture: Aperture = Aperture(), extend_background: bool = True,
@@ -602,9 +620,12 @@ class LayeredOperator:
             raise ValueError(f"{name} must be a {list(self.shape)} tensor (linear light), got {shape}")
 
     # --- application --------------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, callback: Progress = None) -> torch.Tensor:
-        """The layered render ``A x``: ``x [B, 3, H, W]`` linear light → ``[B, 3, H, W]``."""
+    def __call__(self, x: torch.Tensor, callback: Progress = None, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The layered render ``A x``: ``x [B, 3, H, W]`` linear light → ``[B, 3, H, W]`` (with ``hidden``:
+        the explicit-hidden form ``A (x, h)``, see the class docstring)."""
         self._check(x, "x")
+        if hidden is not None:
+            self._check(hidden, "hidden")
         out = torch.zeros_like(x) if len(self.anchors) > 1 or any(len(t) > 1 for t in self.tiles) else None
         tick = self._ticker(callback, [0], self._total(False))
         parts = []
@@ -612,7 +633,10 @@ class LayeredOperator:
             ai, bi, ti = key
             (y0, y1, x0, x1), (ya, yb, xa, xb) = self.tiles[bi][ti]
             x_tile = x[bi:bi + 1, :, ya:yb, xa:xb]
-            if key in self._state:
+            if hidden is not None:
+                y = _tile_forward(x_tile, self._tile_state(key, tile_coc, plan, ap, origin, tick), tick,
+                                  hidden[bi:bi + 1, :, ya:yb, xa:xb])
+            elif key in self._state:
                 y = _tile_forward(x_tile, self._state[key], tick)
             else:
                 y = _build_tile(tile_coc, plan, ap, origin, tick, x=x_tile)
@@ -628,11 +652,13 @@ class LayeredOperator:
             return parts[0] if len(parts) == 1 else torch.cat(parts)
         return out
 
-    def adjoint(self, y: torch.Tensor, callback: Progress = None) -> torch.Tensor:
-        """The exact transpose ``Aᵀ y``: ``y [B, 3, H, W]`` → ``[B, 3, H, W]``."""
+    def adjoint(self, y: torch.Tensor, callback: Progress = None, hidden: bool = False):
+        """The exact transpose ``Aᵀ y``: ``y [B, 3, H, W]`` → ``[B, 3, H, W]`` (with ``hidden``: the pair
+        ``(xᵀ, hᵀ)`` of the explicit-hidden form)."""
         self._check(y, "y")
         with torch.no_grad():
             xt = torch.zeros_like(y)
+            ht = torch.zeros_like(y) if hidden else None
             tick = self._ticker(callback, [0], self._total(True))
             for (ai, bi, ti), tile_coc, plan, ap, origin in self._units():
                 (y0, y1, x0, x1), (ya, yb, xa, xb) = self.tiles[bi][ti]
@@ -642,8 +668,13 @@ class LayeredOperator:
                 if wt is not None:
                     g = g * wt[..., y0:y1, x0:x1]
                 g = F.pad(g, (x0 - xa, xb - x1, y0 - ya, yb - y1))   # transpose of the crop
-                xt[bi:bi + 1, :, ya:yb, xa:xb] += _tile_adjoint(g, st, tick)
-        return xt
+                t = _tile_adjoint(g, st, tick, hidden)
+                if hidden:
+                    xt[bi:bi + 1, :, ya:yb, xa:xb] += t[0]
+                    ht[bi:bi + 1, :, ya:yb, xa:xb] += t[1]
+                else:
+                    xt[bi:bi + 1, :, ya:yb, xa:xb] += t
+        return (xt, ht) if hidden else xt
 
 
 class _LayeredRender(torch.autograd.Function):

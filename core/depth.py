@@ -44,6 +44,23 @@ VARIANTS = (
 )
 
 
+#: Disparity step between neighbouring pixels that counts as a depth discontinuity (a surface edge).
+EDGE_THRESHOLD = 0.03
+
+
+def depth_edges(disparity: torch.Tensor, threshold: float = EDGE_THRESHOLD) -> torch.Tensor:
+    """``[B, 1, H, W]`` bool: the pixels on either side of a disparity step above ``threshold``.
+
+    Uses second differences along rows and columns, so smooth slopes (slanted and ground planes, at any size)
+    are not edges while a step marks the two pixels that meet at it.
+    """
+    d = F.pad(disparity.float(), (1, 1, 1, 1), mode="replicate")
+    c = d[..., 1:-1, 1:-1]
+    dxx = (d[..., 1:-1, 2:] - 2 * c + d[..., 1:-1, :-2]).abs()
+    dyy = (d[..., 2:, 1:-1] - 2 * c + d[..., :-2, 1:-1]).abs()
+    return torch.maximum(dxx, dyy) > threshold
+
+
 def download_hint(folder_hint: str = "models/depth_anything") -> str:
     """What to download and where to put it, with each variant's licence (used in error messages)."""
     lines = [f"Download a Depth Anything V2 model in transformers format (config.json + model.safetensors) "

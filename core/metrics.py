@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from . import conventions as cv
+from .depth import EDGE_THRESHOLD, depth_edges  # noqa: F401 - re-exported for the benchmark
 
-#: Disparity step between neighbouring pixels that counts as a depth discontinuity (a surface edge).
-EDGE_THRESHOLD = 0.03
 _LUMA = (0.299, 0.587, 0.114)
 #: Disparity bins whose reference Laplacian energy per pixel is below this fraction of the image's mean are
 #: ignored by the focus-plane measure (flat regions carry no focus information).
@@ -55,19 +54,6 @@ def mae_255(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean absolute error in 1/255 units (8-bit levels), ``[B]``."""
     _check_pair(a, b)
     return (a.float() - b.float()).abs().flatten(1).mean(1) * 255.0
-
-
-def depth_edges(disparity: torch.Tensor, threshold: float = EDGE_THRESHOLD) -> torch.Tensor:
-    """``[B, 1, H, W]`` bool: the pixels on either side of a disparity step above ``threshold``.
-
-    Uses second differences along rows and columns, so smooth slopes (slanted and ground planes, at any size)
-    are not edges while a step marks the two pixels that meet at it.
-    """
-    d = F.pad(disparity.float(), (1, 1, 1, 1), mode="replicate")
-    c = d[..., 1:-1, 1:-1]
-    dxx = (d[..., 1:-1, 2:] - 2 * c + d[..., 1:-1, :-2]).abs()
-    dyy = (d[..., 2:, 1:-1] - 2 * c + d[..., :-2, 1:-1]).abs()
-    return torch.maximum(dxx, dyy) > threshold
 
 
 def edge_band(disparity: torch.Tensor, width: int = 4, threshold: float = EDGE_THRESHOLD) -> torch.Tensor:

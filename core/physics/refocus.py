@@ -1,0 +1,128 @@
+"""Physics refocus: invert the layered renderer for the image's current blur, render the requested one.
+
+``refocus_physics(image, disparity, focus_disparity, K)``:
+
+1. the input's own focus disparity ``d_in`` and blur strength ``K_in`` — given, or estimated from the image
+   and its depth (:func:`~diffcamera.core.physics.blur_estimate.estimate_input_blur`);
+2. its all-in-focus image and the colour behind its foreground rims, by inverting the layered renderer
+   (:func:`~diffcamera.core.physics.deconvolve.deconvolve`);
+3. the layered render of that estimate at the requested focus ``d_f`` and strength ``K`` (the estimated
+   hidden colour shows through the requested blurred rims instead of a guess).
+
+Works on batches (per-image focus, strength and depth), on the device of ``image``; deterministic. Needs no
+weights: it is the DiffCameraRefocus node's default ("physics") and the starting point of the DiT models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+
+from ..aperture import Aperture
+from ..bokeh_layered import LayeredOperator
+from ..conventions import as_batch, linear_to_srgb, srgb_to_linear
+from .blur_estimate import BlurEstimate, estimate_input_blur
+from .deconvolve import SolverSettings, deconvolve
+
+Number = Union[float, int]
+Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
+
+
+@dataclass
+class PhysicsResult:
+    """The physics refocus of a batch.
+
+    Attributes:
+        image: ``[B, 3, H, W]`` sRGB ``0..1``: the refocused image.
+        all_in_focus: ``[B, 3, H, W]`` sRGB ``0..1``: the deblurred estimate (the deblur task).
+        hidden: ``[B, 3, H, W]`` sRGB ``0..1``: the estimated colour behind foreground rims.
+        input_focus_disparity: ``[B]`` the input's focus disparity used (given or estimated).
+        input_K: ``[B]`` the input's blur strength used, px per unit disparity at this resolution.
+        estimate: the :class:`BlurEstimate` when the input's blur was estimated, else ``None``.
+        iterations: CG iterations run per image.
+    """
+
+    image: torch.Tensor
+    all_in_focus: torch.Tensor
+    hidden: torch.Tensor
+    input_focus_disparity: torch.Tensor
+    input_K: torch.Tensor
+    estimate: Optional[BlurEstimate]
+    iterations: int
+
+    def describe(self) -> str:
+        how = "estimated" if self.estimate is not None else "given"
+        return ", ".join(f"input focus {float(d):.3f} / K {float(k):.1f} px ({how})"
+                         for d, k in zip(self.input_focus_disparity, self.input_K))
+
+
+def check_physics_inputs(image: torch.Tensor, disparity: torch.Tensor, focus_disparity, K,
+                         input_focus_disparity=None, input_K=None) -> int:
+    """Raise ``ValueError`` naming the input before any work; returns the batch size."""
+    if not torch.is_tensor(image) or image.dim() != 4 or image.shape[1] != 3 or 0 in image.shape:
+        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+        raise ValueError(f"image must be a non-empty [B,3,H,W] tensor (sRGB 0..1), got {shape}")
+    if not torch.is_tensor(disparity) or disparity.dim() != 4 or disparity.shape[1] != 1:
+        shape = tuple(disparity.shape) if torch.is_tensor(disparity) else type(disparity).__name__
+        raise ValueError(f"depth must be a [B,1,H,W] disparity tensor (0..1, near = 1), got {shape}")
+    b, _, h, w = image.shape
+    if tuple(disparity.shape[-2:]) != (h, w):
+        raise ValueError(f"depth is {disparity.shape[-1]}×{disparity.shape[-2]} px but the image is {w}×{h}; "
+                         "estimate the depth from this image (or resize it)")
+    if disparity.shape[0] not in (1, b):
+        raise ValueError(f"depth has {disparity.shape[0]} maps for {b} images; give one, or one per image")
+    if not torch.isfinite(image).all() or not torch.isfinite(disparity).all():
+        raise ValueError("image / depth contain NaN or infinite values")
+    for name, value, lo, hi in (("focus disparity", focus_disparity, 0.0, 1.0), ("K", K, 0.0, float("inf")),
+                                ("input focus disparity", input_focus_disparity, 0.0, 1.0),
+                                ("input K", input_K, 0.0, float("inf"))):
+        if value is None:
+            continue
+        t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+        if t.numel() not in (1, b):
+            raise ValueError(f"{name}: {t.numel()} values for {b} images; give one, or one per image")
+        if not torch.isfinite(t).all() or (t < lo).any() or (t > hi).any():
+            raise ValueError(f"{name} must be a finite number in {lo:g}..{hi:g}, got {t.tolist()}")
+    return b
+
+
+def refocus_physics(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: Union[Number, torch.Tensor],
+                    K: Union[Number, torch.Tensor], *, input_focus_disparity: Union[None, Number, torch.Tensor] = None,
+                    input_K: Union[None, Number, torch.Tensor] = None, aperture: Aperture = Aperture(),
+                    settings: SolverSettings = SolverSettings(), callback: Callback = None) -> PhysicsResult:
+    """Refocus ``image`` to ``focus_disparity`` with blur strength ``K`` (module docstring).
+
+    Args:
+        image: ``[B, 3, H, W]`` sRGB ``0..1``.
+        disparity: ``[B|1, 1, H, W]`` ``0..1``, near = 1, same size.
+        focus_disparity: the requested focus disparity ``d_f``: float or ``[B]``.
+        K: the requested blur strength, px per unit disparity at this resolution (``level_to_K``): float or ``[B]``.
+        input_focus_disparity, input_K: the input's own focus and strength; estimated from the image when
+            either is ``None`` (a given one overrides its estimate).
+        aperture: aperture shape of both the input and the request.
+        settings: the solver's weights and iteration counts.
+        callback: ``callback(done, total, None)`` during the solve (may raise to interrupt: Cancel).
+
+    Returns:
+        :class:`PhysicsResult`.
+    """
+    b = check_physics_inputs(image, disparity, focus_disparity, K, input_focus_disparity, input_K)
+    img = image.float()
+    dev = img.device
+    disp = disparity.to(device=dev, dtype=torch.float32).expand(b, -1, -1, -1).contiguous()
+    estimate = None
+    if input_focus_disparity is None or input_K is None:
+        estimate = estimate_input_blur(img, disp)
+    d_in = as_batch(estimate.focus_disparity if input_focus_disparity is None else input_focus_disparity, b, disp)
+    k_in = as_batch(estimate.K if input_K is None else input_K, b, disp)
+    d_req = as_batch(focus_disparity, b, disp)
+    k_req = as_batch(K, b, disp)
+    progress = None if callback is None else (lambda done, total: callback(done, total, None))
+    lin = srgb_to_linear(img)
+    with torch.no_grad():
+        sol = deconvolve(lin, disp, d_in, k_in, aperture=aperture, settings=settings, callback=progress)
+        coc = k_req.view(-1, 1, 1, 1) * (disp - d_req.view(-1, 1, 1, 1))
+        out = LayeredOperator(coc, aperture=aperture)(sol.image, hidden=sol.hidden)
+    return PhysicsResult(linear_to_srgb(out.clamp(0, 1)), linear_to_srgb(sol.image), linear_to_srgb(sol.hidden),
+                         d_in.cpu(), k_in.cpu(), estimate, sol.iterations)
