@@ -22,6 +22,7 @@ from ..core.bokeh import MODES, render_bokeh
 from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
 from ..core.values import DepthMap, Focus
 from .common import CATEGORY, Depth, FocusType, core_to_mask, mask_to_core
+from .validation import checked_inputs
 
 MODE_OPTIONS = ["layered", "classical"]
 assert set(MODE_OPTIONS) == set(MODES)
@@ -150,6 +151,7 @@ class BokehSimulate(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, image, bokeh_level=20.0, mode="layered", depth=None, depth_image=None, depth_mask=None,
                 convention=core_depth.CONVENTIONS[0], focus=None, focus_disparity=0.5, focus_range=0.0, blades=0,
                 blade_rotation=0.0, blade_curvature=0.0, highlight_threshold=0.9, highlight_gain=0.0, catseye=0.0,

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..core import safe_paths
 from .checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import TrainConfig
 from .dataset import PairDataset, sample_indices
@@ -147,6 +148,97 @@ def named_trainable(model) -> Dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if id(p) in ids}
 
 
+# ------------------------------------------------------------------------------------------ memory
+#: Activation values kept per token, per transformer block and per unit of the inner width, by one training
+#: forward of the FLUX-architecture DiT (both streams, attention, MLP, norms, saved for backward). Measured on the
+#: toy (fp32, CPU, one step at 64..384 px, batch 1..4: at most ~36 after subtracting weights and optimiser state;
+#: see ``benchmarks/bench_train_memory.py``), rounded up.
+ACTIVATIONS_PER_TOKEN_BLOCK = 40
+#: Text tokens of a FLUX prompt embedding (T5, padded) and of the toy's stored embedding.
+FLUX_TEXT_TOKENS = 512
+
+
+def _transformer_config(config: TrainConfig) -> dict:
+    """The transformer's config dict without building it (toy/tiny from the pack's defaults, FLUX from the base
+    folder's ``transformer/config.json`` or the shipped ``assets/configs/<family>``)."""
+    from ..core.dit import toy as toy_cfgs
+    changes = dict(config.model)
+    changes.setdefault("trained_size", config.size)
+    if config.model_kind == "toy":
+        return dict(toy_cfgs.toy_config(**changes).transformer)
+    if config.model_kind == "tiny_flux":
+        return dict(toy_cfgs.tiny_flux_config(**changes).transformer)
+    from ..core.dit.loading import CONFIGS
+    candidates = []
+    if config.base_path and os.path.isdir(config.base_path):
+        candidates += [os.path.join(config.base_path, "transformer", "config.json"),
+                       os.path.join(config.base_path, "config.json")]
+    candidates.append(os.path.join(CONFIGS, changes.get("family", "flux1-kontext-dev"), "transformer", "config.json"))
+    for path in candidates:
+        if os.path.isfile(path):
+            with open(path, "r", encoding="utf-8") as fh:
+                return json.load(fh)
+    raise FileNotFoundError(f"no transformer config for family {changes.get('family')!r}")
+
+
+def estimate_train_bytes(config: TrainConfig) -> int:
+    """Peak memory (bytes, an upper estimate) of training with ``config`` on its device, weights included.
+
+    With inner width ``D`` (heads × head dim), ``L`` double + single blocks, tokens per sample
+    ``n = 2·(size / token_pixels)² + text`` (noisy + reference latents, ``[noisy ; reference]`` Kontext-style) and
+    ``2·batch_size`` samples per forward (both focus planes), ``b`` bytes per activation (2 under bf16 autocast on
+    CUDA, else 4):
+
+    * activations: ``samples · n · L · A · D · b`` with ``A`` = :data:`ACTIVATIONS_PER_TOKEN_BLOCK`; with gradient
+      checkpointing only each block's input (``2·D`` per token) is kept, plus one block's full set;
+    * weights: the whole toy trains in fp32 (weights, gradients, AdamW's two moments: 16 bytes a parameter); a LoRA
+      run keeps the frozen base (2 bytes a parameter in bf16 on CUDA, 4 on the CPU) plus 16 bytes per LoRA
+      parameter. Parameters from the block shapes: ``36·D²`` per double block, ``15·D²`` per single block;
+    * data: the batch as float tensors on the device (~128 bytes a pixel a group), and for a VAE autoencoder its
+      encoder's full-resolution activations (128 channels, 3 alive) for the batch.
+
+    Measured against one toy step on the CPU (``benchmarks/bench_train_memory.py``): the estimate is 1.0–1.3× the
+    measured peak. FLUX numbers are not measured (no GPU here).
+    """
+    from ..core.dit import toy as toy_cfgs
+    t = _transformer_config(config)
+    heads, head_dim = int(t.get("num_attention_heads", 24)), int(t.get("attention_head_dim", 128))
+    D = heads * head_dim
+    doubles, singles = int(t.get("num_layers", 19)), int(t.get("num_single_layers", 38))
+    blocks = doubles + singles
+    in_ch = int(t.get("in_channels", 64))
+    params = (36 * doubles + 15 * singles + 6) * D * D + 4 * in_ch * D + int(t.get("joint_attention_dim", 4096)) * D
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and config.resolved_mixed_precision in ("bf16", "fp16")
+    act_b = 2 if bf16 else 4
+    if config.model_kind == "flux":
+        model_cfg = toy_cfgs.flux_config(**{k: v for k, v in config.model.items() if k != "family"})
+        scale, text = 8, FLUX_TEXT_TOKENS
+    elif config.model_kind == "tiny_flux":
+        model_cfg = toy_cfgs.tiny_flux_config(**config.model)
+        scale, text = int(model_cfg.vae_scale_factor), 16
+    else:
+        model_cfg = toy_cfgs.toy_config(**config.model)
+        scale, text = int(model_cfg.vae_scale_factor), 16
+    tokens = 2 * (config.size // (2 * scale)) ** 2 + text
+    samples = 2 * config.batch_size
+    if config.gradient_checkpointing:
+        activations = samples * tokens * (2 * blocks + ACTIVATIONS_PER_TOKEN_BLOCK) * D * act_b
+    else:
+        activations = samples * tokens * blocks * ACTIVATIONS_PER_TOKEN_BLOCK * D * act_b
+    rank = int(model_cfg.lora_rank)
+    if rank > 0:
+        lora_params = rank * 2 * D * 8 * blocks
+        weights = params * (2 if cuda else 4) + 16 * lora_params
+    else:
+        weights = 16 * params
+    px = config.size * config.size
+    data = config.batch_size * px * 128
+    if config.model_kind != "toy":  # an AutoencoderKL encodes 4 images per group without gradients
+        data += config.batch_size * px * 128 * 3 * 4
+    return int(activations + weights + data + 64 * 1024 * 1024)
+
+
 # ------------------------------------------------------------------------------------------ logging
 def _read_log(path: str, upto: Optional[int] = None) -> List[Dict]:
     if not os.path.isfile(path):
@@ -167,11 +259,10 @@ def _read_log(path: str, upto: Optional[int] = None) -> List[Dict]:
 
 
 def _rewrite_log(path: str, records: List[Dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    with safe_paths.atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(r) + "\n")
 
 
 def loss_curve_image(records: List[Dict], width: int = 512, height: int = 256) -> torch.Tensor:
@@ -209,9 +300,8 @@ def save_png(image: torch.Tensor, path: str) -> None:
     """``[1,3,H,W]`` 0..1 -> PNG (atomic)."""
     from PIL import Image
     arr = (image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    tmp = path + ".tmp.png"
-    Image.fromarray(arr).save(tmp)
-    os.replace(tmp, path)
+    with safe_paths.atomic_write(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
 
 
 def sample_preview(model, size: int, steps: int = 8) -> torch.Tensor:
@@ -233,9 +323,37 @@ def sample_preview(model, size: int, steps: int = 8) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ training
+def check_run_folder(out: str, config: TrainConfig) -> None:
+    """Refuse (``ValueError``) to train into ``out`` unless it is absent, empty, or a run of this very config
+    (its ``config.json`` has our fingerprint: resuming or extending it is allowed). Nothing of another run, and
+    no file the user put there, is ever overwritten."""
+    if not os.path.lexists(out):
+        return
+    if not os.path.isdir(out):
+        raise ValueError(f"output_dir {out!r} is a file; choose another run folder")
+    if not os.listdir(out):
+        return
+    foreign = (f"output_dir {out!r} already holds files that are not a training run with this config; nothing was "
+               f"overwritten: choose another run name / output_dir")
+    cfg_path = os.path.join(out, "config.json")
+    if os.path.islink(cfg_path) or not os.path.isfile(cfg_path) or os.path.getsize(cfg_path) > 1 << 20:
+        raise ValueError(foreign)
+    try:
+        with open(cfg_path, "r", encoding="utf-8") as fh:
+            old = json.load(fh)
+        previous = TrainConfig.from_dict(old, source=cfg_path)
+    except (OSError, ValueError, TypeError, RecursionError):
+        raise ValueError(foreign) from None
+    if previous.fingerprint() != config.fingerprint():
+        diff = config.diff(old)
+        raise ValueError(f"output_dir {out!r} holds a training run with another config (differs in: "
+                         f"{', '.join(diff) or 'model/version'}); nothing was overwritten: choose another run name / "
+                         f"output_dir, or the same settings to resume it")
+
+
 def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable] = None,
           log: Callable[[str], None] = print, max_steps_this_run: Optional[int] = None,
-          dataset: Optional[PairDataset] = None) -> TrainResult:
+          dataset: Optional[PairDataset] = None, interrupt: Optional[Callable[[], None]] = None) -> TrainResult:
     """Train as ``config`` says.
 
     Args:
@@ -245,8 +363,13 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
             (ComfyUI *Cancel*, Ctrl-C), a checkpoint is saved and the exception propagates.
         max_steps_this_run: stop (with a checkpoint) after this many steps of this call (tests, time slices).
         dataset: a ready :class:`PairDataset` (skips building one).
+        interrupt: ``fn()`` that raises to stop (ComfyUI's Cancel), checked inside a step too: before every
+            transformer block (:func:`diffcamera.core.dit.sampler.interrupt_hooks`), after each micro-batch's forward
+            and after its backward. Stopped mid-step, the checkpoint holds the state at the start of that step (no
+            half update), so the resumed run still repeats exactly what an uninterrupted one does.
     Raises:
-        ValueError: resuming from a checkpoint written with another config (names the differing fields).
+        ValueError: resuming from a checkpoint written with another config (names the differing fields), or an
+        ``output_dir`` that holds anything but a run of this config (:func:`check_run_folder`).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -256,6 +379,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     out = os.path.abspath(config.output_dir)
     ckpt_root = os.path.join(out, "checkpoints")
     log_path = os.path.join(out, "loss.jsonl")
+    check_run_folder(out, config)
 
     # --- resume decision before any heavy work
     resume_from = None
@@ -284,6 +408,9 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
         log(f"train: {world} process(es) on {accelerator.device}, mixed precision {accelerator.mixed_precision}")
     if main:
         os.makedirs(out, exist_ok=True)
+        safe_paths.make_dirs_inside(out, ["checkpoints"], "output_dir")
+        for name in ("config.json", "loss.jsonl"):
+            safe_paths.refuse_link(os.path.join(out, name), "output_dir")
         config.save(os.path.join(out, "config.json"))
 
     ds = dataset if dataset is not None else build_dataset(config)
@@ -337,13 +464,22 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     B, A = config.batch_size, config.grad_accum
     t_start = time.perf_counter()
     updating = False
+    step_rng = None  # global RNG states at the start of the step being computed (restored if stopped mid-step)
+    check = interrupt or (lambda: None)
+    from ..core.dit.sampler import interrupt_hooks
+    from .checkpoint import rng_state, set_rng_state
+    hooks = contextlib.ExitStack()
+    hooks.enter_context(interrupt_hooks(model, interrupt))
     log_fh = open(log_path, "a", encoding="utf-8") if main else None
     try:
         while step < stop_at:
             t0 = time.perf_counter()
+            if interrupt is not None:
+                step_rng = rng_state()
             optimizer.zero_grad(set_to_none=True)
             tot = {"loss": 0.0, "rf": 0.0, "stack": 0.0}
             for micro in range(A):
+                check()
                 counter = ((step * A + micro) * world + rank) * B
                 batch = ds.batch(sample_indices(counter, B, len(ds), config.seed))
                 gen = torch.Generator().manual_seed(step_seed(config.seed, step, micro, rank))
@@ -352,7 +488,9 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                     res = refocus_loss(_Model, batch, gen, lambda_stack=config.lambda_stack,
                                        depth_dropout=config.depth_dropout, logit_mean=config.logit_normal_mean,
                                        logit_std=config.logit_normal_std, device=accelerator.device)
+                    check()
                     accelerator.backward(res["loss"] / A)
+                check()
                 for k in tot:
                     tot[k] += float(res[k].detach()) / A
             if config.max_grad_norm > 0:
@@ -362,6 +500,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
             scheduler.step()
             step += 1
             updating = False
+            step_rng = None
             elapsed += time.perf_counter() - t0
             if not all(math.isfinite(v) for v in tot.values()):
                 raise FloatingPointError(f"loss became {tot} at step {step}; lower lr or check the data")
@@ -379,6 +518,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                 callback(step, config.steps, None)
     except BaseException:
         interrupted = True
+        if step_rng is not None:  # stopped inside a step: its partial work is dropped, the RNG rewound to its start
+            set_rng_state(*step_rng)
         if step > 0 and not updating:  # mid-update: the last periodic checkpoint is the consistent one
             try:
                 last_ckpt = do_checkpoint()
@@ -387,6 +528,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                 log(f"train: could not save the interruption checkpoint: {exc}")
         raise
     finally:
+        hooks.close()
         if log_fh is not None:
             log_fh.close()
     last_ckpt = do_checkpoint() if step > 0 else None

@@ -201,7 +201,8 @@ KILL_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_curve(tmp_path, tiny_data):
     """Kill -9 a training process mid-run, resume: the loss curve equals an uninterrupted run's (rel 1e-6)."""
-    from diffcamera.training.simulate import _atomic_save_tensors, _atomic_write_json
+    from diffcamera.core.safe_paths import write_json_atomic as _atomic_write_json
+    from diffcamera.training.simulate import _atomic_save_tensors
     from diffcamera.training.trainer import train
     data_dir = tmp_path / "data"  # the fixture's groups as a dataset folder (the child skips simulation)
     data_dir.mkdir()
