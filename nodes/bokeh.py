@@ -22,7 +22,11 @@ from ..core.bokeh import MODES, render_bokeh
 from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
 from ..core.values import DepthMap, Focus
 from .common import CATEGORY, Depth, FocusType, core_to_mask, mask_to_core
-from .validation import checked_inputs
+from .validation import checked_inputs, renderer_bytes, require_memory
+
+#: Bytes per pixel per image of the node's own float32 buffers: the core image and depth, each image's output and
+#: CoC, the concatenated result, CoC mask and IMAGE.
+NODE_BYTES_PER_PIXEL = 4 * (3 + 1 + 3 + 1 + 3 + 1 + 3)
 
 MODE_OPTIONS = ["layered", "classical"]
 assert set(MODE_OPTIONS) == set(MODES)
@@ -178,6 +182,9 @@ class BokehSimulate(io.ComfyNode):
         # validate everything on the first image before any work (raises ValueError naming the input)
         render_bokeh(img[:1, :, :1, :1], disp[:1, :, :1, :1], float(d_f[0]), 0.0, **options)
         device = ca.compute_device()
+        need = b * h * w * NODE_BYTES_PER_PIXEL + (renderer_bytes(1, h, w, mode, K) or 0)  # renders image by image
+        require_memory(need, device, f"BokehSimulate ({b} image(s) {w}x{h}, mode {mode}, K {K:.0f} px)",
+                       "use a smaller image (or a smaller batch)")
         progress = ca.Progress(b, desc="bokeh", node_id=getattr(cls.hidden, "unique_id", None))
         outs, masks = [], []
         for i in range(b):

@@ -19,7 +19,7 @@ from ..core import safe_paths
 from ..core.conventions import core_to_comfy
 from ..core.values import SimulatedDataset
 from .common import CATEGORY, DepthModel, DiffCameraDataset
-from .validation import InputError, checked_inputs, require_memory
+from .validation import InputError, checked_inputs, renderer_bytes, require_memory
 
 SOURCES = ["procedural", "image_folder"]
 DATASETS_FOLDER = "diffcamera_datasets"
@@ -105,7 +105,8 @@ class SimulateDataset(io.ComfyNode):
             if external:
                 root = None
         workers = 1
-        require_memory(estimate_simulate_bytes(int(size), workers), torch.device("cpu"),
+        render = renderer_bytes(1, int(size), int(size), "classical", float(level_max) * int(size) / 1024.0)
+        require_memory(estimate_simulate_bytes(int(size), workers, render_bytes=render), torch.device("cpu"),
                        f"SimulateRefocusDataset at size {size}", "lower size")
         out = safe_paths.make_dirs_inside(ca.output_directory(), [DATASETS_FOLDER, name], "name")
         opts = SimulateOptions(size=int(size), variants=int(variants), level_range=(float(level_min), float(level_max)),

@@ -152,7 +152,7 @@ def named_trainable(model) -> Dict[str, torch.nn.Parameter]:
 #: Activation values kept per token, per transformer block and per unit of the inner width, by one training
 #: forward of the FLUX-architecture DiT (both streams, attention, MLP, norms, saved for backward). Measured on the
 #: toy (fp32, CPU, one step at 64..384 px, batch 1..4: at most ~36 after subtracting weights and optimiser state;
-#: see ``benchmarks/bench_train_memory.py``), rounded up.
+#: see ``benchmarks/bench_memory.py``), rounded up.
 ACTIVATIONS_PER_TOKEN_BLOCK = 40
 #: Text tokens of a FLUX prompt embedding (T5, padded) and of the toy's stored embedding.
 FLUX_TEXT_TOKENS = 512
@@ -197,8 +197,8 @@ def estimate_train_bytes(config: TrainConfig) -> int:
     * data: the batch as float tensors on the device (~128 bytes a pixel a group), and for a VAE autoencoder its
       encoder's full-resolution activations (128 channels, 3 alive) for the batch.
 
-    Measured against one toy step on the CPU (``benchmarks/bench_train_memory.py``): the estimate is 1.0–1.3× the
-    measured peak. FLUX numbers are not measured (no GPU here).
+    Measured against one toy step on the CPU (``benchmarks/bench_memory.py``): the estimate is 1.2–1.5× the
+    measured peak growth. FLUX numbers are not measured (no GPU here).
     """
     from ..core.dit import toy as toy_cfgs
     t = _transformer_config(config)
