@@ -106,13 +106,14 @@ class SimulateDataset(io.ComfyNode):
                 root = None
         workers = 1
         render = renderer_bytes(1, int(size), int(size), "classical", float(level_max) * int(size) / 1024.0)
-        require_memory(estimate_simulate_bytes(int(size), workers, render_bytes=render), torch.device("cpu"),
-                       f"SimulateRefocusDataset at size {size}", "lower size")
-        out = safe_paths.make_dirs_inside(ca.output_directory(), [DATASETS_FOLDER, name], "name")
         opts = SimulateOptions(size=int(size), variants=int(variants), level_range=(float(level_min), float(level_max)),
                                seed=int(seed), min_sharpness=float(min_sharpness or 0.0),
                                num_scenes=int(num_scenes) if source == "procedural" else 0,
                                depth_model="(node input)" if depth_model is not None else None)
+        groups = opts.shard_size if folder else min(opts.shard_size, opts.num_scenes * opts.variants)
+        require_memory(estimate_simulate_bytes(opts.size, workers, groups, render), torch.device("cpu"),
+                       f"SimulateRefocusDataset at size {size}", "lower size")
+        out = safe_paths.make_dirs_inside(ca.output_directory(), [DATASETS_FOLDER, name], "name")
         estimator = None
         if depth_model is not None:
             from .depth import run_depth_model

@@ -498,22 +498,22 @@ def _read_simulate_config(cfg_path: str, out_dir: str) -> Dict:
     return old
 
 
-def estimate_simulate_bytes(size: int, workers: int = 1, shard_size: int = 64,
+def estimate_simulate_bytes(size: int, workers: int = 1, shard_groups: int = 64,
                             render_bytes: Optional[int] = None) -> int:
     """Peak memory (bytes, an upper estimate) of :func:`simulate_dataset` at ``size`` px with ``workers`` processes.
 
     Per process: one group's float32 working set (source image and disparity, the composite disparity, four
     renders and their uint8 copies: ~16 three-channel ``size²`` float maps), the renderer's own peak
     (``render_bytes``, :func:`diffcamera.core.bokeh.estimate_render_bytes` when given, else the classical
-    renderer's streaming budget plus four full-size buffers), and a shard's uint8 rows (``shard_size`` groups ×
-    18 bytes per pixel) held twice while they are stacked.
+    renderer's streaming budget plus four full-size buffers), and a shard's uint8 rows (``shard_groups`` groups,
+    at most the shard size, × 18 bytes per pixel) held twice while they are stacked.
     """
     from ..core.bokeh_classical import DEFAULT_MEMORY_BUDGET
     px = int(size) * int(size)
     if render_bytes is None:
         render_bytes = DEFAULT_MEMORY_BUDGET + 4 * 3 * px * 4
     group = 16 * 3 * px * 4
-    shard = 2 * int(shard_size) * 18 * px
+    shard = 2 * int(shard_groups) * 18 * px
     return int(max(1, workers) * (group + int(render_bytes) + shard))
 
 
