@@ -243,7 +243,7 @@ def estimate_depth_bytes(model: torch.nn.Module, batch: int, chunk: int, height:
     an upper bound of the peak (stages free their inputs). Plus, per chunk, the input and the float32 output
     resized to ``height × width``; for the whole batch the float32 disparity, its 3-channel preview and the node's
     IMAGE; and :data:`DEPTH_OVERHEAD_BYTES`. Against the measured peak RSS of random-weight Depth Anything V2
-    Small / tiny models on the CPU (process_res 518 and 1036, batch 1-2): 1.3-1.6× (``benchmarks/bench_memory.py``).
+    Small / tiny models on the CPU (process_res 518 and 1036, batch 1-4): 1.25-1.55× (``benchmarks/bench_memory.py``).
     """
     cfg = getattr(model, "config", None)
     backbone = getattr(cfg, "backbone_config", None)

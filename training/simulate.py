@@ -357,11 +357,12 @@ def shard_done(out_dir: str, index: int) -> bool:
             and os.path.isfile(os.path.join(out_dir, f"shard_{index:05d}.json")))
 
 
-def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict,
+                 interrupt: Optional[Callable[[], None]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """A source description -> ``(image [1,3,S,S], disparity [1,1,S,S])`` at the simulation size."""
     if source["kind"] == "scene":
         from ..core.scenes import make_scene
-        scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"])
+        scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"], check=interrupt)
         return scene.image.float().clamp(0, 1), scene.disparity.float().clamp(0, 1)
     image = load_image(source["path"])
     if source.get("depth"):
@@ -392,7 +393,7 @@ def build_shard(index: int, sources: Sequence[Dict], options: SimulateOptions, o
             interrupt()
         if cache_key != si:
             try:
-                cache_val = _load_source(src, options, depth_cache or {})
+                cache_val = _load_source(src, options, depth_cache or {}, interrupt)
             except ValueError as exc:
                 cache_val = None
                 bad.append((src.get("path", str(src)), str(exc)))

@@ -197,8 +197,8 @@ def estimate_train_bytes(config: TrainConfig) -> int:
     * data: the batch as float tensors on the device (~128 bytes a pixel a group), and for a VAE autoencoder its
       encoder's full-resolution activations (128 channels, 3 alive) for the batch.
 
-    Measured against one toy step on the CPU (``benchmarks/bench_memory.py``): the estimate is 1.2–1.5× the
-    measured peak growth. FLUX numbers are not measured (no GPU here).
+    Measured against one toy step on the CPU (``benchmarks/bench_memory.py``): the estimate is 1.2–1.45× the
+    measured peak growth from 128 px up (2× at 64 px, where the fixed slack dominates). FLUX numbers are not measured (no GPU here).
     """
     from ..core.dit import toy as toy_cfgs
     t = _transformer_config(config)
