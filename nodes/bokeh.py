@@ -171,9 +171,12 @@ class BokehSimulate(io.ComfyNode):
             raise ValueError(f"bokeh_level: must be >= 0, got {bokeh_level}")
         if blades not in (0,) and not 3 <= int(blades) <= 12:
             raise ValueError(f"blades: 0 (circular) or 3..12, got {blades}")
+        K = level_to_K(bokeh_level, h, w)
+        need = b * h * w * NODE_BYTES_PER_PIXEL + (renderer_bytes(1, h, w, mode, K) or 0)  # renders image by image
+        require_memory(need, ca.compute_device(), f"BokehSimulate ({b} image(s) {w}x{h}, mode {mode}, "
+                       f"K {K:.0f} px)", "use a smaller image (or a smaller batch)")
         disp, notes = resolve_depth(depth, depth_image, depth_mask, convention, b, (h, w))
         d_f = resolve_focus(focus, focus_disparity, b)
-        K = level_to_K(bokeh_level, h, w)
         options = dict(mode=mode, gamma=float(gamma), blades=int(blades),
                        rotation=math.radians(float(blade_rotation)), curvature=float(blade_curvature),
                        highlight_threshold=float(highlight_threshold), highlight_gain=float(highlight_gain),
@@ -182,9 +185,6 @@ class BokehSimulate(io.ComfyNode):
         # validate everything on the first image before any work (raises ValueError naming the input)
         render_bokeh(img[:1, :, :1, :1], disp[:1, :, :1, :1], float(d_f[0]), 0.0, **options)
         device = ca.compute_device()
-        need = b * h * w * NODE_BYTES_PER_PIXEL + (renderer_bytes(1, h, w, mode, K) or 0)  # renders image by image
-        require_memory(need, device, f"BokehSimulate ({b} image(s) {w}x{h}, mode {mode}, K {K:.0f} px)",
-                       "use a smaller image (or a smaller batch)")
         progress = ca.Progress(b, desc="bokeh", node_id=getattr(cls.hidden, "unique_id", None))
         outs, masks = [], []
         for i in range(b):
