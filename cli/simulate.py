@@ -60,7 +60,8 @@ def run(args) -> int:
                            scene_seed=args.scene_seed, depth_model=depth_model)
     progress = ca.Progress(1, desc="simulate (shards)")
     try:
-        simulate_dataset(args.out, opts, image_folder=args.images, workers=args.workers, callback=progress)
+        simulate_dataset(args.out, opts, image_folder=args.images, workers=args.workers, callback=progress,
+                         what="--out")
     finally:
         progress.close()
     return 0

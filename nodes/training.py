@@ -125,7 +125,7 @@ class SimulateDataset(io.ComfyNode):
         try:
             manifest = simulate_dataset(out, opts, image_folder=folder, workers=workers, callback=progress,
                                         log=lines.append, depth_estimator=estimator, source_root=root,
-                                        interrupt=ca.check_interrupt)
+                                        interrupt=ca.check_interrupt, what="name")
         finally:
             progress.close()
         summary = "\n".join(lines + [f"{manifest['groups']} groups at {manifest['size']} px in "
@@ -221,7 +221,7 @@ class TrainRefocusLoRA(io.ComfyNode):
         try:
             with ca.gradients_enabled():
                 result = train(cfg, resume="auto", callback=progress, log=lambda s: None,
-                               interrupt=ca.check_interrupt)
+                               interrupt=ca.check_interrupt, what="run_name")
         finally:
             progress.close()
         path = result.lora_path

@@ -483,10 +483,10 @@ def estimate_missing_depth(images: List[str], depth: Dict[str, Optional[str]], d
     return cache, bad
 
 
-def _read_simulate_config(cfg_path: str, out_dir: str) -> Dict:
+def _read_simulate_config(cfg_path: str, out_dir: str, what: str) -> Dict:
     """The ``simulate_config.json`` of an existing dataset folder; refuses a folder that is not one of ours."""
-    foreign = (f"{out_dir!r} already holds files that are not a dataset made by the simulator; nothing was "
-               f"overwritten: choose another output folder (dataset name)")
+    foreign = (f"{what}: {out_dir!r} already holds files that are not a dataset made by the simulator; nothing was "
+               f"overwritten: choose another {what}")
     if os.path.islink(cfg_path) or not os.path.isfile(cfg_path) or os.path.getsize(cfg_path) > 1 << 20:
         raise ValueError(foreign)
     try:
@@ -521,7 +521,7 @@ def estimate_simulate_bytes(size: int, workers: int = 1, shard_groups: int = 64,
 def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optional[str] = None,
                      workers: int = 1, callback=None, log: Callable[[str], None] = print,
                      depth_estimator: Optional[Callable] = None, source_root: Optional[str] = None,
-                     interrupt: Optional[Callable[[], None]] = None) -> Dict:
+                     interrupt: Optional[Callable[[], None]] = None, what: str = "output folder") -> Dict:
     """Write a sharded dataset to ``out_dir`` (resumable); returns the manifest dict.
 
     Exactly one source: ``image_folder`` (``options.sources`` records it) or ``options.num_scenes > 0``
@@ -532,7 +532,8 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
     per group and inside renders (one process only; with ``workers > 1`` stop the pool with Ctrl-C).
 
     ``out_dir`` must be absent, empty, or a dataset this function made with the same options (then it resumes):
-    a folder holding anything else, or a dataset made with other options, is refused — nothing is overwritten.
+    a folder holding anything else, or a dataset made with other options, is refused — nothing is overwritten
+    (the message names ``what``: the input or option that chose ``out_dir``).
     """
     from ..core.conventions import LATENT_MULTIPLE
     if options.size % LATENT_MULTIPLE:
@@ -552,11 +553,12 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
     cfg["level_range"] = list(cfg["level_range"])
     cfg["scene_kinds"] = list(cfg["scene_kinds"])
     if os.path.lexists(cfg_path) or os.listdir(out_dir):
-        old = _read_simulate_config(cfg_path, out_dir)
+        old = _read_simulate_config(cfg_path, out_dir, what)
         changed = sorted(k for k in cfg if old.get(k) != cfg[k])
         if changed:
-            raise ValueError(f"{out_dir!r} holds a dataset simulated with other arguments ({', '.join(changed)}); "
-                             f"use another output folder or the same arguments to resume")
+            raise ValueError(f"{what}: {out_dir!r} holds a dataset simulated with other arguments "
+                             f"({', '.join(changed)}); nothing was overwritten: choose another {what}, or the same "
+                             f"arguments to resume")
     else:
         safe_paths.write_json_atomic(cfg, cfg_path)
 

@@ -323,18 +323,18 @@ def sample_preview(model, size: int, steps: int = 8) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ training
-def check_run_folder(out: str, config: TrainConfig) -> None:
+def check_run_folder(out: str, config: TrainConfig, what: str = "output_dir") -> None:
     """Refuse (``ValueError``) to train into ``out`` unless it is absent, empty, or a run of this very config
     (its ``config.json`` has our fingerprint: resuming or extending it is allowed). Nothing of another run, and
-    no file the user put there, is ever overwritten."""
+    no file the user put there, is ever overwritten. Messages name ``what`` (the input that chose ``out``)."""
     if not os.path.lexists(out):
         return
     if not os.path.isdir(out):
-        raise ValueError(f"output_dir {out!r} is a file; choose another run folder")
+        raise ValueError(f"{what}: {out!r} is a file; choose another {what}")
     if not os.listdir(out):
         return
-    foreign = (f"output_dir {out!r} already holds files that are not a training run with this config; nothing was "
-               f"overwritten: choose another run name / output_dir")
+    foreign = (f"{what}: {out!r} already holds files that are not a training run with this config; nothing was "
+               f"overwritten: choose another {what}")
     cfg_path = os.path.join(out, "config.json")
     if os.path.islink(cfg_path) or not os.path.isfile(cfg_path) or os.path.getsize(cfg_path) > 1 << 20:
         raise ValueError(foreign)
@@ -346,14 +346,15 @@ def check_run_folder(out: str, config: TrainConfig) -> None:
         raise ValueError(foreign) from None
     if previous.fingerprint() != config.fingerprint():
         diff = config.diff(old)
-        raise ValueError(f"output_dir {out!r} holds a training run with another config (differs in: "
-                         f"{', '.join(diff) or 'model/version'}); nothing was overwritten: choose another run name / "
-                         f"output_dir, or the same settings to resume it")
+        raise ValueError(f"{what}: {out!r} holds a training run with another config (differs in: "
+                         f"{', '.join(diff) or 'model/version'}); nothing was overwritten: choose another {what}, or "
+                         f"the same settings to resume it")
 
 
 def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable] = None,
           log: Callable[[str], None] = print, max_steps_this_run: Optional[int] = None,
-          dataset: Optional[PairDataset] = None, interrupt: Optional[Callable[[], None]] = None) -> TrainResult:
+          dataset: Optional[PairDataset] = None, interrupt: Optional[Callable[[], None]] = None,
+          what: str = "output_dir") -> TrainResult:
     """Train as ``config`` says.
 
     Args:
@@ -367,6 +368,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
             transformer block (:func:`diffcamera.core.dit.sampler.interrupt_hooks`), after each micro-batch's forward
             and after its backward. Stopped mid-step, the checkpoint holds the state at the start of that step (no
             half update), so the resumed run still repeats exactly what an uninterrupted one does.
+        what: the name of the input or option that chose ``output_dir`` (in refusals).
     Raises:
         ValueError: resuming from a checkpoint written with another config (names the differing fields), or an
         ``output_dir`` that holds anything but a run of this config (:func:`check_run_folder`).
@@ -379,7 +381,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     out = os.path.abspath(config.output_dir)
     ckpt_root = os.path.join(out, "checkpoints")
     log_path = os.path.join(out, "loss.jsonl")
-    check_run_folder(out, config)
+    check_run_folder(out, config, what)
 
     # --- resume decision before any heavy work
     resume_from = None
