@@ -5,7 +5,9 @@ It mirrors the real names and behaviour that matter to us: ``io.ComfyNode`` subc
 ``define_schema``/``execute``/``validate_inputs``, typed ``Input``/``Output`` factories with the same
 keyword arguments, ``io.Schema``, ``io.NodeOutput``, ``io.Custom``, ``ui.PreviewImage``/``PreviewText``,
 and the V1 view (``INPUT_TYPES()``, ``RETURN_TYPES``, ...) that ComfyUI's validator reads. Nothing here
-saves files or talks to a server. Written from the public API description, not copied.
+saves files or talks to a server. Written from the public API description, not copied. It offers only names
+that ComfyUI exports publicly (``__all__`` of ``comfy_api.latest``, ``io`` and ``ui``; checked against the
+0.38 lists in ``tests/data/comfy_api_public.json``).
 """
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ class _Io:
         prompt = "PROMPT"
         extra_pnginfo = "EXTRA_PNGINFO"
 
-    @dataclass
+    @dataclass(kw_only=True)  # keyword-only, as the pack builds it: newer ComfyUI inserts fields mid-way
     class Schema:
         node_id: str
         display_name: str = None
@@ -249,8 +251,7 @@ class _PreviewText(_UIOutput):
         return {"text": (self.value,)}
 
 
-ui = types.SimpleNamespace(PreviewImage=_PreviewImage, PreviewMask=_PreviewMask, PreviewText=_PreviewText,
-                           _UIOutput=_UIOutput)
+ui = types.SimpleNamespace(PreviewImage=_PreviewImage, PreviewMask=_PreviewMask, PreviewText=_PreviewText)
 
 
 class ComfyExtension:

@@ -8,9 +8,9 @@ estimate the node would use:
 
 * ``depth``: :func:`diffcamera.core.depth.estimate_depth_bytes` vs ``estimate_disparity`` (+ preview) with random
   Depth Anything V2 models (the tests' tiny one, and the real **Small** architecture, random weights, offline);
-* ``train``: :func:`diffcamera.training.trainer.estimate_train_bytes` vs one toy training step (forward of both
-  planes, backward, AdamW) at the given size and batch (the estimate also counts the weights and optimiser
-  state, which the measured growth includes only for the optimiser).
+* ``train``: the trainer's memory plan (:func:`diffcamera.training.memory.plan`, ``.total``) vs one toy training
+  step (forward of both planes, backward, AdamW) at the given size and batch (the plan also counts the weights,
+  which the measured growth does not include).
 
 Linux only (``/proc``). Prints a table (MiB) and the load average; GPU numbers are not measured here.
 Run: ``python benchmarks/bench_memory.py [--quick]``.
@@ -88,7 +88,8 @@ else:
     for p in params.values():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(list(params.values()), lr=1e-3)
-    estimate = T.estimate_train_bytes(cfg)
+    from diffcamera.training.memory import plan
+    estimate = plan(cfg, "cpu").total
     before = start()
     res = refocus_loss(model, data.batch(list(range(batch))), torch.Generator().manual_seed(1),
                        lambda_stack=cfg.lambda_stack, device=torch.device("cpu"))

@@ -3,6 +3,7 @@
     diffcamera bench --suite bokeh                      # gather-and-mix baseline, classical, layered
     diffcamera bench --suite refocus --model toy        # baselines + a DiffCamera checkpoint
     diffcamera bench --suite bokeh --size 128 --out results/
+    diffcamera bench --gpu [--dry-run]                  # benchmarks/gpu_check.py: one table of GPU figures
 
 Prints a markdown table (PSNR, SSIM, edge-band PSNR, MAE in 1/255, LVCorr, focus-plane error, time per image)
 and writes ``bench_<suite>_<H>x<W>.json`` plus a contact-sheet PNG to ``--out``. Thin-lens ground truth is
@@ -28,7 +29,30 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="re-render the thin-lens ground truth")
     p.add_argument("--force", action="store_true", help="overwrite earlier result files in --out")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
+    p.add_argument("--gpu", action="store_true",
+                   help="instead of a suite, run benchmarks/gpu_check.py: BokehSimulate, refocus and a LoRA training "
+                        "step with a random full-size FLUX on the CUDA device (under 8 min), one markdown table")
+    p.add_argument("--dry-run", action="store_true", help="with --gpu: the same code paths on the CPU at tiny sizes")
     return p
+
+
+def gpu_check_module():
+    """``benchmarks/gpu_check.py`` (shipped with the pack), loaded by path (``benchmarks/`` is not a package)."""
+    import importlib.util
+    import os
+    import sys
+    name = "diffcamera_bench_gpu_check"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_check.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the GPU check 'gpu_check.py' not found in {os.path.dirname(path)}; reinstall the "
+                                "pack or run it from a clone")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def run(args) -> int:
@@ -37,6 +61,13 @@ def run(args) -> int:
     if "torch" not in sys.modules:  # spinning OpenMP waits are 5-10x slower on shared cores
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
+
+    if args.dry_run and not args.gpu:
+        raise ValueError("--dry-run only applies to --gpu")
+    if args.gpu:
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        return gpu_check_module().main(["--dry-run"] if args.dry_run else [])
 
     from ..comfy_adapter import Progress
     from ..core.benchmark import run_suite

@@ -123,11 +123,48 @@ def _smooth_size(n: int) -> int:
         n += 1
 
 
-@functools.lru_cache(maxsize=64)
+#: Bytes that cached kernel spectra (both render modes) may hold; least recently used ones go first.
+SPECTRUM_CACHE_BYTES = 256 * 1024 ** 2
+
+
+class _SpectrumCache:
+    """A least-recently-used cache of tensors bounded by their total bytes (kernel spectra can be tens of
+    MB each at large sizes, so an entry-count bound would not bound memory)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items = {}   # insertion order = use order
+
+    def get(self, key, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key in self._items:
+            self._items[key] = self._items.pop(key)
+            return self._items[key]
+        value = make()
+        size = value.numel() * value.element_size()
+        while self._items and sum(v.numel() * v.element_size() for v in self._items.values()) + size > self.max_bytes:
+            self._items.pop(next(iter(self._items)))
+        if size <= self.max_bytes:
+            self._items[key] = value
+        return value
+
+    def clear(self):
+        self._items.clear()
+
+
+SPECTRA = _SpectrumCache(SPECTRUM_CACHE_BYTES)
+
+
 def _band_spectra(band: Band, aperture: Aperture, fh: int, fw: int,
                   device: str, dtype: torch.dtype, real: bool) -> torch.Tensor:
+    """Cached (:data:`SPECTRA`) :func:`_make_band_spectra`."""
+    return SPECTRA.get(("band", band, aperture, fh, fw, device, dtype, real),
+                       lambda: _make_band_spectra(band, aperture, fh, fw, device, dtype, real))
+
+
+def _make_band_spectra(band: Band, aperture: Aperture, fh: int, fw: int,
+                  device: str, dtype: torch.dtype, real: bool) -> torch.Tensor:
     """``rfft2`` of a band's basis kernels wrapped around the origin of an ``fh × fw`` grid, as real
-    pairs ``[k, fh, fw//2+1, 2]`` (LRU-cached per band, aperture and grid).
+    pairs ``[k, fh, fw//2+1, 2]``.
 
     For a point-symmetric aperture the spectrum is real; it is then stored duplicated in both slots
     (``(G, G)``) so that multiplying a complex spectrum viewed as real pairs is a plain contiguous
@@ -289,10 +326,10 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
                     grid = sig.index_copy_(1, target, vm_l * coef) if inplace else \
                         sig.index_copy(1, target, vm_l * coef)
                     spec = torch.fft.rfft2(grid.view(c + 1, fh, fw))
-                else:
-                    sig.zero_()
-                    sig.index_add_(1, target, vm_l * coef)
-                    spec = torch.fft.rfft2(sig.view(c + 1, fh, fw))
+                else:  # (autograd: a fresh grid each time, the previous one is saved by rfft2)
+                    grid = sig.zero_().index_add_(1, target, vm_l * coef) if inplace else \
+                        vm.new_zeros(c + 1, fh * fw).index_add(1, target, vm_l * coef)
+                    spec = torch.fft.rfft2(grid.view(c + 1, fh, fw))
                 acc[s] = _accumulate(acc[s], spec, spectra[j], real, inplace)
                 done += 1
                 if callback is not None:
@@ -307,21 +344,31 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
             out = out[:, :h, :w]
             num[bi] += out[:c]
             den[bi] += out[c:]
+    if callback is not None and total > 0:
+        callback(total, total, None)   # (empty bands were skipped without a call)
     return num, den
 
 
+#: Working bytes of :func:`scatter` per pixel of its (padded) region, float32: the ``C+1``-channel signal,
+#: FFT grids and spectra of a band, the cached kernel spectra of every band (up to 18 at full resolution),
+#: per-pixel indices and the outputs — calibrated on peak resident memory at 1024² and 2048² (radius ≤ 32).
+SCATTER_BYTES_PER_PX = 330
+
+
 def _estimate_bytes(channels: int, h: int, w: int, pad: int) -> int:
-    """Peak bytes of :func:`scatter` on an ``h × w`` region (a few ``(C+1)``-channel grids + indices)."""
-    return (channels + 1) * (h + pad) * (w + pad) * 4 * 7 + h * w * 8 * 4
+    """Peak working bytes of :func:`scatter` on an ``h × w`` region (``channels`` values, FFT padding ``pad``)."""
+    return (h + pad) * (w + pad) * SCATTER_BYTES_PER_PX * (channels + 1) // 4
 
 
 def scatter_tiled(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
                   aperture: Aperture = Aperture(), callback: Callback = None,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, bands=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`scatter` within ``memory_budget`` bytes: when the whole image does not fit, the output is
-    made tile by tile from input regions grown by the largest kernel reach (plus the resampling margin
-    of the reduced-resolution bands), on a grid aligned to the coarsest level — the same result as
-    one pass, up to float rounding."""
+    """:func:`scatter` within ``memory_budget`` working bytes: when the whole image does not fit, the
+    output is made tile by tile from input regions grown by the largest kernel reach (plus the resampling
+    margin of the reduced-resolution bands), on a grid aligned to the coarsest level — the same result as
+    one pass, up to float rounding. Every region has the same size (edge regions are shifted inwards), so
+    all tiles share one FFT grid and its cached kernel spectra. ``callback(done, total, None)`` runs after
+    every basis kernel of every tile."""
     b, c, h, w = values.shape
     r_max = float(radius.max()) if radius.numel() else 0.0
     layout = band_layout(r_max, bands)
@@ -336,16 +383,21 @@ def scatter_tiled(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor
     num = values.new_zeros(b, c, h, w)
     den = values.new_zeros(b, 1, h, w)
     tiles = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+    per_tile = b * sum(band.rank for band in layout)
     for n, (y0, x0) in enumerate(tiles):
         ya, xa = max(0, y0 - halo), max(0, x0 - halo)
         yb, xb = min(h, y0 + tile + halo), min(w, x0 + tile + halo)
+        # same region size everywhere: shift edge regions inwards (on the coarsest grid)
+        ya = max(0, min(ya, ((h - (tile + 2 * halo)) // s_max) * s_max))
+        xa = max(0, min(xa, ((w - (tile + 2 * halo)) // s_max) * s_max))
+        yb, xb = min(h, max(yb, ya + tile + 2 * halo)), min(w, max(xb, xa + tile + 2 * halo))
+        tick = None if callback is None else \
+            (lambda done, total, _p, n=n: callback(n * per_tile + done, len(tiles) * per_tile, None))
         nu, de = scatter(values[..., ya:yb, xa:xb], mass[..., ya:yb, xa:xb], radius[..., ya:yb, xa:xb],
-                         aperture=aperture, bands=bands)
+                         aperture=aperture, bands=bands, callback=tick)
         ty, tx = min(tile, h - y0), min(tile, w - x0)
         num[..., y0:y0 + ty, x0:x0 + tx] = nu[..., y0 - ya:y0 - ya + ty, x0 - xa:x0 - xa + tx]
         den[..., y0:y0 + ty, x0:x0 + tx] = de[..., y0 - ya:y0 - ya + ty, x0 - xa:x0 - xa + tx]
-        if callback is not None:
-            callback(n + 1, len(tiles), None)
     return num, den
 
 
@@ -391,6 +443,28 @@ def scatter_any(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, 
     return num, den
 
 
+#: Bytes per strip of rows for whole-image elementwise steps (colour curves, masses): their temporaries
+#: stay within one strip instead of several whole-image copies.
+STRIP_BYTES = 4 * 1024 ** 2
+
+
+def by_rows(fn: Callable[[torch.Tensor], torch.Tensor], src: torch.Tensor,
+            out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``fn(src)`` for an elementwise (row-local) ``fn`` on ``[B, C, H, W]``, computed strip by strip of
+    rows into ``out`` (a new tensor shaped like ``fn``'s output, or ``src`` itself for in place), so
+    ``fn``'s temporaries never exceed :data:`STRIP_BYTES`. Under autograd it is just ``fn(src)``."""
+    b, c, h, w = src.shape
+    rows = max(1, STRIP_BYTES // max(1, b * c * w * src.element_size()))
+    if rows >= h or (torch.is_grad_enabled() and src.requires_grad):
+        return fn(src)
+    for y in range(0, h, rows):
+        part = fn(src[..., y:y + rows, :])
+        if out is None:
+            out = part.new_empty(*part.shape[:2], h, w)
+        out[..., y:y + rows, :] = part
+    return out
+
+
 def render_classical(image: torch.Tensor, radius: torch.Tensor, gamma: float = 4.0, *,
                      aperture: Aperture = Aperture(), boost: Optional[torch.Tensor] = None,
                      catseye: float = 0.0, callback: Callback = None, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
@@ -402,15 +476,19 @@ def render_classical(image: torch.Tensor, radius: torch.Tensor, gamma: float = 4
         gamma: > 0, the highlight exponent.
         boost: optional ``[B, 1, H, W]`` ≥ 1 multiplier of ``c^γ`` (highlight boost).
         catseye: cat's-eye vignetting strength ``0..1`` (see :func:`scatter_any`).
+        memory_budget: working bytes of the scatter (see :func:`scatter_tiled`).
 
     Returns:
         ``[B, 3, H, W]`` in ``0..1``.
     """
-    work = image.clamp(0, 1) ** gamma
+    work = by_rows(lambda x: x.clamp(0, 1) ** gamma, image)
     if boost is not None:
-        work = work * boost
-    mass = bokehme_mass(radius)
+        work = work * boost if work.requires_grad else work.mul_(boost)
+    mass = by_rows(bokehme_mass, radius)
     num, den = scatter_any(work, mass, radius, aperture=aperture, catseye=catseye, callback=callback,
                            memory_budget=memory_budget)
-    out = num / den.clamp_min(1e-12)
-    return out.clamp(0, 1) ** (1.0 / gamma)
+    del work, mass
+    if num.requires_grad:
+        return (num / den.clamp_min(1e-12)).clamp(0, 1) ** (1.0 / gamma)
+    num.div_(den.clamp_min_(1e-12))
+    return by_rows(lambda x: x.clamp(0, 1) ** (1.0 / gamma), num, num)

@@ -1,4 +1,4 @@
-"""Occlusion-aware layered lens blur, composited back to front in linear light.
+"""Occlusion-aware layered lens blur, composited back to front in linear light — and its exact adjoint.
 
 The signed circle of confusion ``c = K·(d − d_f)`` (px, positive in front of the focus plane) is cut at
 *node* values into depth layers (each pixel in exactly one layer, so a surface never occludes itself).
@@ -9,16 +9,23 @@ For every layer, far to near:
    blurred foreground rim reveals, instead of a black hole or the foreground's own colour.
 2. **Blur.** The layer's premultiplied linear colour and its coverage are spread with the aperture of
    each pixel's own radius: the two node kernels bracketing the layer, mixed per pixel with linear
-   weights (two FFT convolutions sharing one inverse FFT; node kernels of radius ≤ 1 px, a handful of
-   taps, are applied by shifted sums instead). Layers with radii above :data:`FULL_RES_RADIUS` are blurred at a
-   resolution reduced by a power of two (kernel radius there ``≤ FULL_RES_RADIUS``), so the cost is
-   bounded whatever the blur.
+   ("hat") weights (two FFT convolutions sharing one inverse FFT; node kernels of radius ≤ 1 px, a handful
+   of taps, are applied by shifted sums instead). Layers with radii above :data:`FULL_RES_RADIUS` are
+   blurred at a resolution reduced by a power of two (kernel radius there ``≤ FULL_RES_RADIUS``), so the
+   cost is bounded whatever the blur.
 3. **Composite** with "over": ``out = P_c + (1 − P_a)·out``.
 
 Each layer is processed only inside the window it can reach (its pixels grown by the extension and
-blur radii), so spatially compact layers are cheap. Finally the colour is divided by the composited coverage, which only differs from 1 at the frame
-borders (light spread outside the frame), so borders do not darken. Far layers use the point
-reflection of the aperture (as a real lens shows a polygonal iris upside down behind the focus plane).
+blur radii), so spatially compact layers are cheap. Finally the colour is divided by the composited
+coverage, which only differs from 1 at the frame borders (light spread outside the frame), so borders do
+not darken. Far layers use the point reflection of the aperture (as a real lens shows a polygonal iris
+upside down behind the focus plane).
+
+**Linearity.** For a fixed CoC map every step above is linear in the colour: membership, hat weights,
+extension factors, the composite alphas ``P_a`` and the final coverage depend only on the CoC.
+:class:`LayeredOperator` precomputes those once and applies the render (``op(x)``) or its exact transpose
+(``op.adjoint(y)``) for about the cost of one 3-channel render each; :func:`render_layered` is that
+operator applied once (its image gradient is the adjoint, through a ``torch.autograd.Function``).
 
 Kernels are pixel-coverage disks/polygons (``edge="linear"`` in :func:`diffcamera.core.aperture.soft_kernel`):
 ``c = 0`` is an exact impulse, so in-focus pixels are reproduced exactly.
@@ -27,14 +34,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .aperture import Aperture, kernel_half_size, soft_kernel
-from .bokeh_classical import _accumulate, _smooth_size
+from .bokeh_classical import SPECTRA, _accumulate, _smooth_size
 
+#: ``callback(done, total)`` progress hook of the operator; may raise to interrupt.
+Progress = Optional[Callable[[int, int], None]]
+#: ``callback(done, total, preview)`` hook of :func:`render_layered` (the renderers' convention).
 Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 
 #: Radii (px) up to which layers are blurred at full resolution.
@@ -42,8 +53,12 @@ FULL_RES_RADIUS = 8.0
 #: Node radii (px): dense where the kernel shape changes fastest, then geometric (ratio ``NODE_RATIO``).
 BASE_NODES = (0.0, 0.5, 1.0, 2.0, 3.5, 5.5, 8.0)
 NODE_RATIO = 1.5
-#: Default bytes for intermediate buffers before the image is processed in tiles.
+#: Default bytes for the operator's working buffers (per-layer state and transients) before the image
+#: is processed in tiles.
 DEFAULT_MEMORY_BUDGET = 1024 ** 3
+#: Node kernels with at most this many nonzero taps in total (radii ≤ 1 px: the impulse at 0 and 0.5 px,
+#: 9 taps at 1 px) are applied by shifted sums in the spatial domain instead of FFTs (same result).
+SPATIAL_TAPS = 10
 
 
 def node_radii(r_max: float) -> List[float]:
@@ -62,8 +77,21 @@ def _level(radius: float) -> int:
     return s
 
 
-@functools.lru_cache(maxsize=256)
+def _ext_level(radius: float) -> int:
+    """Power-of-two pooling (≥ 2) of the hidden-background blur of half-width ``radius`` px (≈ radius/4)."""
+    s = 2
+    while 2 * s <= radius / 4:
+        s *= 2
+    return s
+
+
 def _spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, dtype: torch.dtype):
+    """Cached (:data:`diffcamera.core.bokeh_classical.SPECTRA`, bounded in bytes) :func:`_make_spectrum`."""
+    return SPECTRA.get(("node", radius, aperture, fh, fw, device, dtype),
+                       lambda: _make_spectrum(radius, aperture, fh, fw, device, dtype))
+
+
+def _make_spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, dtype: torch.dtype):
     """``rfft2`` of the unit-sum coverage kernel of ``radius`` px wrapped on an ``fh × fw`` grid, as real
     pairs ``[fh, fw//2+1, 2]`` (a real spectrum duplicated in both slots, see
     :func:`diffcamera.core.bokeh_classical._band_spectra`)."""
@@ -78,11 +106,6 @@ def _spectrum(radius: float, aperture: Aperture, fh: int, fw: int, device: str, 
     return pairs.to(device=device, dtype=dtype).contiguous()
 
 
-#: Node kernels with at most this many nonzero taps in total (radii ≤ 1 px: the impulse at 0 and 0.5 px,
-#: 9 taps at 1 px) are applied by shifted sums in the spatial domain instead of FFTs (same result).
-SPATIAL_TAPS = 10
-
-
 @functools.lru_cache(maxsize=256)
 def _taps(radius: float, aperture: Aperture) -> Tuple[Tuple[int, int, float], ...]:
     """Nonzero taps ``(dy, dx, weight)`` of the unit-sum coverage kernel of ``radius`` px."""
@@ -92,8 +115,13 @@ def _taps(radius: float, aperture: Aperture) -> Tuple[Tuple[int, int, float], ..
     return tuple((int(dy) - half, int(dx) - half, float(k[dy, dx])) for dy, dx in torch.nonzero(k > 0).tolist())
 
 
+# --------------------------------------------------------------------------------------------------
+# Linear building blocks on [N, C, H, W] tensors, each with its exact transpose (``*_t``).
+# --------------------------------------------------------------------------------------------------
+
 def _shift_add(x: torch.Tensor, taps) -> torch.Tensor:
-    """Convolution ``out(q) = Σ w·x(q − (dy, dx))`` of ``x [N, C, H, W]`` with a few taps, zeros outside."""
+    """Convolution ``out(q) = Σ w·x(q − (dy, dx))`` of ``x [N, C, H, W]`` with a few taps, zeros outside.
+    Its transpose is the same with the taps negated."""
     if len(taps) == 1 and taps[0][:2] == (0, 0):
         return x * taps[0][2]
     h, w = x.shape[-2:]
@@ -106,134 +134,536 @@ def _shift_add(x: torch.Tensor, taps) -> torch.Tensor:
     return out
 
 
-def _box_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
-    """Cheap wide blur of ``[N, C, H, W]`` (≈ box of ``2·radius``): pooled pyramid, separable box, upsampled."""
+def _flip_taps(taps):
+    return tuple((-dy, -dx, w) for dy, dx, w in taps)
+
+
+def _pool(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Block means of ``s × s`` on a grid zero-padded to a multiple of ``s`` (mass / s² is kept)."""
+    if s == 1:
+        return x
     h, w = x.shape[-2:]
-    s = max(2, int(radius // 4))  # hidden colours are smooth: half resolution at least
-    y = F.avg_pool2d(x, s, ceil_mode=True) if s > 1 else x
-    k = int(math.ceil(radius / s))
-    if k > 0:  # separable box
-        y = F.avg_pool2d(F.pad(y, (0, 0, k, k), mode="replicate"), (2 * k + 1, 1), stride=1)
-        y = F.avg_pool2d(F.pad(y, (k, k, 0, 0), mode="replicate"), (1, 2 * k + 1), stride=1)
-    if s > 1:
-        y = F.interpolate(y, scale_factor=s, mode="bilinear", align_corners=False)[..., :h, :w]
-    return y
+    return F.avg_pool2d(F.pad(x, (0, -w % s, 0, -h % s)), s)
 
 
-def _blur_layer(sig: torch.Tensor, radius: torch.Tensor, r_a: float, r_b: float, aperture_a: Aperture,
-                aperture_b: Aperture) -> torch.Tensor:
-    """Spread ``sig [N, C, H, W]`` with per-pixel radius ``radius [N, 1, H, W] ∈ [r_a, r_b]``: hat-weighted
-    node kernels of radii ``r_a`` and ``r_b``. Returns ``[N, C, H, W]``."""
-    n, c, h, w = sig.shape
-    big = max(r_a, r_b)
-    if big == 0:
-        return sig
-    s = _level(big)
-    t = ((radius - r_a) / (r_b - r_a)).clamp(0, 1) if r_b != r_a else torch.zeros_like(radius)
-    # the two hat-weighted parts; sig·(1−t) = sig − sig·t, and block means are linear, so the
-    # reduced-resolution parts need one full-resolution product and two poolings
-    part_b = sig * t
-    if s > 1:  # block means on a grid padded with zeros to a multiple of s (mass is kept)
-        hs, ws = -(-h // s), -(-w // s)
-        pool = lambda x: F.avg_pool2d(F.pad(x, (0, ws * s - w, 0, hs * s - h)), s)
-        part_b = pool(part_b)
-        part_a = pool(sig) - part_b
+def _pool_t(g: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
+    """Transpose of :func:`_pool` back to ``h × w``."""
+    if s == 1:
+        return g
+    return F.interpolate(g * (1.0 / (s * s)), scale_factor=s, mode="nearest")[..., :h, :w]
+
+
+def _upsample(x: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
+    """Bilinear ×``s`` (half-pixel centres), cropped to ``h × w``."""
+    if s == 1:
+        return x
+    return F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)[..., :h, :w]
+
+
+def _upsample_t(g: torch.Tensor, s: int, hs: int, ws: int) -> torch.Tensor:
+    """Transpose of :func:`_upsample` (to ``hs × ws``): the bilinear kernel's own backward."""
+    if s == 1:
+        return g
+    n, c, h, w = g.shape
+    g = F.pad(g, (0, ws * s - w, 0, hs * s - h))
+    return torch.ops.aten.upsample_bilinear2d_backward(g.contiguous(), [hs * s, ws * s], [n, c, hs, ws],
+                                                       False, float(s), float(s))
+
+
+def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Separable box of half-width ``k`` (``2k+1`` taps), borders replicated."""
+    if k == 0:
+        return x
+    x = F.avg_pool2d(F.pad(x, (0, 0, k, k), mode="replicate"), (2 * k + 1, 1), stride=1)
+    return F.avg_pool2d(F.pad(x, (k, k, 0, 0), mode="replicate"), (1, 2 * k + 1), stride=1)
+
+
+def _box_t_1d(g: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Transpose of one replicate-padded box pass along ``dim`` (-1 or -2)."""
+    n = g.shape[dim]
+    if dim == -1:
+        gp = F.avg_pool2d(F.pad(g, (2 * k, 2 * k, 0, 0)), (1, 2 * k + 1), stride=1)
     else:
-        hs, ws = h, w
-        part_a = sig - part_b
-    taps_a, taps_b = _taps(r_a, aperture_a), _taps(r_b, aperture_b)
-    if s == 1 and len(taps_a) + len(taps_b) <= SPATIAL_TAPS:
-        return _shift_add(part_a, taps_a) + _shift_add(part_b, taps_b)
-    pad = max(kernel_half_size(r_a / s, aperture_a), kernel_half_size(r_b / s, aperture_b)) + 1
-    fh, fw = _smooth_size(hs + pad), _smooth_size(ws + pad)
-    dev, dt = str(sig.device), sig.dtype
-    inplace = not (torch.is_grad_enabled() and sig.requires_grad)
-    acc = None
-    for part, r, ap in ((part_a, r_a, aperture_a), (part_b, r_b, aperture_b)):
-        acc = _accumulate(acc, torch.fft.rfft2(part, s=(fh, fw)), _spectrum(r / s, ap, fh, fw, dev, dt),
-                          ap.symmetric, inplace)
-    out = torch.fft.irfft2(acc, s=(fh, fw))[..., :hs, :ws]
-    if s > 1:
-        out = F.interpolate(out, scale_factor=s, mode="bilinear", align_corners=False)[..., :h, :w]
+        gp = F.avg_pool2d(F.pad(g, (0, 0, 2 * k, 2 * k)), (2 * k + 1, 1), stride=1)
+    out = gp.narrow(dim, k, n).clone()
+    out.narrow(dim, 0, 1).add_(gp.narrow(dim, 0, k).sum(dim, keepdim=True))
+    out.narrow(dim, n - 1, 1).add_(gp.narrow(dim, k + n, k).sum(dim, keepdim=True))
     return out
 
 
-def _render(lin: torch.Tensor, coc: torch.Tensor, aperture: Aperture, callback: Callback,
-            extend: bool = True) -> torch.Tensor:
-    """Layered render of ``lin [B,3,H,W]`` (linear light) with signed CoC ``coc [B,1,H,W]`` (px)."""
-    b, _, h, w = lin.shape
-    out = torch.zeros_like(lin)
-    cov = torch.zeros_like(coc)
-    c_min, c_max = float(coc.min()), float(coc.max())
-    radii = node_radii(max(abs(c_min), abs(c_max)))
-    nodes = sorted({-r for r in radii} | set(radii))
-    layers: List[Tuple[int, float, float]] = [(i, nodes[i], nodes[i + 1]) for i in range(len(nodes) - 1)
-                                              if nodes[i + 1] > c_min and nodes[i] <= c_max]
-    # layer index of every pixel (nodes[i] <= c < nodes[i+1]), and which rows / columns hold each layer
-    bounds = torch.tensor(nodes, dtype=coc.dtype, device=coc.device)
-    index = torch.bucketize(coc.contiguous(), bounds, right=True, out_int32=True) - 1
-    n_idx = len(nodes) + 1
-    in_row = torch.zeros(n_idx * h, dtype=torch.bool, device=coc.device)
-    in_col = torch.zeros(n_idx * w, dtype=torch.bool, device=coc.device)
+def _box_t(g: torch.Tensor, k: int) -> torch.Tensor:
+    if k == 0:
+        return g
+    return _box_t_1d(_box_t_1d(g, k, -1), k, -2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-layer state: everything that depends on the CoC only.
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Layer:
+    """One depth layer of a tile: its window, kernels and the CoC-only weights (window-sized maps
+    ``[1, 1, wh, ww]``)."""
+
+    win: Tuple[int, int, int, int]          # y0, y1, x0, x1 in tile coordinates
+    s: int                                  # blur level (1 = full resolution)
+    radii: Tuple[float, float]              # node radii r_a, r_b (px at full resolution)
+    aperture: Aperture
+    taps: Optional[Tuple[tuple, tuple]]     # shifted-sum taps (a, b) or None for FFT
+    grid: Tuple[int, int]                   # FFT grid (fh, fw) at level s
+    wa: torch.Tensor                        # membership × (1 − t): weight of node kernel a
+    wb: torch.Tensor                        # membership × t: weight of node kernel b
+    ext: Optional[Tuple[int, int, torch.Tensor]]  # hidden background (pool level, box half-width, factor)
+    keep: torch.Tensor                      # 1 − composite alpha
+    spectra: Optional[Tuple[torch.Tensor, torch.Tensor]] = None   # kept by a precomputed operator
+
+
+@dataclass
+class _Tile:
+    layers: List[_Layer]
+    inv_cov: torch.Tensor                   # [1, 1, th, tw]: 1 / composited coverage
+    skipped: int                            # layers of the plan without pixels in this tile
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Layer set and geometry shared by all tiles of one image (so tiles equal one pass)."""
+
+    nodes: Tuple[float, ...]
+    layers: Tuple[Tuple[int, float, float], ...]   # (node index, lo, hi)
+    c_max: float
+    r_max: float
+    extend: bool
+    align: int                                     # tile/window origins are multiples of this
+
+
+def _plan(coc: torch.Tensor, extend: bool) -> _Plan:
+    c_min, c_max = float(coc.detach().min()), float(coc.detach().max())
+    r_max = max(abs(c_min), abs(c_max))
+    radii = node_radii(r_max)
+    nodes = tuple(sorted({-r for r in radii} | set(radii)))
+    layers = tuple((i, nodes[i], nodes[i + 1]) for i in range(len(nodes) - 1)
+                   if nodes[i + 1] > c_min and nodes[i] <= c_max)
+    align = max([_level(max(abs(lo), abs(hi))) for _, lo, hi in layers] + [_ext_level(r_max / 2 + 1)])
+    return _Plan(nodes, layers, c_max, r_max, extend, align)
+
+
+def _layer_geometry(plan: _Plan, lo: float, hi: float):
+    """``(has_nearer, reach, margin, level, alignment)`` of the layer ``[lo, hi)``."""
+    has_nearer = plan.extend and plan.c_max >= hi
+    reach = (max(abs(hi), abs(plan.c_max)) + 2.0) if has_nearer else 0.0
+    r_a, r_b = abs(lo), abs(hi)
+    s = _level(max(r_a, r_b))
+    a = max(s, _ext_level(reach / 2)) if has_nearer else s
+    margin = int(math.ceil(reach + max(r_a, r_b))) + 2 * s + 2 + a
+    return has_nearer, reach, margin, s, a
+
+
+def _over(acc: torch.Tensor, win, p: torch.Tensor, keep: torch.Tensor, track: bool) -> torch.Tensor:
+    """``acc[win] = p + keep·acc[win]`` ("over"); in place unless autograd tracks the tensors."""
+    y0, y1, x0, x1 = win
+    if not track:
+        acc[..., y0:y1, x0:x1].mul_(keep).add_(p)
+        return acc
+    h, w = acc.shape[-2:]
+    pad = (x0, w - x1, y0, h - y1)
+    return F.pad(p, pad) + F.pad(keep, pad, value=1.0) * acc
+
+
+def _blur(parts: Sequence[torch.Tensor], layer: _Layer, out_hw: Tuple[int, int]) -> torch.Tensor:
+    """``K_a ∗ parts[0] + K_b ∗ parts[1]`` at the layer's level, upsampled to ``out_hw``."""
+    hs, ws = parts[0].shape[-2:]
+    if layer.taps is not None:
+        out = _shift_add(parts[0], layer.taps[0]) + _shift_add(parts[1], layer.taps[1])
+    else:
+        fh, fw = layer.grid
+        dev, dt = str(parts[0].device), parts[0].dtype
+        acc = None
+        for i, (part, r) in enumerate(zip(parts, layer.radii)):
+            spec = layer.spectra[i] if layer.spectra else _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
+            acc = _accumulate(acc, torch.fft.rfft2(part, s=(fh, fw)), spec, layer.aperture.symmetric,
+                              not part.requires_grad)
+        out = torch.fft.irfft2(acc, s=(fh, fw))[..., :hs, :ws]
+    return _upsample(out, layer.s, *out_hw)
+
+
+def _blur_t(g: torch.Tensor, layer: _Layer, low_hw: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Transpose of :func:`_blur`: ``(K_aᵀ ∗ up_sᵀ g, K_bᵀ ∗ up_sᵀ g)`` at the layer's level."""
+    g = _upsample_t(g, layer.s, *low_hw)
+    hs, ws = low_hw
+    if layer.taps is not None:
+        return tuple(_shift_add(g, _flip_taps(t)) for t in layer.taps)
+    fh, fw = layer.grid
+    dev, dt = str(g.device), g.dtype
+    spec_g = torch.fft.rfft2(g, s=(fh, fw))
+    outs = []
+    for i, r in enumerate(layer.radii):
+        spec = layer.spectra[i] if layer.spectra else _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
+        if layer.aperture.symmetric:
+            prod = torch.view_as_complex(torch.view_as_real(spec_g) * spec)
+        else:
+            prod = spec_g * torch.view_as_complex(spec).conj()
+        outs.append(torch.fft.irfft2(prod, s=(fh, fw))[..., :hs, :ws])
+    return tuple(outs)
+
+
+def _layer_forward(x: torch.Tensor, L: _Layer, track: bool) -> torch.Tensor:
+    """The blurred premultiplied colour of one layer, ``x [1, C, wh, ww]`` (its window) → same shape."""
+    wh, ww = x.shape[-2:]
+    part_a, part_b = x * L.wa, x * L.wb
+    if L.ext is not None:   # hidden background: + up(box(pool(x·member)))·factor, blurred like node b
+        se, k, factor = L.ext
+        hidden = _upsample(_box(_pool(part_a, se) + _pool(part_b, se), k), se, wh, ww)
+        part_b = part_b.addcmul(hidden, factor) if track else part_b.addcmul_(hidden, factor)
+    return _blur((_pool(part_a, L.s), _pool(part_b, L.s)), L, (wh, ww))
+
+
+def _layer_adjoint(g: torch.Tensor, L: _Layer) -> torch.Tensor:
+    """Transpose of :func:`_layer_forward`."""
+    wh, ww = g.shape[-2:]
+    low = (-(-wh // L.s), -(-ww // L.s))
+    qa, qb = _blur_t(g, L, low)
+    qa, qb = _pool_t(qa, L.s, wh, ww), _pool_t(qb, L.s, wh, ww)
+    if L.ext is not None:
+        se, k, factor = L.ext
+        lh, lw = -(-wh // se), -(-ww // se)
+        e = _pool_t(_box_t(_upsample_t(qb * factor, se, lh, lw), k), se, wh, ww)
+        qa, qb = qa + e, qb + e
+    return qa * L.wa + qb * L.wb
+
+
+def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tuple[int, int],
+                progress=None, x: Optional[torch.Tensor] = None):
+    """CoC-only state of one tile: ``coc [1, 1, th, tw]`` px, ``origin`` its (y, x) in the image.
+
+    With ``x [1, 3, th, tw]`` (streaming) it renders ``x`` instead, layer by layer, without keeping the
+    state: colour and coverage are blurred together as four channels (the same maths as building the
+    state and then :func:`_tile_forward`, for less memory and one FFT set per layer)."""
+    _, _, h, w = coc.shape
+    dt = coc.dtype
+    bounds = torch.tensor(plan.nodes, dtype=dt, device=coc.device)
+    index = torch.bucketize(coc.detach().contiguous(), bounds, right=True, out_int32=True) - 1
+    # which rows / columns hold each layer
+    n_idx = len(plan.nodes) + 1
     ys = torch.arange(h, device=coc.device, dtype=torch.int32).view(1, 1, h, 1)
     xs = torch.arange(w, device=coc.device, dtype=torch.int32).view(1, 1, 1, w)
+    in_row = torch.zeros(n_idx * h, dtype=torch.bool, device=coc.device)
+    in_col = torch.zeros(n_idx * w, dtype=torch.bool, device=coc.device)
     in_row[((index + 1) * h + ys).flatten().long()] = True
     in_col[((index + 1) * w + xs).flatten().long()] = True
     in_row, in_col = in_row.view(n_idx, h)[1:], in_col.view(n_idx, w)[1:]
     flipped = Aperture(aperture.blades, aperture.rotation + math.pi, aperture.curvature, aperture.catseye)
-    total = len(layers)
-    grad = torch.is_grad_enabled() and (lin.requires_grad or coc.requires_grad)
-    for li, (ni, lo, hi) in enumerate(layers):
+    track = torch.is_grad_enabled() and (coc.requires_grad or (x is not None and x.requires_grad))
+    cov = torch.zeros_like(coc)
+    out = None if x is None else torch.zeros_like(x)
+    layers = []
+    for li, (ni, lo, hi) in enumerate(plan.layers):
         rows = torch.nonzero(in_row[ni]).flatten()
         if rows.numel() == 0:
-            if callback is not None:
-                callback(li + 1, total, None)
+            if progress is not None:
+                progress()
             continue
         cols = torch.nonzero(in_col[ni]).flatten()
-        # Work only in the window the layer can reach: its pixels, their extension, their blur.
-        has_nearer = extend and c_max >= hi
-        reach = (max(abs(hi), abs(c_max)) + 2.0) if has_nearer else 0.0
-        r_a, r_b = abs(lo), abs(hi)
-        margin = int(math.ceil(reach + max(r_a, r_b))) + 2 * _level(max(r_a, r_b)) + 2
-        y0, y1 = max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)
-        x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)
-        win = (Ellipsis, slice(y0, y1), slice(x0, x1))
-        c_w = coc[win]
-        member = (index[win] == ni).to(lin.dtype)
-        sig = torch.cat([lin[win] * member, member], 1)  # premultiplied colour and coverage [B, 4, h, w]
+        has_nearer, reach, margin, s, a = _layer_geometry(plan, lo, hi)
+        # the window it can reach, its origin on the layer's pooling grid of the whole image
+        oy, ox = origin
+        y0 = max(0, ((oy + int(rows[0]) - margin) // a) * a - oy)
+        x0 = max(0, ((ox + int(cols[0]) - margin) // a) * a - ox)
+        y1, x1 = min(h, int(rows[-1]) + 1 + margin), min(w, int(cols[-1]) + 1 + margin)
+        win = (y0, y1, x0, x1)
+        c_w = coc[..., y0:y1, x0:x1]
+        member = (index[..., y0:y1, x0:x1] == ni).to(dt)
         radius = c_w.abs()
+        r_a, r_b = abs(lo), abs(hi)
+        ext = None
+        hidden_cov = None
         if has_nearer:
-            nearer = c_w >= hi
-            blur_m = _box_blur(sig, reach / 2)
-            grow = (2 * blur_m[:, 3:]).clamp(0, 1) * nearer.to(lin.dtype)
-            # hidden colour = blurred colour / blurred coverage, added with coverage ``grow``:
-            # colour += ext·grow and coverage += grow, as one product (coverage: grow·b/max(b, 1e-8))
-            factor = grow / blur_m[:, 3:].clamp_min(1e-8)
-            sig = sig.addcmul(blur_m, factor) if grad else sig.addcmul_(blur_m, factor)
-            # extended (hidden) pixels blur like the layer's nearest node
-            radius = torch.where(nearer, torch.full_like(radius, r_b), radius)
+            nearer = c_w.detach() >= hi
+            se = _ext_level(reach / 2)
+            k = int(math.ceil(reach / 2 / se))
+            blur_m = _upsample(_box(_pool(member, se), k), se, y1 - y0, x1 - x0)
+            grow = (2 * blur_m).clamp(0, 1) * nearer.to(dt)
+            # hidden colour = blurred colour / blurred coverage, added with coverage ``grow``
+            factor = grow / blur_m.clamp_min(1e-8)
+            ext = (se, k, factor)
+            hidden_cov = blur_m * factor
+            radius = torch.where(nearer, torch.full_like(radius, r_b), radius)   # blur like node b
         radius = radius.clamp(min(r_a, r_b), max(r_a, r_b))
+        t = (radius - r_a) / (r_b - r_a)
+        wb = member * t
+        wa = member - wb
         ap = flipped if hi <= 0 else aperture
-        p = _blur_layer(sig, radius, r_a, r_b, ap, ap)
-        pa = p[:, 3:].clamp(0, 1)
-        if grad:  # keep the tensors autograd saved intact
-            out, cov = out.clone(), cov.clone()
-            o_w, c_w2 = out[win].clone(), cov[win].clone()
-            out[win] = p[:, :3] + (1 - pa) * o_w
-            cov[win] = pa + (1 - pa) * c_w2
-        else:     # "over", in place in the window
-            keep = 1 - pa
-            out[win].mul_(keep).add_(p[:, :3])
-            cov[win].mul_(keep).add_(pa)
-        if callback is not None:
-            callback(li + 1, total, None)
-    return (out / cov.clamp_min(1e-6)).clamp_min(0)
+        taps_a, taps_b = _taps(r_a, ap), _taps(r_b, ap)
+        taps = (taps_a, taps_b) if s == 1 and len(taps_a) + len(taps_b) <= SPATIAL_TAPS else None
+        hs, ws = -(-(y1 - y0) // s), -(-(x1 - x0) // s)
+        pad = max(kernel_half_size(r_a / s, ap), kernel_half_size(r_b / s, ap)) + 1
+        L = _Layer(win, s, (r_a, r_b), ap, taps, (_smooth_size(hs + pad), _smooth_size(ws + pad)),
+                   wa, wb, ext, wa)
+        if x is None:
+            cov_b = wb if hidden_cov is None else wb + hidden_cov
+            alpha = _blur((_pool(wa, s), _pool(cov_b, s)), L, (y1 - y0, x1 - x0)).clamp(0, 1)
+            L.keep = 1 - alpha
+            if taps is None:   # kept with the state: repeated applications never miss the cache
+                L.spectra = tuple(_spectrum(r / s, ap, *L.grid, str(coc.device), dt) for r in (r_a, r_b))
+            layers.append(L)
+        else:   # colour and coverage (a channel of ones) through the same layer maths
+            x4 = torch.cat([x[..., y0:y1, x0:x1], torch.ones_like(member)], 1)
+            p4 = _layer_forward(x4, L, track)
+            alpha = p4[:, 3:].clamp(0, 1)
+            keep = 1 - alpha
+            out = _over(out, win, p4[:, :3], keep, track)
+        cov = _over(cov, win, alpha, keep if x is not None else L.keep, track)
+        if progress is not None:
+            progress()
+    if x is not None:
+        inv = 1.0 / cov.clamp_min(1e-6)
+        return out * inv if track else out.mul_(inv)
+    return _Tile(layers, 1.0 / cov.clamp_min(1e-6), len(plan.layers) - len(layers))
+
+
+def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None) -> torch.Tensor:
+    """Layered render of one tile ``x [1, C, th, tw]`` (linear light) with its precomputed state."""
+    track = torch.is_grad_enabled() and (x.requires_grad or tile.inv_cov.requires_grad)
+    out = torch.zeros_like(x)
+    for L in tile.layers:
+        y0, y1, x0, x1 = L.win
+        p = _layer_forward(x[..., y0:y1, x0:x1], L, track)
+        out = _over(out, L.win, p, L.keep, track)
+        if progress is not None:
+            progress()
+    for _ in range(tile.skipped if progress is not None else 0):
+        progress()
+    return out * tile.inv_cov if track else out.mul_(tile.inv_cov)
+
+
+def _tile_adjoint(g: torch.Tensor, tile: _Tile, progress=None) -> torch.Tensor:
+    """Exact transpose of :func:`_tile_forward`: ``g [1, C, th, tw]`` → ``[1, C, th, tw]``."""
+    trans = g * tile.inv_cov            # g weighted by 1/coverage and the transmittance of nearer layers
+    xt = torch.zeros_like(g)
+    for L in reversed(tile.layers):     # near to far
+        y0, y1, x0, x1 = L.win
+        xt[..., y0:y1, x0:x1] += _layer_adjoint(trans[..., y0:y1, x0:x1], L)
+        trans[..., y0:y1, x0:x1].mul_(L.keep)
+        if progress is not None:
+            progress()
+    for _ in range(tile.skipped if progress is not None else 0):
+        progress()
+    return xt
+
+
+#: Working bytes per tile pixel (float32) of one streamed layered render (the CoC index, coverage and
+#: output of the tile, plus one layer's window: membership, weights, four-channel parts, their spectra and
+#: its blurred output), calibrated on peak resident memory at 1024² and 2048² (radius ≤ 32).
+STREAM_BYTES_PER_PX = 300
+#: Bytes per pixel and layer of a precomputed operator's state (four weight maps and two kernel spectra).
+STATE_BYTES_PER_LAYER_PX = 24
+
+
+def _plan_layers(max_radius: float) -> int:
+    """Number of layers for CoC values spanning ``[-max_radius, max_radius]`` (the worst case)."""
+    return 2 * (len(node_radii(max_radius)) - 1)
+
+
+def working_bytes_per_px(n_layers: int, precompute: bool, element_size: int = 4) -> int:
+    """Working bytes per tile pixel: streamed render, or (``precompute``) that plus the kept state."""
+    per = STREAM_BYTES_PER_PX + (STATE_BYTES_PER_LAYER_PX * n_layers if precompute else 0)
+    return per * element_size // 4
+
+
+class LayeredOperator:
+    """The layered render for a fixed signed CoC map, as an explicit linear operator with its adjoint.
+
+    ``op(x)`` equals :func:`render_layered` ``(x, coc)`` (before its final clamp at 0, which only removes
+    float rounding below zero) and ``op.adjoint(y)`` is its exact transpose:
+    ``⟨op(x), y⟩ = ⟨x, op.adjoint(y)⟩`` to float precision. Everything that depends only on the CoC
+    (layer windows, membership, hat weights, hidden-background factors, composite alphas, the final
+    ``1/coverage``) is computed once in the constructor, so one application costs about one 3-channel
+    render, forward or adjoint.
+
+    Args:
+        coc: ``[B, 1, H, W]`` signed circle of confusion in px (positive = in front of the focus plane),
+            one map per image; its dtype and device are the operator's.
+        aperture: kernel shape (far layers use its point reflection).
+        extend_background: extend each layer behind nearer layers (hidden background).
+        memory_budget: bytes for the working buffers (default :data:`DEFAULT_MEMORY_BUDGET`); images
+            whose state does not fit are split into tiles with a halo of twice the largest radius
+            (forward: per-tile render and crop; adjoint: its transpose, scatter-added), same result to
+            float rounding.
+        catseye: cat's-eye vignetting strength ``0..1`` (0 = off): the render blends, by target pixel
+            position, the renders with the clipped apertures of a 3×3 grid of frame anchors (nine times
+            the cost and state).
+        precompute: keep the CoC-only state between applications (default). ``False`` (or a state
+            larger than ``memory_budget``) rebuilds it tile by tile at each application instead
+            (about 4/3 of the cost, bounded memory).
+        callback: ``callback(done, total)`` during the precomputation (may raise to interrupt).
+
+    ``op(x, callback=None)``: ``x [B, 3, H, W]`` linear light (any real values: the operator is linear)
+    → ``[B, 3, H, W]``. ``op.adjoint(y, callback=None)``: same shapes. ``callback(done, total)`` is called
+    per layer and tile of the application (may raise to interrupt, e.g. for Cancel).
+    """
+
+    def __init__(self, coc: torch.Tensor, *, aperture: Aperture = Aperture(), extend_background: bool = True,
+                 memory_budget: Optional[int] = None, catseye: float = 0.0, precompute: bool = True,
+                 callback: Progress = None):
+        if not torch.is_tensor(coc) or coc.dim() != 4 or coc.shape[1] != 1:
+            shape = tuple(coc.shape) if torch.is_tensor(coc) else type(coc).__name__
+            raise ValueError(f"coc must be a [B,1,H,W] tensor of signed blur radii in px, got {shape}")
+        if not torch.isfinite(coc).all():
+            raise ValueError("coc contains NaN or infinite values")
+        self.coc = coc
+        self.shape = (coc.shape[0], 3, coc.shape[2], coc.shape[3])
+        self.aperture = aperture
+        self.extend = bool(extend_background)
+        self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+        b, _, h, w = coc.shape
+        if catseye > 0:
+            from .bokeh_classical import CATSEYE_ANCHORS
+            n = CATSEYE_ANCHORS
+            pos_y = torch.linspace(0, n - 1, h, device=coc.device, dtype=coc.dtype).view(1, 1, h, 1)
+            pos_x = torch.linspace(0, n - 1, w, device=coc.device, dtype=coc.dtype).view(1, 1, 1, w)
+            self.anchors = []
+            for i in range(n):
+                for j in range(n):
+                    wt = (1 - (pos_y - i).abs()).clamp_min(0) * (1 - (pos_x - j).abs()).clamp_min(0)
+                    uy, ux = 2 * i / (n - 1) - 1, 2 * j / (n - 1) - 1
+                    shift = (catseye * uy / math.sqrt(2), catseye * ux / math.sqrt(2))
+                    self.anchors.append((wt, Aperture(aperture.blades, aperture.rotation, aperture.curvature,
+                                                      None if shift == (0.0, 0.0) else shift)))
+        else:
+            self.anchors = [(None, aperture)]
+        # per image: a plan and its tiles (output region, input region with halo)
+        self.plans, self.tiles = [], []
+        for bi in range(b):
+            plan = _plan(coc[bi:bi + 1], self.extend)
+            self.plans.append(plan)
+            self.tiles.append(self._tiling(plan, h, w))
+        self._steps = sum(len(p.layers) * len(t) for p, t in zip(self.plans, self.tiles)) * len(self.anchors)
+        # keep the state only if all of it fits next to one tile's transients
+        el = coc.element_size()
+        state = sum(len(p.layers) * sum((yb - ya) * (xb - xa) for _, (ya, yb, xa, xb) in t)
+                    for p, t in zip(self.plans, self.tiles)) * len(self.anchors) * STATE_BYTES_PER_LAYER_PX * el // 4
+        biggest = max((yb - ya) * (xb - xa) for t in self.tiles for _, (ya, yb, xa, xb) in t)
+        self.precomputed = bool(precompute) and state + biggest * working_bytes_per_px(0, False, el) <= self.memory_budget
+        self._state = {}
+        if self.precomputed:
+            done = [0]
+            for key, tile_coc, plan, ap, origin in self._units():
+                self._state[key] = _build_tile(tile_coc, plan, ap, origin,
+                                               self._ticker(callback, done, self._steps))
+
+    # --- geometry ---------------------------------------------------------------------------------
+    def _tiling(self, plan: _Plan, h: int, w: int):
+        """``[(out_region, in_region)]``: tiles aligned to the plan's coarsest grid, halo ≥ 2·r_max."""
+        per_px = working_bytes_per_px(0, False, self.coc.element_size())   # one tile's transients
+        if h * w * per_px <= self.memory_budget:
+            return [((0, h, 0, w), (0, h, 0, w))]
+        a = plan.align
+        halo = -(-(int(math.ceil(2 * plan.r_max)) + 8) // a) * a
+        tile = a   # the largest power-of-two multiple of ``a`` whose region fits (at least ``a``)
+        while tile < max(h, w) and (2 * tile + 2 * halo) ** 2 * per_px <= self.memory_budget:
+            tile *= 2
+        out = []
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                o = (y, min(h, y + tile), x, min(w, x + tile))
+                out.append((o, (max(0, y - halo), min(h, y + tile + halo), max(0, x - halo), min(w, x + tile + halo))))
+        return out
+
+    def _units(self):
+        """``(key, tile CoC, plan, aperture, origin)`` for every (anchor, image, tile)."""
+        for ai, (_, ap) in enumerate(self.anchors):
+            for bi, (plan, tiles) in enumerate(zip(self.plans, self.tiles)):
+                for ti, (_, (ya, yb, xa, xb)) in enumerate(tiles):
+                    yield (ai, bi, ti), self.coc[bi:bi + 1, :, ya:yb, xa:xb], plan, ap, (ya, xa)
+
+    @staticmethod
+    def _ticker(callback, done, total):
+        if callback is None:
+            return None
+
+        def tick():
+            done[0] += 1
+            callback(done[0], total)
+        return tick
+
+    def _tile_state(self, key, tile_coc, plan, ap, origin, tick) -> _Tile:
+        st = self._state.get(key)
+        return st if st is not None else _build_tile(tile_coc, plan, ap, origin, tick)
+
+    def _total(self, adjoint: bool) -> int:
+        """Progress steps of one application (per layer and tile; twice for an adjoint that rebuilds
+        the state)."""
+        return 2 * self._steps if adjoint and not self.precomputed else self._steps
+
+    def _check(self, x: torch.Tensor, name: str):
+        if not torch.is_tensor(x) or tuple(x.shape) != self.shape:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"{name} must be a {list(self.shape)} tensor (linear light), got {shape}")
+
+    # --- application --------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, callback: Progress = None) -> torch.Tensor:
+        """The layered render ``A x``: ``x [B, 3, H, W]`` linear light → ``[B, 3, H, W]``."""
+        self._check(x, "x")
+        out = torch.zeros_like(x) if len(self.anchors) > 1 or any(len(t) > 1 for t in self.tiles) else None
+        tick = self._ticker(callback, [0], self._total(False))
+        parts = []
+        for key, tile_coc, plan, ap, origin in self._units():
+            ai, bi, ti = key
+            (y0, y1, x0, x1), (ya, yb, xa, xb) = self.tiles[bi][ti]
+            x_tile = x[bi:bi + 1, :, ya:yb, xa:xb]
+            if key in self._state:
+                y = _tile_forward(x_tile, self._state[key], tick)
+            else:
+                y = _build_tile(tile_coc, plan, ap, origin, tick, x=x_tile)
+            y = y[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+            wt = self.anchors[ai][0]
+            if wt is not None:
+                y = y * wt[..., y0:y1, x0:x1]
+            if out is None:
+                parts.append(y)
+            else:
+                out[bi:bi + 1, :, y0:y1, x0:x1] += y
+        if out is None:
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out
+
+    def adjoint(self, y: torch.Tensor, callback: Progress = None) -> torch.Tensor:
+        """The exact transpose ``Aᵀ y``: ``y [B, 3, H, W]`` → ``[B, 3, H, W]``."""
+        self._check(y, "y")
+        with torch.no_grad():
+            xt = torch.zeros_like(y)
+            tick = self._ticker(callback, [0], self._total(True))
+            for (ai, bi, ti), tile_coc, plan, ap, origin in self._units():
+                (y0, y1, x0, x1), (ya, yb, xa, xb) = self.tiles[bi][ti]
+                st = self._tile_state((ai, bi, ti), tile_coc, plan, ap, origin, tick)
+                g = y[bi:bi + 1, :, y0:y1, x0:x1]
+                wt = self.anchors[ai][0]
+                if wt is not None:
+                    g = g * wt[..., y0:y1, x0:x1]
+                g = F.pad(g, (x0 - xa, xb - x1, y0 - ya, yb - y1))   # transpose of the crop
+                xt[bi:bi + 1, :, ya:yb, xa:xb] += _tile_adjoint(g, st, tick)
+        return xt
+
+
+class _LayeredRender(torch.autograd.Function):
+    """``op(x)`` whose backward is ``op.adjoint`` (about the cost of one render)."""
+
+    @staticmethod
+    def forward(ctx, x, op):
+        ctx.op = op
+        return op(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return ctx.op.adjoint(grad.contiguous()), None
 
 
 def render_layered(lin: torch.Tensor, coc: torch.Tensor, *, aperture: Aperture = Aperture(),
                    catseye: float = 0.0, callback: Callback = None,
                    memory_budget: int = DEFAULT_MEMORY_BUDGET, extend_background: bool = True) -> torch.Tensor:
-    """Occlusion-aware lens blur.
+    """Occlusion-aware lens blur (:class:`LayeredOperator` applied once, clamped at 0).
 
     Args:
         lin: ``[B, 3, H, W]`` linear-light colour (≥ 0; highlights may exceed 1).
@@ -241,55 +671,28 @@ def render_layered(lin: torch.Tensor, coc: torch.Tensor, *, aperture: Aperture =
         aperture: kernel shape (far layers use its point reflection).
         catseye: cat's-eye vignetting strength ``0..1`` (0 = off): renders with the clipped apertures of
             a 3×3 grid of frame anchors and blends them by pixel position (nine times slower).
-        callback: ``callback(done, total, None)`` per layer (and tile).
-        memory_budget: bytes; larger images are processed in tiles with a halo of twice the largest radius.
+        callback: ``callback(done, total, None)`` per layer and tile (may raise to interrupt).
+        memory_budget: bytes for working buffers; larger images are processed in tiles with a halo of
+            twice the largest radius.
         extend_background: extend each layer behind nearer layers (hidden background); off = plain layering.
 
     Returns:
-        ``[B, 3, H, W]`` linear light.
+        ``[B, 3, H, W]`` linear light. Gradients: w.r.t. ``lin`` through the operator's adjoint (about
+        one render); w.r.t. ``coc`` (when it requires grad) by plain autograd through the same maths.
     """
-    b, _, h, w = lin.shape
-    r_max = float(coc.abs().max()) if coc.numel() else 0.0
-    if catseye > 0:
-        return _render_catseye(lin, coc, aperture, catseye, callback, extend_background)
-    per_px = 4 * 4 * 14
-    halo = int(math.ceil(2 * r_max)) + 8
-    s = _level(r_max)
-    halo = -(-halo // s) * s
-    if b * h * w * per_px <= memory_budget:
-        return _render(lin, coc, aperture, callback, extend_background)
-    tile = s
-    while tile < max(h, w) and b * (2 * tile + 2 * halo) ** 2 * per_px <= memory_budget:
-        tile *= 2
-    out = torch.empty_like(lin)
-    tiles = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
-    for n, (y0, x0) in enumerate(tiles):
-        ya, xa = max(0, y0 - halo), max(0, x0 - halo)
-        yb, xb = min(h, y0 + tile + halo), min(w, x0 + tile + halo)
-        part = _render(lin[..., ya:yb, xa:xb], coc[..., ya:yb, xa:xb], aperture, None, extend_background)
-        ty, tx = min(tile, h - y0), min(tile, w - x0)
-        out[..., y0:y0 + ty, x0:x0 + tx] = part[..., y0 - ya:y0 - ya + ty, x0 - xa:x0 - xa + tx]
-        if callback is not None:
-            callback(n + 1, len(tiles), None)
-    return out
-
-
-def _render_catseye(lin, coc, aperture, strength, callback, extend):
-    """Cat's-eye for the layered mode: render with the clipped aperture of a 3×3 grid of frame anchors
-    and blend the results by the target pixel's bilinear position weights."""
-    from .bokeh_classical import CATSEYE_ANCHORS
-    b, _, h, w = lin.shape
-    n = CATSEYE_ANCHORS
-    pos_y = torch.linspace(0, n - 1, h, device=lin.device, dtype=lin.dtype).view(1, 1, h, 1)
-    pos_x = torch.linspace(0, n - 1, w, device=lin.device, dtype=lin.dtype).view(1, 1, 1, w)
-    out = torch.zeros_like(lin)
-    for k, (i, j) in enumerate([(i, j) for i in range(n) for j in range(n)]):
-        wt = (1 - (pos_y - i).abs()).clamp_min(0) * (1 - (pos_x - j).abs()).clamp_min(0)
-        uy, ux = 2 * i / (n - 1) - 1, 2 * j / (n - 1) - 1
-        shift = (strength * uy / math.sqrt(2), strength * ux / math.sqrt(2))
-        ap = Aperture(aperture.blades, aperture.rotation, aperture.curvature,
-                      None if shift == (0.0, 0.0) else shift)
-        out = out + wt * _render(lin, coc, ap, None, extend)
-        if callback is not None:
-            callback(k + 1, n * n, None)
-    return out
+    progress = None if callback is None else (lambda done, total: callback(done, total, None))
+    grad = torch.is_grad_enabled()
+    if grad and coc.requires_grad:     # plain autograd through the same code (slower, more memory)
+        op = LayeredOperator(coc, aperture=aperture, extend_background=extend_background,
+                             memory_budget=memory_budget, catseye=catseye, precompute=False)
+        out = op(lin, callback=progress)
+    elif grad and lin.requires_grad:
+        op = LayeredOperator(coc.detach(), aperture=aperture, extend_background=extend_background,
+                             memory_budget=memory_budget, catseye=catseye, callback=progress)
+        out = _LayeredRender.apply(lin, op)
+    else:
+        with torch.no_grad():
+            op = LayeredOperator(coc, aperture=aperture, extend_background=extend_background,
+                                 memory_budget=memory_budget, catseye=catseye, precompute=False)
+            out = op(lin, callback=progress)
+    return out.clamp_min(0)

@@ -6,7 +6,7 @@ import importlib
 from ..comfy_adapter import ComfyExtension, register_model_folders
 
 #: Modules under ``nodes/`` whose ``NODES`` lists are exposed, in menu order.
-NODE_MODULES = ("depth", "focus", "bokeh", "refocus", "training")
+NODE_MODULES = ("depth", "focus", "video", "bokeh", "refocus", "training")
 
 
 def all_nodes() -> list:

@@ -16,11 +16,11 @@ from ..core.conventions import comfy_to_core, core_to_comfy  # noqa: F401 - re-e
 
 CATEGORY = "DiffCamera"
 
-Depth = io.Custom("DEPTH")
-FocusType = io.Custom("FOCUS")
-DepthModel = io.Custom("DEPTH_MODEL")
-DiffCameraModel = io.Custom("DIFFCAMERA_MODEL")
-DiffCameraDataset = io.Custom("DIFFCAMERA_DATASET")
+Depth = io.Custom(io_type="DEPTH")
+FocusType = io.Custom(io_type="FOCUS")
+DepthModel = io.Custom(io_type="DEPTH_MODEL")
+DiffCameraModel = io.Custom(io_type="DIFFCAMERA_MODEL")
+DiffCameraDataset = io.Custom(io_type="DIFFCAMERA_DATASET")
 
 
 def mask_to_core(mask: torch.Tensor) -> torch.Tensor:

@@ -52,17 +52,17 @@ class DepthModelLoader(io.ComfyNode):
             description=("Loads a Depth Anything V2 model (transformers format: config.json + model.safetensors) "
                          f"from ComfyUI's models/depth_anything folder or a given path. {LICENCE_TEXT}"),
             inputs=[
-                io.Combo.Input("model_name", options=_model_choices(), default=_model_choices()[0],
+                io.Combo.Input(id="model_name", options=_model_choices(), default=_model_choices()[0],
                                tooltip=("A sub-folder of " + folders + " holding config.json + model.safetensors. "
                                         "Download e.g. depth-anything/Depth-Anything-V2-Small-hf into "
                                         "models/depth_anything/Depth-Anything-V2-Small-hf. " + LICENCE_TEXT)),
-                io.String.Input("path", default="", optional=True,
+                io.String.Input(id="path", default="", optional=True,
                                 tooltip=("Optional: a model folder inside models/depth_anything (its name, or its "
                                          "full path); when set it is used instead of model_name. Folders elsewhere "
                                          "only with DIFFCAMERA_ALLOW_EXTERNAL_MODELS=1 (README: Security).")),
-                io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                io.Combo.Input(id="dtype", options=list(DTYPES), default="auto",
                                tooltip="Weight precision. auto = float16 on a GPU, float32 on the CPU."),
-                io.Combo.Input("device", options=["auto", "cpu"], default="auto",
+                io.Combo.Input(id="device", options=["auto", "cpu"], default="auto",
                                tooltip="auto = ComfyUI's GPU (the model is offloaded when others need memory); "
                                        "cpu = always run on the CPU."),
             ],
@@ -129,12 +129,12 @@ class DepthEstimate(io.ComfyNode):
                          "far = 0, per image) as DEPTH, plus a grey IMAGE preview (near = white) that ControlNet "
                          "depth nodes accept."),
             inputs=[
-                DepthModel.Input("depth_model", tooltip="From DepthModelLoader."),
-                io.Image.Input("image", tooltip="The images to estimate depth for (any size, any batch)."),
-                io.Int.Input("process_res", default=core_depth.DEFAULT_PROCESS_RES, min=14, max=4102, step=14,
+                DepthModel.Input(id="depth_model", tooltip="From DepthModelLoader."),
+                io.Image.Input(id="image", tooltip="The images to estimate depth for (any size, any batch)."),
+                io.Int.Input(id="process_res", default=core_depth.DEFAULT_PROCESS_RES, min=14, max=4102, step=14,
                              tooltip="Short side of the network input in pixels (a multiple of 14; aspect ratio "
                                      "kept). 518 is the model's training size; larger = finer edges, slower."),
-                io.Int.Input("batch_size", default=4, min=1, max=64,
+                io.Int.Input(id="batch_size", default=4, min=1, max=64,
                              tooltip="Images per forward pass; lower it if you run out of memory."),
             ],
             outputs=[Depth.Output(display_name="depth"), io.Image.Output(display_name="depth_image")],
@@ -156,7 +156,7 @@ class DepthEstimate(io.ComfyNode):
         name = os.path.basename(getattr(depth_model.model, "diffcamera_info", {}).get("path", "")) or "model"
         depth = DepthMap(disparity, source=f"depth_anything_v2:{name}")
         preview = core_to_comfy(core_depth.disparity_preview(disparity))
-        return io.NodeOutput(depth, preview, ui=ui.PreviewImage(preview, cls=cls))
+        return io.NodeOutput(depth, preview, ui=ui.PreviewImage(image=preview, cls=cls))
 
 
 class DepthFromImage(io.ComfyNode):
@@ -172,23 +172,23 @@ class DepthFromImage(io.ComfyNode):
                          "previews, ComfyUI's own depth nodes, a loaded 16-bit PNG) into DEPTH: normalised "
                          "disparity, near = 1. Connect exactly one of depth_image or depth_mask."),
             inputs=[
-                io.Combo.Input("convention", options=list(core_depth.CONVENTIONS),
+                io.Combo.Input(id="convention", options=list(core_depth.CONVENTIONS),
                                default=core_depth.CONVENTIONS[0],
                                tooltip=("How the map encodes distance. 'disparity (near bright)': most depth "
                                         "preprocessors and ControlNet depth images (used as is). 'depth (near dark)': "
                                         "a depth image where far is bright (inverted). 'metric depth': distances "
                                         "in metres or any unit (1/z is taken; inf = sky).")),
-                io.Image.Input("depth_image", optional=True,
+                io.Image.Input(id="depth_image", optional=True,
                                tooltip="A depth map as IMAGE (grey; colour images are averaged over RGB)."),
-                io.Mask.Input("depth_mask", optional=True, tooltip="A depth map as MASK."),
-                io.Image.Input("image", optional=True,
+                io.Mask.Input(id="depth_mask", optional=True, tooltip="A depth map as MASK."),
+                io.Image.Input(id="image", optional=True,
                                tooltip="The image the depth belongs to: the depth is resized to its size."),
-                io.Boolean.Input("normalise", default=True,
+                io.Boolean.Input(id="normalise", default=True,
                                  tooltip="Stretch each map to the full 0..1 range (recommended; always on for "
                                          "metric depth unless near and far are set)."),
-                io.Float.Input("near", default=0.0, min=0.0, max=1e6, step=0.01,
+                io.Float.Input(id="near", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="Metric depth only: distance mapped to disparity 1 (0 = the map's nearest)."),
-                io.Float.Input("far", default=0.0, min=0.0, max=1e6, step=0.01,
+                io.Float.Input(id="far", default=0.0, min=0.0, max=1e6, step=0.01,
                                tooltip="Metric depth only: distance mapped to disparity 0 (0 = the map's farthest)."),
             ],
             outputs=[Depth.Output(display_name="depth"), io.Image.Output(display_name="depth_image")],

@@ -18,6 +18,11 @@ from .validation import checked_inputs
 
 POINT_WIDGET = "focus_point"
 OVERRIDE_OFF = -1.0
+#: ui keys the front end reads (web/js/focus_picker.js): the preview images (``{filename, subfolder, type}``
+#: entries, as ``ui.images`` has them, under our own key so the front end draws no second, stock preview) and
+#: the picked focus per image.
+PREVIEW_UI_KEY = "diffcamera_preview"
+FOCUS_UI_KEY = "diffcamera_focus"
 
 
 def _points_for_batch(text: str, batch: int):
@@ -87,23 +92,23 @@ class FocusPicker(io.ComfyNode):
                          "override sets the focus disparity directly. The preview tints what will be sharp "
                          "(blur under 1 px) at the chosen bokeh level."),
             inputs=[
-                io.Image.Input("image", tooltip="The image to refocus."),
-                Depth.Input("depth", tooltip="Its depth (DepthEstimate or DepthFromImage), same size as the image."),
-                io.String.Input(POINT_WIDGET, default=core_focus.DEFAULT_POINT_JSON, multiline=False,
+                io.Image.Input(id="image", tooltip="The image to refocus."),
+                Depth.Input(id="depth", tooltip="Its depth (DepthEstimate or DepthFromImage), same size as the image."),
+                io.String.Input(id=POINT_WIDGET, default=core_focus.DEFAULT_POINT_JSON, multiline=False,
                                 tooltip=('Focus point as JSON {"x": 0.5, "y": 0.5}: 0..1 from the left and top '
                                          "edges; a list of points gives one per image. Clicking the node's preview "
                                          "writes it.")),
-                io.Float.Input("bokeh_level", default=20.0, min=0.0, max=200.0, step=0.5,
+                io.Float.Input(id="bokeh_level", default=20.0, min=0.0, max=200.0, step=0.5,
                                tooltip=("Blur strength the preview assumes: blur radius in px per 1024 px of "
                                         "the long side for a disparity difference of 1. Use the same value as "
                                         "your refocus/bokeh node. Only changes the preview tint.")),
-                io.Int.Input("window", default=0, min=0, max=255,
+                io.Int.Input(id="window", default=0, min=0, max=255,
                              tooltip="Side in pixels of the window whose (cluster) median is read under the "
                                      "point; 0 = automatic (about 1% of the long side, at least 5)."),
-                io.Mask.Input("mask", optional=True,
+                io.Mask.Input(id="mask", optional=True,
                               tooltip="Optional: focus on the median disparity inside this mask (e.g. a person "
                                       "from a segmentation node); replaces the point."),
-                io.Float.Input("focus_disparity_override", default=OVERRIDE_OFF, min=-1.0, max=1.0, step=0.001,
+                io.Float.Input(id="focus_disparity_override", default=OVERRIDE_OFF, min=-1.0, max=1.0, step=0.001,
                                optional=True,
                                tooltip="Optional: focus disparity 0 (far) .. 1 (near) used as is; negative = off."),
             ],
@@ -135,9 +140,8 @@ class FocusPicker(io.ComfyNode):
         h, w = img.shape[-2:]
         K = level_to_K(bokeh_level, h, w)
         preview = core_to_comfy(core_focus.focus_preview(img, disparity, focus, K))
-        ui_out = ca.combine_ui(ui.PreviewImage(preview, cls=cls),
-                               {"diffcamera_focus": _focus_json(focus),
-                                "diffcamera_level": [float(bokeh_level)]})
+        saved = ui.PreviewImage(image=preview, cls=cls).as_dict()["images"]
+        ui_out = {PREVIEW_UI_KEY: saved, FOCUS_UI_KEY: _focus_json(focus), "diffcamera_level": [float(bokeh_level)]}
         return io.NodeOutput(focus, preview, ui=ui_out)
 
 

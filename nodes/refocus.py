@@ -100,29 +100,29 @@ class ModelLoader(io.ComfyNode):
                          "FLUX.1 [dev] supported) with its VAE and a DiffCamera LoRA, or the small bundled toy "
                          "model (CPU-sized, 64 px training, for trying the graph). Nothing is downloaded."),
             inputs=[
-                io.Combo.Input("base", options=bases, default=bases[0],
+                io.Combo.Input(id="base", options=bases, default=bases[0],
                                tooltip=("The base model: 'toy (bundled)', a whole DiffCamera model in "
                                         "models/diffcamera, or a FLUX.1 transformer in models/diffusion_models "
                                         "(single .safetensors as ComfyUI keeps them, bf16 or fp8, or a diffusers "
                                         "folder). The last choice loads only the LoRA's conditions and the VAE: "
                                         "FLUX then comes from a ComfyUI MODEL connected to DiffCameraRefocus "
                                         "(fp8, GGUF, whatever you already run), so it is not loaded twice.")),
-                io.Combo.Input("vae", options=vaes, default=vaes[0],
+                io.Combo.Input(id="vae", options=vaes, default=vaes[0],
                                tooltip=("The FLUX VAE (ae.safetensors in models/vae). 'auto' uses the base's own "
                                         "(toy model, diffusers pipeline folder).")),
-                io.Combo.Input("lora", options=loras, default=loras[0],
+                io.Combo.Input(id="lora", options=loras, default=loras[0],
                                tooltip=("A DiffCamera refocus LoRA (models/loras or models/diffcamera). A LoRA "
                                         "trained for another base family is refused.")),
-                io.Combo.Input("family", options=["auto", "flux1-kontext-dev", "flux1-dev"], default="auto",
+                io.Combo.Input(id="family", options=["auto", "flux1-kontext-dev", "flux1-dev"], default="auto",
                                tooltip="Base family of a FLUX single file; auto = 'kontext' in the file name "
                                        "means FLUX.1 Kontext [dev], else FLUX.1 [dev]."),
-                io.Combo.Input("dtype", options=list(dit_memory.DTYPES), default="auto",
+                io.Combo.Input(id="dtype", options=list(dit_memory.DTYPES), default="auto",
                                tooltip="Compute precision. auto = bf16 on a GPU, fp32 on the CPU."),
-                io.Combo.Input("weight_storage", options=list(dit_memory.STORAGES), default="default",
+                io.Combo.Input(id="weight_storage", options=list(dit_memory.STORAGES), default="default",
                                tooltip=("fp8_e4m3fn keeps transformer weights in 8 bits and up-casts each layer "
                                         "when it runs: about half the memory of bf16 (FLUX.1: ~12 GB instead of "
                                         "~24 GB), slightly lower quality.")),
-                io.Combo.Input("offload", options=list(dit_memory.OFFLOAD_MODES), default="none",
+                io.Combo.Input(id="offload", options=list(dit_memory.OFFLOAD_MODES), default="none",
                                tooltip=("none = the whole model on the GPU (ComfyUI frees other models first); "
                                         "group = one transformer block at a time on the GPU (small GPUs, slower); "
                                         "leaf = layer by layer (lowest memory, slowest).")),
@@ -198,33 +198,35 @@ class Refocus(io.ComfyNode):
                          "is deblurred, what must not is blurred, guided by DEPTH. Works on sharp or already "
                          "blurred images of any size and aspect ratio (tiled above the model's trained size)."),
             inputs=[
-                DiffCameraModel.Input("diffcamera_model", tooltip="From DiffCamera ModelLoader."),
-                io.Image.Input("image", tooltip="The images to refocus (any size; a batch is refocused image by image "
-                                                "with shared settings)."),
-                Depth.Input("depth", tooltip="Depth of the same images (DepthEstimate / DepthFromImage), same size."),
-                FocusType.Input("focus", tooltip="Where to focus (FocusPicker)."),
-                io.Float.Input("bokeh_level", default=20.0, min=0.0, max=200.0, step=0.5,
+                DiffCameraModel.Input(id="diffcamera_model", tooltip="From DiffCamera ModelLoader."),
+                io.Image.Input(id="image",
+                               tooltip="The images to refocus (any size; a batch is refocused image by image "
+                                       "with shared settings)."),
+                Depth.Input(id="depth",
+                            tooltip="Depth of the same images (DepthEstimate / DepthFromImage), same size."),
+                FocusType.Input(id="focus", tooltip="Where to focus (FocusPicker)."),
+                io.Float.Input(id="bokeh_level", default=20.0, min=0.0, max=200.0, step=0.5,
                                tooltip=("Blur strength: blur radius in px per 1024 px of the long side for a "
                                         "disparity difference of 1 (the same scale as FocusPicker/BokehSimulate). "
                                         "0 = all in focus.")),
-                io.Int.Input("steps", default=28, min=1, max=200, tooltip="Sampling steps (FLUX default 28)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                io.Int.Input(id="steps", default=28, min=1, max=200, tooltip="Sampling steps (FLUX default 28)."),
+                io.Int.Input(id="seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="Noise seed: the same seed gives the same image."),
-                io.Float.Input("guidance", default=2.5, min=0.0, max=10.0, step=0.1,
+                io.Float.Input(id="guidance", default=2.5, min=0.0, max=10.0, step=0.1,
                                tooltip="FLUX distilled guidance (Kontext default 2.5). Ignored by the toy model."),
-                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                io.Float.Input(id="denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                                tooltip=("1 = generate from noise (guided by the image); lower = start from the "
                                         "noised input and keep more of it.")),
-                io.Combo.Input("tiling", options=["auto", "off", "on"], default="auto",
+                io.Combo.Input(id="tiling", options=["auto", "off", "on"], default="auto",
                                tooltip=("auto = tiled denoising when the image is over 1.5x the model's trained "
                                         "size; on = always tile (tile_size); off = one pass (more memory).")),
-                io.Int.Input("tile_size", default=0, min=0, max=4096, step=16,
+                io.Int.Input(id="tile_size", default=0, min=0, max=4096, step=16,
                              tooltip="Tile side in pixels; 0 = the model's trained size (1024 for FLUX, 64 toy)."),
-                io.Model.Input("flux_model", optional=True,
+                io.Model.Input(id="flux_model", optional=True,
                                tooltip=("Optional: the FLUX MODEL your graph already loaded (Load Diffusion Model, "
                                         "fp8/GGUF/...): the refocus runs on it with the DiffCamera LoRA applied by "
                                         "ComfyUI, instead of the loader's own transformer.")),
-                io.Conditioning.Input("conditioning", optional=True,
+                io.Conditioning.Input(id="conditioning", optional=True,
                                       tooltip=("Optional prompt (a FLUX CLIPTextEncode output). Without it the "
                                                "LoRA's stored training-prompt embedding is used: no text encoder "
                                                "needed.")),

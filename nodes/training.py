@@ -19,7 +19,7 @@ from ..core import safe_paths
 from ..core.conventions import core_to_comfy
 from ..core.values import SimulatedDataset
 from .common import CATEGORY, DepthModel, DiffCameraDataset
-from .validation import InputError, checked_inputs, renderer_bytes, require_memory
+from .validation import InputError, checked_inputs, require_memory
 
 SOURCES = ["procedural", "image_folder"]
 DATASETS_FOLDER = "diffcamera_datasets"
@@ -51,31 +51,31 @@ class SimulateDataset(io.ComfyNode):
                          "all-in-focus images with NAME_depth.png beside them (or a depth model). Written under "
                          "output/diffcamera_datasets/<name>; queueing again resumes; same seed = same data."),
             inputs=[
-                io.Combo.Input("source", options=SOURCES, default="procedural",
+                io.Combo.Input(id="source", options=SOURCES, default="procedural",
                                tooltip="procedural: built-in scenes with exact depth. image_folder: your own "
                                        "all-in-focus images (set image_folder)."),
-                io.Int.Input("num_scenes", default=160, min=1, max=100000,
+                io.Int.Input(id="num_scenes", default=160, min=1, max=100000,
                              tooltip="Procedural scenes to render (source = procedural)."),
-                io.Int.Input("variants", default=4, min=1, max=1000,
+                io.Int.Input(id="variants", default=4, min=1, max=1000,
                              tooltip="Groups (focus-plane pairs and bokeh levels) per source image."),
-                io.Int.Input("size", default=64, min=16, max=2048, step=16,
+                io.Int.Input(id="size", default=64, min=16, max=2048, step=16,
                              tooltip="Square training size in pixels (multiple of 16). 64 for the toy model, "
                                      "512 for FLUX."),
-                io.Float.Input("level_min", default=32.0, min=0.0, max=1024.0, step=1.0,
+                io.Float.Input(id="level_min", default=32.0, min=0.0, max=1024.0, step=1.0,
                                tooltip="Lowest bokeh level (blur radius px per 1024 px of long side at |d-d_f| = 1)."),
-                io.Float.Input("level_max", default=256.0, min=0.0, max=1024.0, step=1.0,
+                io.Float.Input(id="level_max", default=256.0, min=0.0, max=1024.0, step=1.0,
                                tooltip="Highest bokeh level; levels are drawn uniformly in [level_min, level_max]."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                io.Int.Input(id="seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of every random choice; the same seed gives the same data."),
-                io.String.Input("name", default="diffcamera_pairs",
+                io.String.Input(id="name", default="diffcamera_pairs",
                                 tooltip="Dataset folder name under output/diffcamera_datasets/. An existing folder "
                                         "made with the same settings is resumed; other settings are refused."),
-                io.String.Input("image_folder", default="", optional=True,
+                io.String.Input(id="image_folder", default="", optional=True,
                                 tooltip="source = image_folder: folder of all-in-focus images; depth maps beside "
                                         "them as NAME_depth.png (grey, near = bright) or NAME_depth.npy."),
-                DepthModel.Input("depth_model", optional=True,
+                DepthModel.Input(id="depth_model", optional=True,
                                  tooltip="Optional: estimates depth for images that have no NAME_depth file."),
-                io.Float.Input("min_sharpness", default=0.0, min=0.0, max=10.0, step=0.0001, optional=True,
+                io.Float.Input(id="min_sharpness", default=0.0, min=0.0, max=10.0, step=0.0001, optional=True,
                                tooltip="Drop images whose Laplacian variance is below this (0 = keep all); the "
                                        "dropped ones are listed in the summary."),
             ],
@@ -105,7 +105,8 @@ class SimulateDataset(io.ComfyNode):
             if external:
                 root = None
         workers = 1
-        render = renderer_bytes(1, int(size), int(size), "classical", float(level_max) * int(size) / 1024.0)
+        from ..core.bokeh import estimate_render_bytes
+        render = estimate_render_bytes(1, int(size), int(size), "classical", float(level_max) * int(size) / 1024.0)
         opts = SimulateOptions(size=int(size), variants=int(variants), level_range=(float(level_min), float(level_max)),
                                seed=int(seed), min_sharpness=float(min_sharpness or 0.0),
                                num_scenes=int(num_scenes) if source == "procedural" else 0,
@@ -131,7 +132,7 @@ class SimulateDataset(io.ComfyNode):
         summary = "\n".join(lines + [f"{manifest['groups']} groups at {manifest['size']} px in "
                                      f"output/{DATASETS_FOLDER}/{name}"])
         dataset = SimulatedDataset(folder=out, size=int(manifest["size"]), groups=int(manifest["groups"]))
-        return io.NodeOutput(dataset, summary, ui=ui.PreviewText(summary))
+        return io.NodeOutput(dataset, summary, ui=ui.PreviewText(value=summary))
 
 
 class TrainRefocusLoRA(io.ComfyNode):
@@ -150,33 +151,33 @@ class TrainRefocusLoRA(io.ComfyNode):
                          "Cancel saves a checkpoint; queue again with the same run_name to resume exactly. "
                          "Outputs the trained file's path and the loss curve."),
             inputs=[
-                DiffCameraDataset.Input("dataset", tooltip="From SimulateRefocusDataset."),
-                io.Combo.Input("config", options=_bundled_configs(), default="toy",
+                DiffCameraDataset.Input(id="dataset", tooltip="From SimulateRefocusDataset."),
+                io.Combo.Input(id="config", options=_bundled_configs(), default="toy",
                                tooltip="A bundled training config (training/configs/*.json); the inputs below "
                                        "override its fields."),
-                io.Int.Input("steps", default=3000, min=1, max=1000000,
+                io.Int.Input(id="steps", default=3000, min=1, max=1000000,
                              tooltip="Optimiser steps. 3000 (the shipped toy model) take ~8 min on 2 idle CPU cores; the toy starts to follow the requested focus after ~500-1000 steps (batch 4)."),
-                io.Int.Input("batch_size", default=4, min=1, max=256,
+                io.Int.Input(id="batch_size", default=4, min=1, max=256,
                              tooltip="Scene groups per step (each group trains two focus planes)."),
-                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5,
+                io.Float.Input(id="learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5,
                                tooltip="AdamW learning rate (toy: 1e-3; FLUX LoRA: 1e-4)."),
-                io.Float.Input("lambda_stack", default=1.0, min=0.0, max=100.0, step=0.05,
+                io.Float.Input(id="lambda_stack", default=1.0, min=0.0, max=100.0, step=0.05,
                                tooltip="Weight of the stacking constraint (0 = vanilla rectified-flow loss)."),
-                io.Float.Input("depth_dropout", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input(id="depth_dropout", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Probability of blanking the depth channels of a training group, so the "
                                        "model copes with bad depth (0.15 is the paper-style setting, used by the "
                                        "FLUX config; in the 3000-step toy ablation it did not help)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                io.Int.Input(id="seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of data order, noise and dropout; same seed = same loss curve."),
-                io.String.Input("run_name", default="refocus_toy",
+                io.String.Input(id="run_name", default="refocus_toy",
                                 tooltip="Run folder under output/diffcamera_train/ (checkpoints, loss.jsonl). "
                                         "An unfinished run with the same settings resumes."),
-                io.Int.Input("checkpoint_every", default=250, min=0, max=1000000,
+                io.Int.Input(id="checkpoint_every", default=250, min=0, max=1000000,
                              tooltip="Save a resumable checkpoint every N steps (0 = only at the end/cancel)."),
-                io.String.Input("base_path", default="", optional=True,
+                io.String.Input(id="base_path", default="", optional=True,
                                 tooltip="FLUX configs only: local FLUX.1 transformer (diffusers folder or "
                                         "single file in diffusion_models)."),
-                io.String.Input("vae_path", default="", optional=True,
+                io.String.Input(id="vae_path", default="", optional=True,
                                 tooltip="FLUX configs only: local FLUX VAE (folder or file in vae)."),
             ],
             outputs=[io.String.Output(display_name="model_path"), io.Image.Output(display_name="loss_curve")],
@@ -189,7 +190,8 @@ class TrainRefocusLoRA(io.ComfyNode):
     def execute(cls, dataset, config, steps, batch_size, learning_rate, lambda_stack, depth_dropout, seed,
                 run_name, checkpoint_every, base_path="", vae_path=""):
         from ..training.config import CONFIG_DIR, TrainConfig
-        from ..training.trainer import estimate_train_bytes, loss_curve_image, train
+        from ..training.memory import check_fits
+        from ..training.trainer import loss_curve_image, train
         datasets = os.path.join(ca.output_directory(), DATASETS_FOLDER)
         if not (safe_paths.is_inside(dataset.folder, datasets)
                 and os.path.isfile(os.path.join(dataset.folder, "manifest.json"))):
@@ -212,10 +214,8 @@ class TrainRefocusLoRA(io.ComfyNode):
         if cfg.init_lora:
             cfg = cfg.replace(init_lora=ca.find_model(("diffcamera", "loras"), cfg.init_lora, f"config {config}: init_lora",
                                                       kind="file"))
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        require_memory(estimate_train_bytes(cfg), device,
-                       f"TrainRefocusLoRA (config {config}, batch_size {batch_size}, {cfg.size} px)",
-                       "lower batch_size (or simulate the dataset at a smaller size)")
+        # the trainer's own memory plan, before the run folder exists (train() checks again before loading weights)
+        check_fits(cfg, torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         safe_paths.make_dirs_inside(ca.output_directory(), [RUNS_FOLDER, run_name], "run_name")
         progress = ca.Progress(cfg.steps, desc="train", node_id=getattr(cls.hidden, "unique_id", None))
         try:
@@ -230,7 +230,7 @@ class TrainRefocusLoRA(io.ComfyNode):
         curve = core_to_comfy(loss_curve_image(result.losses))
         last = result.losses[-1] if result.losses else {}
         text = f"{result.steps_done} steps, loss {last.get('loss')}, file {path}"
-        return io.NodeOutput(path or "", curve, ui=ui.PreviewText(text))
+        return io.NodeOutput(path or "", curve, ui=ui.PreviewText(value=text))
 
 
 def _publish(path: str, run_name: str) -> str:

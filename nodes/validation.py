@@ -230,17 +230,6 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
-def renderer_bytes(batch: int, height: int, width: int, mode: str, max_radius: float) -> Optional[int]:
-    """The bokeh renderer's own peak-memory estimate, ``core.bokeh.estimate_render_bytes(batch, height, width,
-    mode, max_radius)``, or ``None`` while the renderer does not provide it (then callers count only their own
-    buffers). The renderer owns the estimate; this is the one place the node layer asks for it."""
-    from ..core import bokeh
-    estimate = getattr(bokeh, "estimate_render_bytes", None)
-    if estimate is None:
-        return None
-    return int(estimate(int(batch), int(height), int(width), mode, float(max_radius)))
-
-
 def require_memory(needed_bytes: int, device, what: str, fix: str) -> Optional[int]:
     """Refuse (:class:`NotEnoughMemory`) before starting when ``needed_bytes`` exceed the free memory of
     ``device`` (:func:`diffcamera.comfy_adapter.free_memory`); ``fix`` names the setting to change. Unknown free

@@ -4,7 +4,8 @@
 The browser asks for ``/api/workflow_templates/<pack>/<name>.jpg``. Each thumbnail is made by the pack itself on a
 procedural scene with exact depth (``core.scenes``), 384×256: what the workflow produces, computed with the same
 core functions its nodes call (the ground-truth disparity stands in for Depth Anything's estimate, and a
-refocus thumbnail is only made when the trained toy model is bundled). Run: ``python scripts/workflow_thumbnails.py``.
+refocus thumbnail is only made when the trained toy model is bundled; the rack-focus one shows the first, middle and
+last frame of a pull as thirds side by side). Run: ``python scripts/workflow_thumbnails.py``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,21 @@ def _side_by_side(a, b):
     return out
 
 
+def _time_strip(frames):
+    """Thirds of successive frames side by side (start | middle | end of a clip), with thin dividers."""
+    from PIL import Image
+
+    w, h = frames[0].size
+    out = Image.new("RGB", (w, h))
+    cuts = [round(i * w / len(frames)) for i in range(len(frames) + 1)]
+    for i, frame in enumerate(frames):
+        out.paste(frame.crop((cuts[i], 0, cuts[i + 1], h)), (cuts[i], 0))
+        if i:
+            for y in range(h):
+                out.putpixel((cuts[i], y), (255, 255, 255))
+    return out
+
+
 def make(names=None) -> list:
     import torch
 
@@ -47,6 +63,7 @@ def make(names=None) -> list:
     from diffcamera.core.conventions import level_to_K
     from diffcamera.core.focus import focus_from_point, focus_preview
     from diffcamera.core.scenes import make_scene
+    from diffcamera.core.video import rack_focus
 
     torch.manual_seed(0)
     h, w = SIZE
@@ -59,12 +76,17 @@ def make(names=None) -> list:
         near_focus = focus_from_point(disp, 0.1, 0.75)  # the star in front
         bokeh_near = render_bokeh(img, disp, near_focus.disparity, K, mode="layered")
         picker = focus_preview(img, disp, focus, K)
+        # rack focus from the star in front to the textured block, as the rack_focus workflow renders it
+        rack = rack_focus(disp, (0.1, 0.75), (0.74, 0.58), frames=36, hold_start=8, hold_end=8)
+        rack_frames = [_pil(render_bokeh(img, disp, float(rack.disparity[i]), K, mode="layered")) for i in (0, 17, 35)]
     pictures = {
         "depth_estimate": _side_by_side(_pil(img), _pil(disp)),
         "focus_from_depth_map": _pil(picker),
         "bokeh_from_depth": _pil(bokeh),
         "train_toy_lora": _side_by_side(_pil(bokeh_near), _pil(bokeh)),
         "text_to_image_refocus": _pil(bokeh_near),
+        "rack_focus": _time_strip(rack_frames),
+        "depth_from_core_moge": _side_by_side(_pil(disp), _pil(bokeh)),
     }
     try:
         from diffcamera.core.dit.loading import load_refocus_model

@@ -22,7 +22,9 @@ COMBO (a list of options in V1) inputs without ``forceInput``; every other input
 
 Schemas come from our own node classes (``diffcamera.nodes.all_nodes()``) and, for the stock ComfyUI
 nodes the graphs use, from ``scripts/stock_nodes.json`` (names, types, widget order and defaults as the
-real ``/object_info`` of ComfyUI v0.3.64 lists them; tier c checks it against a live server).
+real ``/object_info`` of ComfyUI v0.3.64 lists them; tier c checks it against a live server) and
+``scripts/stock_nodes_newer.json`` (core nodes newer than v0.3.64, e.g. MoGe, written from their source; only
+UI-only workflows in ``scripts/workflow_sources/`` use them).
 
 Each source may carry a sidecar ``<name>.meta.json`` (``title``, ``note``: a text shown in a Note node,
 which must state the licence of every model the graph expects) that becomes a Note node and ``extra``.
@@ -40,6 +42,8 @@ API_DIR = os.path.join(ROOT, "tests", "workflows")
 EXTRA_SOURCES = os.path.join(ROOT, "scripts", "workflow_sources")  # graphs not run in tests (need user models)
 UI_DIR = os.path.join(ROOT, "workflows")
 STOCK_FILE = os.path.join(ROOT, "scripts", "stock_nodes.json")
+#: core nodes newer than the ComfyUI tier c runs (read from their source; used only by UI-only workflows)
+NEWER_STOCK_FILE = os.path.join(ROOT, "scripts", "stock_nodes_newer.json")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
 NOTE_WIDTH = 340
@@ -97,6 +101,10 @@ def schema_from_v1(input_types: dict, output: list, output_name: list, display_n
 def load_schemas() -> dict:
     with open(STOCK_FILE, encoding="utf-8") as f:
         schemas = json.load(f)["nodes"]
+    with open(NEWER_STOCK_FILE, encoding="utf-8") as f:
+        newer = json.load(f)["nodes"]
+    assert not set(newer) & set(schemas), "a node is in both stock tables"
+    schemas.update(newer)
     schemas.update(_our_schemas())
     return schemas
 

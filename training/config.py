@@ -36,6 +36,9 @@ class TrainConfig:
         model: fields of ``RefocusModelConfig`` (``lora_rank``, ``lora_alpha``, ``lora_targets``, ...).
         base_path, vae_path: local FLUX transformer / VAE (folder or single file), only for ``"flux"``.
         init_lora: optional LoRA (``.safetensors``) to start from.
+        base_storage: ``"default"`` (the frozen base in the compute dtype) or ``"fp8_e4m3fn"`` / ``"fp8_e5m2"``
+            (8-bit base weights up-cast layer by layer, as inference's weight storage; LoRA families only, needs
+            ``gradient_checkpointing``: see :mod:`diffcamera.core.dit.memory`).
     Data:
         dataset: a folder written by ``diffcamera simulate`` (with ``manifest.json``), or ``"procedural"``
             to simulate ``procedural_scenes`` scenes in memory at start (same code as ``simulate``).
@@ -54,6 +57,8 @@ class TrainConfig:
     Runtime:
         mixed_precision: ``"auto"`` = bf16 on CUDA, none on CPU. gradient_checkpointing: on the DiT blocks.
         num_threads: torch CPU threads (0 = leave torch's default).
+        memory_check: refuse up front when the memory estimate of the settings exceeds the device's free memory
+            (:mod:`diffcamera.training.memory`); ``false`` tries anyway.
         checkpoint_every / keep_checkpoints / log_every / sample_every: in optimiser steps.
         output_dir: run folder (checkpoints/, loss.jsonl, samples/, the final LoRA).
         seed: every random choice (data order, noise, timesteps, dropout) derives from it and the step.
@@ -65,6 +70,7 @@ class TrainConfig:
     base_path: Optional[str] = None
     vae_path: Optional[str] = None
     init_lora: Optional[str] = None
+    base_storage: str = "default"
     # data
     dataset: str = "procedural"
     size: int = 64
@@ -93,6 +99,7 @@ class TrainConfig:
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     num_threads: int = 0
+    memory_check: bool = True
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 1
@@ -103,7 +110,10 @@ class TrainConfig:
 
     #: fields that do not change the computation (excluded from :meth:`fingerprint`)
     BOOKKEEPING = ("output_dir", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
-                   "num_threads", "notes")
+                   "num_threads", "notes", "memory_check")
+    #: fields added after the first release, hashed by :meth:`fingerprint` only when they differ from these values
+    #: (so a checkpoint written before they existed still resumes)
+    ADDED_LATER = {"base_storage": "default"}
 
     def __post_init__(self):
         self.validate()
@@ -136,6 +146,17 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
         if self.procedural_scenes < 1 or self.procedural_variants < 1:
             raise ValueError("procedural_scenes and procedural_variants must be >= 1")
+        from ..core.dit.memory import STORAGES
+        if self.base_storage not in STORAGES:
+            raise ValueError(f"base_storage must be one of {STORAGES}, got {self.base_storage!r}")
+        if self.base_storage != "default":
+            if self.model_kind == "toy":
+                raise ValueError("base_storage fp8 needs a frozen base with a LoRA; the toy trains its whole "
+                                 "transformer: use model_kind 'flux' or 'tiny_flux', or base_storage 'default'")
+            if not self.gradient_checkpointing:
+                raise ValueError(f"base_storage {self.base_storage!r} saves memory only with gradient checkpointing "
+                                 "(without it autograd keeps an up-cast copy of every weight until the backward pass); "
+                                 "set \"gradient_checkpointing\": true")
 
     # ------------------------------------------------------------------------------------ JSON
     @classmethod
@@ -180,7 +201,8 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what training computes (hex, 16 chars)."""
-        data = {k: v for k, v in self.to_dict().items() if k not in self.BOOKKEEPING}
+        data = {k: v for k, v in self.to_dict().items() if k not in self.BOOKKEEPING
+                and not (k in self.ADDED_LATER and v == self.ADDED_LATER[k])}
         if self.lr_schedule == "constant":
             data.pop("steps")  # extending a constant-LR run is a legitimate resume
         blob = json.dumps(data, sort_keys=True, default=str).encode()
@@ -191,6 +213,29 @@ class TrainConfig:
         mine = self.to_dict()
         return sorted(k for k in mine if k not in self.BOOKKEEPING and k in other and mine[k] != other[k]
                       and not (k == "steps" and self.lr_schedule == "constant"))
+
+    def refocus_config(self, family: Optional[str] = None):
+        """The :class:`~diffcamera.core.dit.config.RefocusModelConfig` this run builds: the ``model`` entries over the
+        defaults of ``model_kind`` (``trained_size`` defaults to ``size``; a FLUX family is ``family``, else
+        ``model["family"]``, else guessed from ``base_path``). Unknown ``model`` keys are refused, naming them."""
+        from ..core.dit import toy as toy_cfgs
+        from ..core.dit.config import RefocusModelConfig
+        known = {f.name for f in dataclasses.fields(RefocusModelConfig)}
+        unknown = sorted(set(self.model) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) in 'model': {', '.join(map(repr, unknown))}; "
+                             f"known keys are {', '.join(sorted(known))}")
+        changes = dict(self.model)
+        changes.setdefault("trained_size", self.size)
+        if self.model_kind == "toy":
+            return toy_cfgs.toy_config(**changes)
+        if self.model_kind == "tiny_flux":
+            return toy_cfgs.tiny_flux_config(**changes)
+        fam = changes.pop("family", None)
+        if family is None and fam is None:
+            from ..core.dit.loading import guess_family
+            fam = guess_family(self.base_path) if self.base_path else "flux1-kontext-dev"
+        return toy_cfgs.flux_config(family or fam, **changes)
 
     @property
     def resolved_mixed_precision(self) -> str:

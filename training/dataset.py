@@ -98,3 +98,23 @@ def sample_indices(counter: int, count: int, length: int, seed: int) -> List[int
             perm = torch.randperm(length, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + e))
         out.append(int(perm[n % length]))
     return out
+
+
+def synthetic_batch(batch: int, size: int, generator: torch.Generator) -> Dict[str, torch.Tensor]:
+    """A random batch of ``batch`` groups at ``size`` px in the format of :meth:`PairDataset.batch` (benchmarks and
+    memory measurements: the values are plausible, not simulated). CPU float tensors."""
+    g = generator
+
+    def img():
+        return torch.rand(batch, 3, size, size, generator=g)
+    out = {k: img() for k in IMAGE_KEYS}
+    out["disparity"] = torch.rand(batch, 1, size, size, generator=g)
+    out["mask"] = (torch.rand(batch, 1, size, size, generator=g) > 0.5).float()
+    out["focus_xy1"] = torch.rand(batch, 2, generator=g)
+    out["focus_xy2"] = torch.rand(batch, 2, generator=g)
+    for name in ("focus_disparity1", "focus_disparity2", "ref_focus_disparity"):
+        out[name] = torch.rand(batch, generator=g)
+    out["level"] = 8.0 + 88.0 * torch.rand(batch, generator=g)
+    out["K"] = out["level"] * size / 1024.0
+    out["ref_K"] = out["K"].clone()
+    return out

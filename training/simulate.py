@@ -505,14 +505,14 @@ def estimate_simulate_bytes(size: int, workers: int = 1, shard_groups: int = 64,
 
     Per process: one group's float32 working set (source image and disparity, the composite disparity, four
     renders and their uint8 copies: ~16 three-channel ``size²`` float maps), the renderer's own peak
-    (``render_bytes``, :func:`diffcamera.core.bokeh.estimate_render_bytes` when given, else the classical
-    renderer's streaming budget plus four full-size buffers), and a shard's uint8 rows (``shard_groups`` groups,
-    at most the shard size, × 18 bytes per pixel) held twice while they are stacked.
+    (``render_bytes``; default :func:`diffcamera.core.bokeh.estimate_render_bytes` of a classical render with the
+    radius of the highest level the caller passes, else of level 1024: radius = size), and a shard's uint8 rows (``shard_groups``
+    groups, at most the shard size, × 18 bytes per pixel) held twice while they are stacked.
     """
-    from ..core.bokeh_classical import DEFAULT_MEMORY_BUDGET
     px = int(size) * int(size)
     if render_bytes is None:
-        render_bytes = DEFAULT_MEMORY_BUDGET + 4 * 3 * px * 4
+        from ..core.bokeh import estimate_render_bytes
+        render_bytes = estimate_render_bytes(1, int(size), int(size), "classical", float(size))
     group = 16 * 3 * px * 4
     shard = 2 * int(shard_groups) * 18 * px
     return int(max(1, workers) * (group + int(render_bytes) + shard))

@@ -33,10 +33,12 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..core import safe_paths
+from ..core.dit.memory import prepare_training
 from .checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import TrainConfig
 from .dataset import PairDataset, sample_indices
 from .losses import refocus_loss
+from .memory import check_fits
 
 LORA_NAME = "refocus_lora.safetensors"
 MODEL_NAME = "refocus_model.safetensors"
@@ -73,23 +75,18 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
 
 # ------------------------------------------------------------------------------------------ builders
 def build_model(config: TrainConfig):
-    """The :class:`~diffcamera.core.dit.model.RefocusModel` the config asks for (fresh weights/LoRA)."""
-    from ..core.dit import toy as toy_cfgs
-    from ..core.dit.config import RefocusModelConfig
-    import dataclasses
-    known = {f.name for f in dataclasses.fields(RefocusModelConfig)}
-    unknown = sorted(set(config.model) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in 'model': {', '.join(map(repr, unknown))}; "
-                         f"known keys are {', '.join(sorted(known))}")
-    changes = dict(config.model)
-    changes.setdefault("trained_size", config.size)
+    """The :class:`~diffcamera.core.dit.model.RefocusModel` the config asks for (fresh weights/LoRA).
+
+    A FLUX base is loaded into host memory in the compute dtype (bf16 on CUDA): :func:`train` stores it in fp8 there
+    when ``base_storage`` says so (after the LoRA exists) and only then moves it to the GPU.
+    """
+    target = config.refocus_config()
     if config.model_kind == "toy":
         from ..core.dit.model import build_toy_model
-        model = build_toy_model(toy_cfgs.toy_config(**changes), seed=config.seed)
+        model = build_toy_model(target, seed=config.seed)
     elif config.model_kind == "tiny_flux":
         from ..core.dit.model import build_tiny_flux_model
-        model = build_tiny_flux_model(toy_cfgs.tiny_flux_config(**changes), seed=config.seed)
+        model = build_tiny_flux_model(target, seed=config.seed)
     else:
         if not config.base_path:
             raise ValueError("model_kind 'flux' needs base_path: a local FLUX.1 Kontext [dev] / FLUX.1 [dev] "
@@ -97,16 +94,16 @@ def build_model(config: TrainConfig):
                              "--set base_path=PATH")
         from ..core.dit import loading
         from ..core.dit.lora import add_lora
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = loading.load_refocus_model(config.base_path, vae=config.vae_path, family=changes.get("family"),
-                                           dtype="auto", device=device)
-        target = toy_cfgs.flux_config(model.config.family, **changes)
+        dtype = "bf16" if torch.cuda.is_available() else "fp32"
+        model = loading.load_refocus_model(config.base_path, vae=config.vae_path, family=config.model.get("family"),
+                                           dtype=dtype, device="cpu")
+        target = config.refocus_config(family=model.config.family)
         for key in ("condition_layout", "coc_scale", "prompt", "trained_size", "camera_subgrid", "camera_hidden"):
             setattr(model.config, key, getattr(target, key))
         from ..core.dit.conditions import CameraEncoder
         c = model.config
         model.camera_encoder = CameraEncoder(c.camera_channels, c.token_pixels, c.token_dim, c.camera_subgrid,
-                                             c.camera_hidden).to(device)
+                                             c.camera_hidden)
         add_lora(model, target.lora_rank, target.lora_alpha, target.lora_targets)
     if config.init_lora:
         from ..core.dit.lora import load_refocus_lora
@@ -146,97 +143,6 @@ def lr_lambda_for(config: TrainConfig) -> Callable[[int], float]:
 def named_trainable(model) -> Dict[str, torch.nn.Parameter]:
     ids = {id(p) for p in model.trainable_parameters()}
     return {n: p for n, p in model.named_parameters() if id(p) in ids}
-
-
-# ------------------------------------------------------------------------------------------ memory
-#: Activation values kept per token, per transformer block and per unit of the inner width, by one training
-#: forward of the FLUX-architecture DiT (both streams, attention, MLP, norms, saved for backward). Measured on the
-#: toy (fp32, CPU, one step at 64..384 px, batch 1..4: at most ~36 after subtracting weights and optimiser state;
-#: see ``benchmarks/bench_memory.py``), rounded up.
-ACTIVATIONS_PER_TOKEN_BLOCK = 40
-#: Text tokens of a FLUX prompt embedding (T5, padded) and of the toy's stored embedding.
-FLUX_TEXT_TOKENS = 512
-
-
-def _transformer_config(config: TrainConfig) -> dict:
-    """The transformer's config dict without building it (toy/tiny from the pack's defaults, FLUX from the base
-    folder's ``transformer/config.json`` or the shipped ``assets/configs/<family>``)."""
-    from ..core.dit import toy as toy_cfgs
-    changes = dict(config.model)
-    changes.setdefault("trained_size", config.size)
-    if config.model_kind == "toy":
-        return dict(toy_cfgs.toy_config(**changes).transformer)
-    if config.model_kind == "tiny_flux":
-        return dict(toy_cfgs.tiny_flux_config(**changes).transformer)
-    from ..core.dit.loading import CONFIGS
-    candidates = []
-    if config.base_path and os.path.isdir(config.base_path):
-        candidates += [os.path.join(config.base_path, "transformer", "config.json"),
-                       os.path.join(config.base_path, "config.json")]
-    candidates.append(os.path.join(CONFIGS, changes.get("family", "flux1-kontext-dev"), "transformer", "config.json"))
-    for path in candidates:
-        if os.path.isfile(path):
-            with open(path, "r", encoding="utf-8") as fh:
-                return json.load(fh)
-    raise FileNotFoundError(f"no transformer config for family {changes.get('family')!r}")
-
-
-def estimate_train_bytes(config: TrainConfig) -> int:
-    """Peak memory (bytes, an upper estimate) of training with ``config`` on its device, weights included.
-
-    With inner width ``D`` (heads × head dim), ``L`` double + single blocks, tokens per sample
-    ``n = 2·(size / token_pixels)² + text`` (noisy + reference latents, ``[noisy ; reference]`` Kontext-style) and
-    ``2·batch_size`` samples per forward (both focus planes), ``b`` bytes per activation (2 under bf16 autocast on
-    CUDA, else 4):
-
-    * activations: ``samples · n · L · A · D · b`` with ``A`` = :data:`ACTIVATIONS_PER_TOKEN_BLOCK`; with gradient
-      checkpointing only each block's input (``2·D`` per token) is kept, plus one block's full set;
-    * weights: the whole toy trains in fp32 (weights, gradients, AdamW's two moments: 16 bytes a parameter); a LoRA
-      run keeps the frozen base (2 bytes a parameter in bf16 on CUDA, 4 on the CPU) plus 16 bytes per LoRA
-      parameter. Parameters from the block shapes: ``36·D²`` per double block, ``15·D²`` per single block;
-    * data: the batch as float tensors on the device (~128 bytes a pixel a group), and for a VAE autoencoder its
-      encoder's full-resolution activations (128 channels, 3 alive) for the batch.
-
-    Measured against one toy step on the CPU (``benchmarks/bench_memory.py``): the estimate is 1.2–1.45× the
-    measured peak growth from 128 px up (2× at 64 px, where the fixed slack dominates). FLUX numbers are not measured (no GPU here).
-    """
-    from ..core.dit import toy as toy_cfgs
-    t = _transformer_config(config)
-    heads, head_dim = int(t.get("num_attention_heads", 24)), int(t.get("attention_head_dim", 128))
-    D = heads * head_dim
-    doubles, singles = int(t.get("num_layers", 19)), int(t.get("num_single_layers", 38))
-    blocks = doubles + singles
-    in_ch = int(t.get("in_channels", 64))
-    params = (36 * doubles + 15 * singles + 6) * D * D + 4 * in_ch * D + int(t.get("joint_attention_dim", 4096)) * D
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and config.resolved_mixed_precision in ("bf16", "fp16")
-    act_b = 2 if bf16 else 4
-    if config.model_kind == "flux":
-        model_cfg = toy_cfgs.flux_config(**{k: v for k, v in config.model.items() if k != "family"})
-        scale, text = 8, FLUX_TEXT_TOKENS
-    elif config.model_kind == "tiny_flux":
-        model_cfg = toy_cfgs.tiny_flux_config(**config.model)
-        scale, text = int(model_cfg.vae_scale_factor), 16
-    else:
-        model_cfg = toy_cfgs.toy_config(**config.model)
-        scale, text = int(model_cfg.vae_scale_factor), 16
-    tokens = 2 * (config.size // (2 * scale)) ** 2 + text
-    samples = 2 * config.batch_size
-    if config.gradient_checkpointing:
-        activations = samples * tokens * (2 * blocks + ACTIVATIONS_PER_TOKEN_BLOCK) * D * act_b
-    else:
-        activations = samples * tokens * blocks * ACTIVATIONS_PER_TOKEN_BLOCK * D * act_b
-    rank = int(model_cfg.lora_rank)
-    if rank > 0:
-        lora_params = rank * 2 * D * 8 * blocks
-        weights = params * (2 if cuda else 4) + 16 * lora_params
-    else:
-        weights = 16 * params
-    px = config.size * config.size
-    data = config.batch_size * px * 128
-    if config.model_kind != "toy":  # an AutoencoderKL encodes 4 images per group without gradients
-        data += config.batch_size * px * 128 * 3 * 4
-    return int(activations + weights + data + 64 * 1024 * 1024)
 
 
 # ------------------------------------------------------------------------------------------ logging
@@ -415,16 +321,13 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
             safe_paths.refuse_link(os.path.join(out, name), "output_dir")
         config.save(os.path.join(out, "config.json"))
 
+    check_fits(config, accelerator.device)  # before any heavy work: names the setting to change
     ds = dataset if dataset is not None else build_dataset(config)
     model = build_model(config)
-    if config.gradient_checkpointing and hasattr(model.transformer, "enable_gradient_checkpointing"):
-        model.transformer.enable_gradient_checkpointing()
-    model.train()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    prepare_training(model, storage=config.base_storage, gradient_checkpointing=config.gradient_checkpointing,
+                     mixed_precision=accelerator.mixed_precision != "no")
     params = named_trainable(model)
-    for p in params.values():
-        p.requires_grad_(True)
+    model.to(accelerator.device)
     optimizer = torch.optim.AdamW(list(params.values()), lr=config.lr, betas=tuple(config.betas), eps=config.eps,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_for(config))

@@ -95,21 +95,21 @@ def comfy_world(tmp_path_factory, comfy_env):
     return base
 
 
-@pytest.fixture(scope="session")
-def comfy_server(comfy_env, comfy_world):
-    """A running ComfyUI (``main.py --cpu``) with the pack loaded; yields a :class:`comfy_client.Client`."""
+def _serve(comfy_env, base, extra_args=(), tag="default"):
+    """Start ``main.py --cpu`` on a free loopback port over the world in ``base``; yield a client; stop it."""
     root, python = comfy_env
-    base = comfy_world
     port = _free_port()
-    log_path = os.path.join(base, "server.log")
+    log_path = os.path.join(base, f"server-{tag}.log")
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--extra-model-paths-config", os.path.join(base, "extra_model_paths.yaml"),
            "--input-directory", os.path.join(base, "input"),
            "--output-directory", os.path.join(base, "output"),
-           "--temp-directory", os.path.join(base, "temp"),
-           "--user-directory", os.path.join(base, "user"),
            "--database-url", "sqlite:///:memory:",
-           "--disable-auto-launch", "--disable-api-nodes"]
+           "--disable-auto-launch", "--disable-api-nodes", *extra_args]
+    if "--temp-directory" not in extra_args:
+        cmd += ["--temp-directory", os.path.join(base, "temp")]
+    if "--user-directory" not in extra_args:
+        cmd += ["--user-directory", os.path.join(base, "user")]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # never let the fake ComfyUI shadow the real one
     env["DO_NOT_TRACK"] = "1"
@@ -141,7 +141,66 @@ def comfy_server(comfy_env, comfy_world):
                 proc.wait(timeout=20)
         log.close()
         if os.environ.get("DIFFCAMERA_KEEP_COMFY_LOG"):
-            shutil.copy(log_path, os.environ["DIFFCAMERA_KEEP_COMFY_LOG"])
+            shutil.copy(log_path, os.environ["DIFFCAMERA_KEEP_COMFY_LOG"] + ("" if tag == "default" else f".{tag}"))
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_env, comfy_world):
+    """A running ComfyUI (``main.py --cpu``) with the pack loaded and its own front end; yields a
+    :class:`comfy_client.Client`."""
+    yield from _serve(comfy_env, comfy_world)
+
+
+#: The newer front end (``comfyui-frontend-package``, installed outside ComfyUI's venv with ``pip install
+#: --target``) that tier c also drives: its ``static`` folder (or the package / --target folder holding it).
+FRONTEND_ROOT_ENV = "DIFFCAMERA_FRONTEND_ROOT"
+FRONTEND_HINT = (f"set {FRONTEND_ROOT_ENV} to the static folder of a newer ComfyUI front end, e.g. "
+                 "pip install --target /opt/fe comfyui-frontend-package==1.58.* and "
+                 f"{FRONTEND_ROOT_ENV}=/opt/fe/comfyui_frontend_package/static "
+                 "(scripts/comfyui_env.sh setup does this)")
+
+
+def newer_frontend_root():
+    """``(static folder, version)`` of the newer front end named by ``$DIFFCAMERA_FRONTEND_ROOT``, or
+    ``(None, reason)``."""
+    given = os.environ.get(FRONTEND_ROOT_ENV)
+    if not given:
+        return None, f"no newer front end: {FRONTEND_HINT}"
+    for candidate in (given, os.path.join(given, "static"), os.path.join(given, "comfyui_frontend_package", "static")):
+        if os.path.isfile(os.path.join(candidate, "index.html")):
+            static = os.path.abspath(candidate)
+            break
+    else:
+        return None, f"{FRONTEND_ROOT_ENV}={given} holds no front end (no index.html): {FRONTEND_HINT}"
+    package = os.path.dirname(static)
+    version = "unknown"
+    parent = os.path.dirname(package)
+    for name in sorted(os.listdir(parent)):
+        if name.startswith("comfyui_frontend_package-") and name.endswith(".dist-info"):
+            version = name[len("comfyui_frontend_package-"):-len(".dist-info")]
+    return static, version
+
+
+@pytest.fixture(scope="session")
+def comfy_server_newer_frontend(comfy_env, comfy_world):
+    """A second ComfyUI over the same world, serving the newer front end (``--front-end-root``), with its own
+    temp and user folders (settings such as ``Comfy.VueNodes.Enabled`` stay apart from the default run).
+    Skipped, saying what to install, when ``$DIFFCAMERA_FRONTEND_ROOT`` is not set."""
+    static, version = newer_frontend_root()
+    if static is None:
+        pytest.skip(version)
+    base = comfy_world
+    for sub in ("temp-newer-fe", "user-newer-fe"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    gen = _serve(comfy_env, base, ["--front-end-root", static,
+                                   "--temp-directory", os.path.join(base, "temp-newer-fe"),
+                                   "--user-directory", os.path.join(base, "user-newer-fe")], tag="newer-fe")
+    client = next(gen)
+    client.frontend_version = version
+    try:
+        yield client
+    finally:
+        gen.close()
 
 
 INPROC = os.path.join(HERE, "inproc")

@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -52,13 +54,23 @@ def _chromium():
     return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_focus_picker_click_in_real_front_end(comfy_server, comfy_env, comfy_run, tmp_path):
-    """Headless Chromium on the real front end: UI workflows convert (front end's graphToPrompt) to their
-    API copies; in the FocusPicker workflow a click on the preview sets the widget, and the re-run
-    focuses there."""
-    import subprocess
+FRONT_ENDS = [pytest.param("default", "classic", id="default-frontend-classic"),
+              pytest.param("newer", "classic", id="newer-frontend-classic"),
+              pytest.param("newer", "vue", id="newer-frontend-nodes2")]
 
-    import pytest
+
+@pytest.mark.parametrize("frontend,mode", FRONT_ENDS)
+def test_focus_picker_in_real_front_end(request, frontend, mode, comfy_env, comfy_run, tmp_path):
+    """Headless Chromium on a real front end, ComfyUI's own (v0.3.64 pins 1.27.10, classic canvas) and the newer
+    one from ``$DIFFCAMERA_FRONTEND_ROOT`` (1.58.x) in both render modes (classic canvas, Nodes 2.0): UI
+    workflows convert (front end's graphToPrompt) to their API copies; the picker draws the preview and is the
+    node's only preview (the stock PreviewImage in the same graph shows one: the count can see it); drags on the
+    picker do not move the node (a drag on its title does); a click in the letterbox bar of the wide image does
+    nothing, a click on the image sets the widget to that image point; the value survives save -> load and a
+    page reload; and the re-run focuses there. Screenshots are written (``$DIFFCAMERA_SCREENSHOT_DIR`` keeps a
+    copy)."""
+    import shutil
+    import subprocess
 
     _, python = comfy_env
     chromium = _chromium()
@@ -67,12 +79,19 @@ def test_focus_picker_click_in_real_front_end(comfy_server, comfy_env, comfy_run
     if subprocess.run([python, "-c", "import playwright"], capture_output=True).returncode != 0:
         pytest.skip(f"Playwright for Python is not installed for {python}: {python} -m pip install playwright "
                     "(the system Chromium is used; no browser download)")
+    server = request.getfixturevalue("comfy_server" if frontend == "default" else "comfy_server_newer_frontend")
     root = os.path.dirname(os.path.dirname(HERE))
-    out = comfy_run("browser_focus_picker.py", comfy_server.url, chromium, tmp_path,
-                    os.path.join(root, "workflows"), os.path.join(root, "tests", "workflows"),
-                    "focus_from_depth_map.json", timeout=900)
-    print(json.dumps({k: v for k, v in out.items() if k != "conversions"}, indent=1)[:4000])
+    out = comfy_run("browser_focus_picker.py", server.url, chromium, tmp_path, os.path.join(root, "workflows"),
+                    "focus_from_depth_map.json", mode, timeout=900)
+    keep = os.environ.get("DIFFCAMERA_SCREENSHOT_DIR")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for path in out["screenshots"]:
+            shutil.copy(path, os.path.join(keep, f"{frontend}-{os.path.basename(path)}"))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("conversions",)}, indent=1)[:6000])
     assert out["extensions"], "the front end did not load web/js/focus_picker.js"
+    if frontend == "newer":
+        assert out["vue_setting"] is (mode == "vue"), out["vue_setting"]
 
     # the real front end converts each UI workflow to its API copy
     sys.path.insert(0, os.path.join(root, "scripts"))
@@ -80,6 +99,12 @@ def test_focus_picker_click_in_real_front_end(comfy_server, comfy_env, comfy_run
         import workflow_ui
     finally:
         sys.path.pop(0)
+    with open(os.path.join(root, "scripts", "stock_nodes_newer.json"), encoding="utf-8") as f:
+        newer = set(json.load(f)["nodes"])
+    for fname, missing in out["not_converted"].items():  # only UI-only workflows with core nodes newer than this
+        assert set(missing) <= newer and not os.path.exists(os.path.join(root, "tests", "workflows", fname)), \
+            (fname, missing)
+    assert len(out["conversions"]) >= 7, sorted(out["conversions"])
     for fname, prompt in out["conversions"].items():
         api_path = os.path.join(root, "tests", "workflows", fname)
         if not os.path.exists(api_path):
@@ -88,12 +113,31 @@ def test_focus_picker_click_in_real_front_end(comfy_server, comfy_env, comfy_run
             api = json.load(f)
         assert workflow_ui.strip_meta(prompt) == workflow_ui.strip_meta(api), fname
 
-    # click -> widget -> re-run
     assert out["first_status"] == "success" and out["second_status"] == "success"
+    assert "images" not in out["first_output_keys"] and "diffcamera_preview" in out["first_output_keys"]
+    # one preview: ours, drawn; none from the front end; the stock PreviewImage (the control) shows its own
+    for key in ("previews", "previews_after_rerun"):
+        picker, stock = out[key]["picker"], out[key]["stock"]
+        assert picker["ours"] == 1 and picker["ours_loaded"] == 1, (key, picker)
+        assert picker["vue_stock_imgs"] == 0 and picker["canvas_imgs"] == 0 and picker["preview_widgets"] == 0, \
+            (key, picker)
+        assert stock["vue_stock_imgs"] + stock["canvas_imgs"] >= 1, (key, "the count does not see a stock preview", stock)
+        assert picker["vue_node_element"] is (mode == "vue"), picker
+    # drags: the title moves the node (control), the picker and its letterbox bar do not
+    assert max(abs(v) for v in out["title_drag_moved"]) > 20, out["title_drag_moved"]
+    assert out["image_drag_moved"] == [0, 0] and out["bar_drag_moved"] == [0, 0], out
+    # the image is letterboxed (96x64 in a taller box); a click in the bar does nothing
+    assert out["letterbox_bar_px"] > 10, out["box"]
+    assert not out["bar_click_changed"]
+    # the click maps to the image point
     assert out["top_element"] and "diffcamera-focus-image" in out["top_element"], out["top_element"]
     point = json.loads(out["widget_value"])
     w, h = out["box"]["nw"], out["box"]["nh"]
     assert abs(point["x"] - 0.25) <= 1.5 / w + 1e-3 and abs(point["y"] - 0.75) <= 1.5 / h + 1e-3, point
+    assert out["marker_point"] == out["widget_value"]
+    # save -> load -> page reload keep it, and the re-run uses it
+    assert out["reloaded_value"] == out["widget_value"] and out["reloaded_marker_point"] == out["widget_value"]
+    assert out["page_reload_value"] == out["widget_value"]
     assert json.loads(out["second_prompt_point"]) == point
     first, second = out["first_focus"][0], out["second_focus"][0]
     assert (round(first["x"], 3), round(first["y"], 3)) == (0.3, 0.6)
@@ -106,14 +150,14 @@ def test_focus_picker_click_in_real_front_end(comfy_server, comfy_env, comfy_run
     import stock_nodes
     from diffcamera.nodes import all_nodes
 
-    folder_paths.set_base(comfy_server.base)
+    folder_paths.set_base(server.base)
     with open(os.path.join(root, "tests", "workflows", "focus_from_depth_map.json"), encoding="utf-8") as f:
         prompt = json.load(f)
-    picker = next(k for k, v in prompt.items() if v["class_type"] == "DiffCamera_FocusPicker")
-    prompt[picker]["inputs"]["focus_point"] = out["widget_value"]
+    picker_key = next(k for k, v in prompt.items() if v["class_type"] == "DiffCamera_FocusPicker")
+    prompt[picker_key]["inputs"]["focus_point"] = out["widget_value"]
     classes = {c.define_schema().node_id: c for c in all_nodes()}
     classes.update(stock_nodes.NODE_CLASS_MAPPINGS)
-    focus = fake_executor.run_prompt(prompt, classes)[picker].args[0]
+    focus = fake_executor.run_prompt(prompt, classes)[picker_key].args[0]
     assert abs(float(focus.disparity[0]) - second["disparity"]) < 2e-3
 
 
@@ -143,3 +187,23 @@ def test_refocus_node_same_image_on_comfy_model_and_own_transformer(comfy_run, t
     assert out["shape"] == [1, 64, 48, 3]
     assert out["effect"] > 1e-2
     assert out["diff"] < 1e-3, out
+
+
+def test_comfy_api_names_and_keywords_exist_in_this_comfyui(comfy_run, tmp_path):
+    """Every comfy_api name, Hidden member and constructor keyword the pack uses (collected from its source, as
+    tests/test_comfy_api_names.py does against the 0.38 lists) exists publicly in the ComfyUI tier c runs."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    try:
+        import test_comfy_api_names as names
+    finally:
+        sys.path.pop(0)
+    used = {k: sorted(v) for k, v in names.collect_used_names().items()}
+    keywords = {}
+    for _, _, kind, _, kws, _ in names.construction_calls():
+        keywords.setdefault(kind, set()).update(kws)
+    used["keywords"] = {k: sorted(v) for k, v in keywords.items()}
+    path = tmp_path / "used.json"
+    path.write_text(json.dumps(used))
+    out = comfy_run("api_names.py", path)
+    assert out == {"missing_latest": [], "missing_io": [], "missing_ui": [], "missing_hidden": [],
+                   "refused_keywords": {}}, out

@@ -178,7 +178,7 @@ def _bokeh(image=SCENE, **inputs):
     b = {"image": ["1", 0], "bokeh_level": 20.0, "mode": "layered", "depth_image": ["2", 0],
          "convention": "disparity (near bright)", "focus_disparity": 0.5, "focus_range": 0.0, "blades": 0,
          "blade_rotation": 0.0, "blade_curvature": 0.0, "highlight_threshold": 0.9, "highlight_gain": 0.0,
-         "catseye": 0.0, "chromatic_aberration": 0.0, "gamma": 4.0}
+         "catseye": 0.0, "chromatic_aberration": 0.0, "gamma": 4.0, "temporal_smoothing": 0}
     b.update(inputs)
     return {"1": {"class_type": "LoadImage", "inputs": {"image": image}},
             "2": {"class_type": "LoadImage", "inputs": {"image": image if image != SCENE else SCENE_DEPTH}},
@@ -268,7 +268,7 @@ def test_raw_errors_are_named(comfy_server, world):
 
 # ------------------------------------------------------------------------- memory refused up front
 def test_memory_refused_before_work(comfy_server, world):
-    _error(comfy_server, _bokeh(image=HUGE), "3", "BokehSimulate (1 image(s) 8192x8192", "use a smaller image")
+    _error(comfy_server, _bokeh(image=HUGE), "3", "BokehSimulate (1 frame(s) 8192x8192", "use a smaller image")
     p = _depth(estimate={"process_res": 4102, "batch_size": 4})
     p["5"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 4}}
     p["3"]["inputs"]["image"] = ["5", 0]

@@ -42,14 +42,17 @@ def test_workflow_runs_on_real_comfyui(comfy_server, fname):
     assert entry["status"]["status_str"] == "success"
     size = meta.get("output_size", list(workflow_world.SCENE_SIZE))
     outputs = entry["outputs"]
-    expected = [k for k, v in prompt.items() if v["class_type"] in ("SaveImage", "PreviewImage")]
+    expected = [k for k, v in prompt.items() if v["class_type"] in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP")]
     assert expected and set(expected) <= set(outputs), f"outputs of {expected} missing: {list(outputs)}"
+    racks = [v["inputs"]["frames"] for v in prompt.values() if v["class_type"] == "DiffCamera_RackFocus"]
     for node_id in expected:
         images = outputs[node_id]["images"]
         assert images, f"{fname}: node {node_id} saved nothing"
         for image in images:
             with Image.open(_io.BytesIO(comfy_server.view(image))) as im:
                 assert size is None or im.size == (size[1], size[0]), f"{fname}: node {node_id} wrote {im.size}"
+                if prompt[node_id]["class_type"] == "SaveAnimatedWEBP":  # the whole clip in one file
+                    assert im.format == "WEBP" and racks and im.n_frames == racks[0], (im.format, im.n_frames, racks)
 
 
 def _numeric_input_with_max(prompt):

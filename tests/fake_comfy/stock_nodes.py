@@ -1,9 +1,11 @@
-"""Fakes of the three stock ComfyUI nodes our example workflows use: ``LoadImage``, ``PreviewImage``,
-``SaveImage`` (real ones: ComfyUI's ``nodes.py``). Same node ids, input names, types and outputs, same
+"""Fakes of the stock ComfyUI nodes our example workflows use: ``LoadImage``, ``PreviewImage``, ``SaveImage``
+(real ones: ComfyUI's ``nodes.py``) and ``SaveAnimatedWEBP`` (``comfy_extras/nodes_images.py``). Same node ids, input names, types and outputs, same
 behaviour for what the workflows need: LoadImage reads an RGB file from the input folder into an IMAGE
 ``[1,H,W,3]`` 0..1 plus a MASK (``1 - alpha``, or a 64×64 zero mask without alpha); SaveImage writes
 8-bit PNGs ``<prefix>_<counter:05>_.png`` into the output folder; PreviewImage into the temp folder.
-Both answer ``ui = {"images": [{"filename", "subfolder", "type"}]}`` as the real ones do.
+Both answer ``ui = {"images": [{"filename", "subfolder", "type"}]}`` as the real ones do. SaveAnimatedWEBP writes
+the whole batch as one animated WEBP ``<prefix>_<counter:05>_.webp`` (frame duration ``1000/fps`` ms, lossless or
+at ``quality``) and answers ``{"images": [...], "animated": (True,)}``.
 
 Written as V3 classes of the fake API so ``tests/fake_executor.run_prompt`` runs them beside our nodes
 (the real LoadImage is a V1 class whose ``image`` input is a plain list combo; the API-format value is
@@ -31,7 +33,7 @@ class LoadImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="LoadImage", category="image",
-                         inputs=[io.Combo.Input("image", options=_input_files())],
+                         inputs=[io.Combo.Input(id="image", options=_input_files())],
                          outputs=[io.Image.Output(), io.Mask.Output()])
 
     @classmethod
@@ -66,8 +68,8 @@ class SaveImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="SaveImage", category="image", is_output_node=True,
-                         inputs=[io.Image.Input("images", tooltip="The images to save."),
-                                 io.String.Input("filename_prefix", default="ComfyUI")],
+                         inputs=[io.Image.Input(id="images", tooltip="The images to save."),
+                                 io.String.Input(id="filename_prefix", default="ComfyUI")],
                          outputs=[])
 
     @classmethod
@@ -80,7 +82,7 @@ class PreviewImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="PreviewImage", category="image", is_output_node=True,
-                         inputs=[io.Image.Input("images", tooltip="The images to preview.")], outputs=[])
+                         inputs=[io.Image.Input(id="images", tooltip="The images to preview.")], outputs=[])
 
     @classmethod
     def execute(cls, images):
@@ -88,4 +90,37 @@ class PreviewImage(io.ComfyNode):
                                                  "temp")})
 
 
-NODE_CLASS_MAPPINGS = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage}
+WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
+
+
+class SaveAnimatedWEBP(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SaveAnimatedWEBP", category="image/animation", is_output_node=True,
+                         inputs=[io.Image.Input(id="images"),
+                                 io.String.Input(id="filename_prefix", default="ComfyUI"),
+                                 io.Float.Input(id="fps", default=6.0, min=0.01, max=1000.0, step=0.01),
+                                 io.Boolean.Input(id="lossless", default=True),
+                                 io.Int.Input(id="quality", default=80, min=0, max=100),
+                                 io.Combo.Input(id="method", options=list(WEBP_METHODS))],
+                         outputs=[])
+
+    @classmethod
+    def execute(cls, images, filename_prefix="ComfyUI", fps=6.0, lossless=True, quality=80, method="default"):
+        root = folder_paths.get_output_directory()
+        subfolder, prefix = os.path.split(os.path.normpath(filename_prefix))
+        folder = os.path.join(root, subfolder)
+        if os.path.commonpath((os.path.abspath(root), os.path.abspath(folder))) != os.path.abspath(root):
+            raise ValueError("Saving image outside the output folder is not allowed.")
+        os.makedirs(folder, exist_ok=True)
+        counter = 1 + sum(1 for f in os.listdir(folder) if f.startswith(prefix + "_"))
+        frames = [Image.fromarray(np.clip(255.0 * im.cpu().numpy(), 0, 255).astype(np.uint8)) for im in images]
+        name = f"{prefix}_{counter:05}_.webp"
+        frames[0].save(os.path.join(folder, name), save_all=True, duration=int(1000.0 / fps),
+                       append_images=frames[1:], lossless=lossless, quality=quality, method=WEBP_METHODS[method])
+        return io.NodeOutput(ui={"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                                 "animated": (len(frames) != 1,)})
+
+
+NODE_CLASS_MAPPINGS = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
+                       "SaveAnimatedWEBP": SaveAnimatedWEBP}

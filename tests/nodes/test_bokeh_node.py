@@ -119,3 +119,65 @@ def test_schema_widget_limits_are_enforced():
     VALUES["f"] = {"image": img, "depth": DepthMap(disp, source="t")}
     with pytest.raises(PromptError):
         run_prompt(_prompt("f", depth=["1", 1], bokeh_level=-1.0), CLASSES)
+
+
+# ------------------------------------------------------------------------------------------- video
+def _frames_of(img, disp, d_f, K, mode="layered"):
+    """What BokehSimulate must return for frame-wise inputs: one core render per frame."""
+    return torch.cat([render_bokeh(img[i:i + 1].permute(0, 3, 1, 2), disp[i:i + 1], float(d_f[i]), K, mode=mode)
+                      for i in range(len(d_f))]).permute(0, 2, 3, 1)
+
+
+def test_one_image_and_a_focus_batch_give_one_frame_per_focus():
+    img, disp = _data(b=1)
+    disp[..., :, :8] = 0.5
+    d_f = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    VALUES["v1"] = {"image": img, "depth": DepthMap(disp, source="t"),
+                    "focus": Focus(torch.zeros(4), torch.zeros(4), d_f, ["rack"] * 4)}
+    out = run_prompt(_prompt("v1", depth=["1", 1], focus=["1", 3]), CLASSES)["2"]
+    image, mask = out.result
+    assert image.shape == (4, 24, 32, 3) and mask.shape == (4, 24, 32)
+    K = level_to_K(200.0, 24, 32)
+    expect = _frames_of(img.expand(4, -1, -1, -1), disp.expand(4, -1, -1, -1), d_f, K)
+    assert torch.allclose(image, expect, atol=1e-6)
+    assert not torch.allclose(image[0], image[-1], atol=1e-3)  # the focus really moved
+    assert out.ui["text"][0].startswith("BokehSimulate: 4 frame(s)")
+
+
+def test_per_frame_depth_and_focus_render_frame_by_frame():
+    img, disp = _data(b=3)
+    disp = disp * torch.tensor([1.0, 0.6, 0.3]).view(3, 1, 1, 1)
+    d_f = torch.tensor([1.0, 0.6, 0.3])  # focus follows the near half as it recedes
+    VALUES["v2"] = {"image": img, "depth": DepthMap(disp, source="t"),
+                    "focus": Focus(torch.zeros(3), torch.zeros(3), d_f, ["point"] * 3)}
+    image, _ = run_prompt(_prompt("v2", depth=["1", 1], focus=["1", 3], mode="classical"), CLASSES)["2"].result
+    K = level_to_K(200.0, 24, 32)
+    assert torch.allclose(image, _frames_of(img, disp, d_f, K, mode="classical"), atol=1e-6)
+
+
+def test_temporal_smoothing_renders_with_smoothed_focus_and_depth_and_cuts_flicker():
+    from diffcamera.core import video
+
+    g = torch.Generator().manual_seed(1)
+    n = 8
+    img, disp = _data(b=1)
+    disp = (0.3 + 0.4 * disp).expand(n, -1, -1, -1) + 0.05 * torch.randn(n, 1, 24, 32, generator=g)
+    disp = disp.clamp(0, 1)
+    d_f = 0.7 + 0.05 * torch.randn(n, generator=g)
+    VALUES["v3"] = {"image": img, "depth": DepthMap(disp, source="t"),
+                    "focus": Focus(torch.zeros(n), torch.zeros(n), d_f, ["point"] * n)}
+    raw = run_prompt(_prompt("v3", depth=["1", 1], focus=["1", 3]), CLASSES)["2"]
+    smooth = run_prompt(_prompt("v3", depth=["1", 1], focus=["1", 3], temporal_smoothing=2), CLASSES)["2"]
+    K = level_to_K(200.0, 24, 32)
+    expect = _frames_of(img.expand(n, -1, -1, -1), video.smooth_frames(disp, 2), video.smooth_frames(d_f, 2), K)
+    assert torch.allclose(smooth.result[0], expect, atol=1e-6)
+    assert video.temporal_flicker(smooth.result[0]) < 0.6 * video.temporal_flicker(raw.result[0])
+    assert "smoothed over ±2 frames" in smooth.ui["text"][0]
+
+
+def test_frame_counts_must_agree():
+    img, disp = _data(b=2)
+    VALUES["v4"] = {"image": img, "depth": DepthMap(disp, source="t"),
+                    "focus": Focus(torch.zeros(3), torch.zeros(3), torch.zeros(3), ["point"] * 3)}
+    with pytest.raises(ValueError, match=r"^frame counts differ \(image 2, depth 2, focus 3\)"):
+        run_prompt(_prompt("v4", depth=["1", 1], focus=["1", 3]), CLASSES)

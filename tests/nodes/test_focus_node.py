@@ -62,7 +62,8 @@ def test_point_gives_exact_focus_and_a_preview():
     assert preview.shape == (1, 32, 48, 3)
     ui = out.ui
     assert ui["diffcamera_focus"] == [{"x": 0.25, "y": 0.5, "disparity": 0.2, "method": "point"}]
-    assert ui["images"][0]["shape"] == [1, 32, 48, 3]
+    assert ui["diffcamera_preview"][0]["shape"] == [1, 32, 48, 3]
+    assert "images" not in ui, "a stock 'images' output would make the front end draw a second preview"
     # level 20 at 48 px wide: K = 20*48/1024 = 0.94 px, every blur < 1 px -> everything is tinted in focus
     assert preview[0, 2, 2, 1] > 0.6 and preview[0, 2, 45, 1] > 0.6
     # level 200: K = 9.4 px, the near half blurs by 5.6 px -> only the far (left) half is tinted

@@ -477,7 +477,7 @@ def test_bokeh_refused_before_rendering(world, little_memory, monkeypatch):
     real = bokeh.render_bokeh
     monkeypatch.setattr(NB, "render_bokeh", lambda *a, **k: rendered.append(a[0].shape) or real(*a, **k))
     little_memory(1 << 20)
-    with pytest.raises(NotEnoughMemory, match=r"^BokehSimulate \(1 image\(s\) 256x256, mode layered.* needs about "
+    with pytest.raises(NotEnoughMemory, match=r"^BokehSimulate \(1 frame\(s\) 256x256, mode layered.* needs about "
                                               r".* but only 1.0 MiB is free; use a smaller image"):
         NB.BokehSimulate.execute(torch.rand(1, 256, 256, 3), depth=_depth(256, 256))
     assert all(tuple(s[-2:]) == (1, 1) for s in rendered)  # only the 1x1 input check ran
@@ -500,22 +500,21 @@ def test_simulation_refused_before_writing(world, little_memory):
     assert not (world["output"] / "diffcamera_datasets" / "big").exists()
 
 
-def test_training_512_batch_32_refused_before_it_starts(world, little_memory, monkeypatch):
-    """A 512-px batch-32 toy training is refused up front when its estimate exceeds the free memory (the estimate
-    is checked against measured toy steps in benchmarks/bench_memory.py)."""
+def test_training_512_batch_32_refused_before_it_starts(world, little_memory):
+    """A 512-px batch-32 toy training is refused up front when the trainer's memory plan exceeds the free memory
+    (``benchmarks/bench_memory.py`` compares the plan with measured toy steps)."""
     from diffcamera.training.config import TrainConfig
-    from diffcamera.training.trainer import estimate_train_bytes
+    from diffcamera.training.memory import plan
     folder = world["output"] / "diffcamera_datasets" / "big"
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"size": 512, "groups": 64, "shards": []}))
-    est = estimate_train_bytes(TrainConfig.load("toy", {"size": 512, "batch_size": 32}))
-    assert est > 40 * 2 ** 30  # ~60 GiB: a 2-core 23 GiB machine must refuse it
-    little_memory(est - 1)
-    with pytest.raises(NotEnoughMemory, match=r"TrainRefocusLoRA \(config toy, batch_size 32, 512 px\) needs about "
-                                              r".*GiB.*lower batch_size"):
+    need = plan(TrainConfig.load("toy", {"size": 512, "batch_size": 32}), "cpu").total
+    little_memory(need - 1)
+    with pytest.raises(ValueError, match=r"training the toy model at 512 px, batch 32, needs about .* GiB .* but only "
+                                         r".* GiB are free\. To fit, set "):
         NT.TrainRefocusLoRA.execute(SimulatedDataset(str(folder), 512, 64), "toy", 10, 32, 1e-3, 1.0, 0.0, 0,
                                     "big", 0)
-    assert not (world["output"] / "diffcamera_train" / "big").exists()
+    assert not (world["output"] / "diffcamera_train" / "big").exists()  # refused before the run folder exists
 
 
 def test_free_memory_outside_comfyui(monkeypatch):

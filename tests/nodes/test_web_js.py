@@ -27,3 +27,29 @@ def test_extension_files_are_where_comfyui_serves_them():
     assert 'import { app } from "../../scripts/app.js"' in picker
     assert 'name: "diffcamera.FocusPicker"' in picker and "DiffCamera_FocusPicker" in picker
     assert 'from "./focus_math.js"' in picker and os.path.isfile(os.path.join(web, "focus_math.js"))
+
+
+def test_extension_imports_only_what_the_front_end_supports():
+    """The front end's supported surface for extensions is scripts/app.js and scripts/api.js (shims of its
+    public API); scripts/ui.js and extensions/core/* are internals that newer front ends change or drop."""
+    import re
+
+    web = os.path.join(ROOT, "web", "js")
+    for name in sorted(os.listdir(web)):
+        if not name.endswith(".js"):
+            continue
+        source = open(os.path.join(web, name), encoding="utf-8").read()
+        imports = re.findall(r"^\s*import\s[^;]*?from\s+[\"']([^\"']+)[\"']", source, flags=re.M)
+        imports += re.findall(r"import\(\s*[\"']([^\"']+)[\"']", source)
+        allowed = {"../../scripts/app.js", "../../scripts/api.js", "./focus_math.js"}
+        assert set(imports) <= allowed, f"{name} imports {sorted(set(imports) - allowed)}"
+        assert "extensions/core" not in source and "scripts/ui.js" not in source, name
+
+
+def test_ui_keys_agree_between_node_and_extension():
+    from diffcamera.nodes import focus
+
+    source = open(os.path.join(ROOT, "web", "js", "focus_picker.js"), encoding="utf-8").read()
+    assert f'PREVIEW_UI_KEY = "{focus.PREVIEW_UI_KEY}"' in source
+    assert f'FOCUS_UI_KEY = "{focus.FOCUS_UI_KEY}"' in source
+    assert focus.PREVIEW_UI_KEY != "images"

@@ -29,6 +29,10 @@ def _workflow_ui():
     return module
 
 
+#: stock nodes whose files a workflow run is checked by
+SAVERS = ("SaveImage", "PreviewImage", "SaveAnimatedWEBP")
+
+
 def _api_files():
     return sorted(f for f in os.listdir(API_DIR) if f.endswith(".json") and not f.endswith(".meta.json"))
 
@@ -103,14 +107,19 @@ def test_workflow_runs_on_our_nodes(fname, world):
                 assert size is None or tuple(value.shape[1:3]) == (h, w), f"{fname} node {node_id}: {tuple(value.shape)}"
                 assert torch.isfinite(value).all() and value.min() >= 0 and value.max() <= 1
         ui = out.ui.as_dict() if hasattr(out.ui, "as_dict") else (out.ui or {})
-        for image in ui.get("images", []) if prompt[node_id]["class_type"] in ("SaveImage", "PreviewImage") else []:
+        kind = prompt[node_id]["class_type"]
+        for image in ui.get("images", []) if kind in SAVERS else []:
             folder = folder_paths.get_output_directory() if image["type"] == "output" else folder_paths.get_temp_directory()
             from PIL import Image
 
             with Image.open(os.path.join(folder, image["subfolder"], image["filename"])) as im:
                 assert size is None or im.size == (w, h)
+                if kind == "SaveAnimatedWEBP":  # one file holding every frame of its input batch
+                    src, slot = prompt[node_id]["inputs"]["images"]
+                    frames = results[src].args[slot].shape[0]
+                    assert frames > 1 and im.n_frames == frames, (im.n_frames, frames)
             saved += 1
-    assert saved, f"{fname}: no SaveImage/PreviewImage wrote an image"
+    assert saved, f"{fname}: no {'/'.join(SAVERS)} wrote an image"
 
 
 def test_ui_workflows_convert_to_their_api_copies():

@@ -45,7 +45,14 @@ globalThis.document = {
 
 // ---- fake ComfyUI ---------------------------------------------------------------------------------------
 const registered = [];
-globalThis.__fakeApp = { registerExtension: (ext) => registered.push(ext), canvas: {}, graph: { setDirtyCanvas() {} } };
+const settings = { "Comfy.VueNodes.Enabled": false };
+const wheels = [];
+globalThis.__fakeApp = {
+  registerExtension: (ext) => registered.push(ext),
+  canvas: { processMouseWheel: (e) => wheels.push(e) },
+  graph: { setDirtyCanvas() {} },
+  extensionManager: { setting: { get: (id) => settings[id] } },
+};
 globalThis.__fakeApi = { apiURL: (route) => "/api" + route };
 const appModule = dataUrl("export const app = globalThis.__fakeApp;");
 const apiModule = dataUrl("export const api = globalThis.__fakeApi;");
@@ -54,7 +61,7 @@ const pickerSource = readFileSync(join(webDir, "focus_picker.js"), "utf8")
   .replace('"../../scripts/app.js"', JSON.stringify(appModule))
   .replace('"../../scripts/api.js"', JSON.stringify(apiModule))
   .replace('"./focus_math.js"', JSON.stringify(mathModule));
-await import(dataUrl(pickerSource));
+const picker = await import(dataUrl(pickerSource));
 
 class FakeNode {
   constructor() {
@@ -92,11 +99,11 @@ test("click on the preview writes the point into the focus_point widget", async 
   assert.equal(dom.element.className, "diffcamera-focus-picker");
   const [img, marker] = dom.element.children;
   assert.equal(img.className, "diffcamera-focus-image");
-  assert.equal(dom.element.dataset.nodeId, "7");
+  assert.equal(dom.element.dataset.diffcameraNode, "7");
   assert.ok(node.size[1] >= 300);
 
   // a run: the node's ui output arrives
-  node.onExecuted({ images: [{ filename: "p.png", subfolder: "", type: "temp" }],
+  node.onExecuted({ diffcamera_preview: [{ filename: "p.png", subfolder: "", type: "temp" }],
     diffcamera_focus: [{ x: 0.5, y: 0.5, disparity: 0.8, method: "point" }] });
   assert.equal(img.src, "/api/view?filename=p.png&subfolder=&type=temp");
 
@@ -130,18 +137,51 @@ test("click on the preview writes the point into the focus_point widget", async 
   assert.equal(widget.value, '{"x": 0.1, "y": 0.2}');
 });
 
-test("the canvas copy of the preview is dropped and its image reused after a reload", async () => {
+test("the preview comes only from the node's own ui key; a stock `images` output is not shown", async () => {
+  assert.equal(picker.PREVIEW_UI_KEY, "diffcamera_preview");
+  assert.equal(picker.FOCUS_UI_KEY, "diffcamera_focus");
   class NodeType extends FakeNode {}
-  NodeType.prototype.onDrawBackground = function () {   // stands in for ComfyUI's own draw handler
-    this.imgs = [{ src: "/api/view?filename=q.png&type=temp&rand=1" }];
-    this.widgets.push({ name: "$$canvas-image-preview", onRemove() {} });
-  };
   await registered[0].beforeRegisterNodeDef(NodeType, { name: "DiffCamera_FocusPicker" });
   const node = new NodeType();
   node.onNodeCreated();
-  node.onDrawBackground();
-  assert.equal(node.widgets.some((w) => w.name === "$$canvas-image-preview"), false);
-  assert.equal(node.imgs, undefined);
   const img = node.widgets.find((w) => w.name === "focus_preview").element.children[0];
-  assert.equal(img.src, "/api/view?filename=q.png&type=temp&rand=1");
+  node.onExecuted({ images: [{ filename: "stock.png", subfolder: "", type: "temp" }] });
+  assert.equal(img.src, "");
+  assert.equal(NodeType.prototype.onDrawBackground, undefined, "no canvas drawing hook");
+});
+
+test("pointer events on the picker stop there; the wheel zooms the canvas in classic mode only", async () => {
+  class NodeType extends FakeNode {}
+  await registered[0].beforeRegisterNodeDef(NodeType, { name: "DiffCamera_FocusPicker" });
+  const node = new NodeType();
+  node.onNodeCreated();
+  const root = node.widgets.find((w) => w.name === "focus_preview").element;
+  for (const type of ["pointerdown", "pointermove", "pointerup"]) {
+    let stopped = false;
+    root.dispatch(type, { button: 0, buttons: 1, stopPropagation() { stopped = true; } });
+    assert.ok(stopped, `${type} (left button) must not reach the node or the canvas`);
+    stopped = false;
+    root.dispatch(type, { button: 1, buttons: 4, stopPropagation() { stopped = true; } });
+    assert.ok(!stopped, `${type} (middle button) still pans the canvas`);
+  }
+  wheels.length = 0;
+  let prevented = false;
+  root.dispatch("wheel", { preventDefault() { prevented = true; } });
+  assert.equal(wheels.length, 1);
+  assert.ok(prevented);
+  settings["Comfy.VueNodes.Enabled"] = true;   // Vue nodes forward the wheel themselves
+  root.dispatch("wheel", { preventDefault() {} });
+  assert.equal(wheels.length, 1);
+  settings["Comfy.VueNodes.Enabled"] = false;
+});
+
+test("a loaded workflow's point is shown (onConfigure)", async () => {
+  class NodeType extends FakeNode {}
+  await registered[0].beforeRegisterNodeDef(NodeType, { name: "DiffCamera_FocusPicker" });
+  const node = new NodeType();
+  node.onNodeCreated();
+  const root = node.widgets.find((w) => w.name === "focus_preview").element;
+  node.widgets[0].value = '{"x": 0.9, "y": 0.1}';   // what configure() does with widgets_values
+  node.onConfigure({});
+  assert.equal(root.dataset.point, '{"x": 0.9, "y": 0.1}');
 });

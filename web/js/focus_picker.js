@@ -3,18 +3,22 @@
  *
  * The focus lives in the node's plain STRING widget `focus_point` (`{"x": 0.5, "y": 0.5}`, normalised,
  * x right / y down, 0..1), so workflows and the API work without this file; this extension only writes
- * that widget.
+ * that widget. It uses only the front end's extension API (`app.registerExtension`, `node.addDOMWidget`,
+ * `node.onExecuted`, `api.apiURL`, `app.extensionManager.setting`), imported from scripts/app.js and
+ * scripts/api.js, and works the same in both render modes of the front end (the classic LiteGraph canvas,
+ * front end 1.2x+, and "Nodes 2.0" Vue nodes, front end 1.4x+, setting `Comfy.VueNodes.Enabled`).
  *
  * DOM it creates (one per DiffCamera_FocusPicker node, as a DOM widget named "focus_preview"):
  *
- *   <div class="diffcamera-focus-picker" data-node-id="<node id>" data-point='{"x": .., "y": ..}'>
+ *   <div class="diffcamera-focus-picker" data-diffcamera-node="<node id>" data-point='{"x": .., "y": ..}'>
  *     <img class="diffcamera-focus-image" draggable="false">   last preview (object-fit: contain)
  *     <div class="diffcamera-focus-marker"></div>             ring at the widget's current point
  *     <div class="diffcamera-focus-info"></div>               point / focus disparity / hint text
  *   </div>
  *
- * The <img> shows the first image of the preview the Python node returns (`ui.images`, through ComfyUI's
- * /view route); the node's own canvas image preview is suppressed so the image is not shown twice.
+ * One preview only: the Python node returns its preview under its own ui key `diffcamera_preview` (a list
+ * of `{filename, subfolder, type}` like `ui.images`), not `images`, so neither render mode draws the stock
+ * output preview next to this one; the <img> shows the first entry through ComfyUI's /view route.
  *
  * Click -> widget value: a left-button pointerdown on the <img> at client (clientX, clientY) is mapped to
  *   x = (clientX - rect.left - d.x) / d.width,  y = (clientY - rect.top - d.y) / d.height
@@ -24,6 +28,8 @@
  * e.g. `{"x": 0.25, "y": 0.5}`), its callback runs, the marker moves at once, and the canvas is marked dirty;
  * the new focus disparity appears after the next run (queue the prompt again). A click sets one point for
  * every image of a batch; per-image points are typed as a JSON list.
+ * Pointer events on the picker never reach the canvas or the node (a drag on the preview does not move the
+ * node); the mouse wheel still zooms the canvas (forwarded in classic mode; Vue nodes forward it themselves).
  * For automation, `node.diffcameraFocus.setPoint(x, y)` does the same as a click at that normalised point.
  */
 import { app } from "../../scripts/app.js";
@@ -33,7 +39,11 @@ import { clientToPoint, formatPoint, parsePoint, pointToBox, viewQuery } from ".
 const NODE_CLASS = "DiffCamera_FocusPicker";
 const POINT_WIDGET = "focus_point";
 const PREVIEW_WIDGET = "focus_preview";
-const CANVAS_PREVIEW_WIDGET = "$$canvas-image-preview";
+/** The node's ui key for its preview images (nodes/focus.py PREVIEW_UI_KEY). */
+export const PREVIEW_UI_KEY = "diffcamera_preview";
+/** The node's ui key for the focus it picked (nodes/focus.py FOCUS_UI_KEY). */
+export const FOCUS_UI_KEY = "diffcamera_focus";
+const VUE_NODES_SETTING = "Comfy.VueNodes.Enabled";
 const MIN_HEIGHT = 220;
 
 const STYLE = `
@@ -62,11 +72,12 @@ function pointWidget(node) {
   return node.widgets?.find((w) => w.name === POINT_WIDGET);
 }
 
-function removeCanvasPreview(node) {
-  const i = node.widgets?.findIndex((w) => w.name === CANVAS_PREVIEW_WIDGET) ?? -1;
-  if (i >= 0) {
-    node.widgets[i].onRemove?.();
-    node.widgets.splice(i, 1);
+/** Whether the front end draws nodes as Vue components ("Nodes 2.0"); false on front ends without it. */
+function vueNodes() {
+  try {
+    return Boolean(app.extensionManager?.setting?.get?.(VUE_NODES_SETTING));
+  } catch (e) {
+    return false;
   }
 }
 
@@ -88,9 +99,17 @@ class FocusPreview {
     this.root.append(this.img, this.marker, this.info);
     this.img.addEventListener("load", () => this.update(true));
     this.img.addEventListener("pointerdown", (e) => this.onPointerDown(e));
+    this.img.addEventListener("dragstart", (e) => e.preventDefault());
+    this.root.addEventListener("pointerenter", () => this.update(false));  // e.g. a value typed meanwhile
+    // the picker is a control, not a handle: no press, drag or release on it reaches the node or the canvas
+    for (const type of ["pointerdown", "pointermove", "pointerup"]) {
+      this.root.addEventListener(type, (e) => {
+        if (e.button !== 1 && !(e.buttons & 4)) e.stopPropagation();  // the middle button still pans
+      });
+    }
     this.root.addEventListener("wheel", (e) => {
-      // keep zooming the canvas when the wheel is over the preview
-      if (app.canvas?.processMouseWheel) {
+      // keep zooming the canvas when the wheel is over the preview (Vue nodes forward it themselves)
+      if (!vueNodes() && app.canvas?.processMouseWheel) {
         e.preventDefault();
         app.canvas.processMouseWheel(e);
       }
@@ -103,7 +122,7 @@ class FocusPreview {
   }
 
   setNodeId() {
-    this.root.dataset.nodeId = String(this.node.id);
+    this.root.dataset.diffcameraNode = String(this.node.id);
   }
 
   /** Show `url` (a /view URL) in the <img>, if it differs from the current one. */
@@ -168,9 +187,9 @@ class FocusPreview {
 
   /** Called with the node's `ui` output after a run. */
   onExecuted(message) {
-    const image = message?.images?.[0];
+    const image = message?.[PREVIEW_UI_KEY]?.[0];
     if (image?.filename) this.setImageUrl(api.apiURL(viewQuery(image)));
-    const info = message?.diffcamera_focus?.[0];
+    const info = message?.[FOCUS_UI_KEY]?.[0];
     this.focusInfo = info ?? null;
     this.update(true);
   }
@@ -227,20 +246,11 @@ app.registerExtension({
       return r;
     };
 
-    // ComfyUI's draw handler turns `ui.images` into `this.imgs` and a canvas preview widget; take the
-    // loaded image for our element (this also restores it after a reload) and drop the canvas copy.
-    const onDrawBackground = nodeType.prototype.onDrawBackground;
-    nodeType.prototype.onDrawBackground = function (...args) {
-      const r = onDrawBackground?.apply(this, args);
-      const preview = this.diffcameraFocus;
-      if (preview) {
-        if (this.imgs?.length) {
-          preview.setImageUrl(this.imgs[0].src);
-          this.imgs = undefined;
-        }
-        removeCanvasPreview(this);
-        preview.update(false);
-      }
+    // a loaded or pasted workflow sets the widget values after the node was created: show its point
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function (...args) {
+      const r = onConfigure?.apply(this, args);
+      attach(this).update(true);
       return r;
     };
 
