@@ -29,7 +29,7 @@ SCENE = "diffcamera_scene.png"
 SCENE_DEPTH = "diffcamera_scene_depth.png"
 BIG = "diffcamera_security_2048.png"
 HUGE = "diffcamera_security_8192.png"
-OUR_ERRORS = ("InputError", "PathRefused", "NotEnoughMemory", "ValueError", "DepthModelError")
+OUR_ERRORS = ("InputError", "PathRefused", "NotEnoughMemory", "InsufficientMemoryError", "ValueError", "DepthModelError")
 RAW_ERRORS = ("IndexError", "RecursionError", "SafetensorError", "TypeError", "KeyError", "AttributeError",
               "RuntimeError", "FileNotFoundError")
 
@@ -276,7 +276,7 @@ def test_memory_refused_before_work(comfy_server, world):
     _error(comfy_server, _simulate(size=2048, num_scenes=160, variants=4, name="security_big"), "1",
            "SimulateRefocusDataset at size 2048", "lower size")
     _error(comfy_server, _train(sim={"size": 512, "name": "security_512"}, batch_size=32), "2",
-           "TrainRefocusLoRA (config toy, batch_size 32, 512 px)", "lower batch_size")
+           "training the toy model at 512 px, batch 32", "To fit, set")
     assert not os.path.exists(os.path.join(world["base"], "output", "diffcamera_train", "security_run"))
 
 
