@@ -8,6 +8,8 @@ estimate the node would use:
 
 * ``depth``: :func:`diffcamera.core.depth.estimate_depth_bytes` vs ``estimate_disparity`` (+ preview) with random
   Depth Anything V2 models (the tests' tiny one, and the real **Small** architecture, random weights, offline);
+* ``simulate``: :func:`diffcamera.training.simulate.estimate_simulate_bytes` (with the renderer's estimate) vs one
+  shard of procedural groups at level 256 (scene generation and four classical renders per group);
 * ``train``: the trainer's memory plan (:func:`diffcamera.training.memory.plan`, ``.total``) vs one toy training
   step (forward of both planes, backward, AdamW) at the given size and batch (the plan also counts the weights,
   which the measured growth does not include).
@@ -67,6 +69,17 @@ if kind.startswith("depth"):
     estimate = D.estimate_depth_bytes(model, batch, batch, h, w, res)
     before = start()
     D.disparity_preview(D.estimate_disparity(model, image, res, batch))
+elif kind == "simulate":
+    from diffcamera.core.bokeh import estimate_render_bytes
+    from diffcamera.core.scenes import make_scene
+    from diffcamera.training.simulate import SimulateOptions, build_shard, estimate_simulate_bytes, procedural_sources
+    size, groups = args
+    opts = SimulateOptions(size=size, variants=groups, level_range=(256.0, 256.0), num_scenes=1, shard_size=64)
+    make_scene(0, 32)  # warm the imports
+    estimate = estimate_simulate_bytes(size, 1, groups, estimate_render_bytes(1, size, size, "classical",
+                                                                               256.0 * size / 1024))
+    before = start()
+    build_shard(0, procedural_sources(1, opts.scene_kinds, 0), opts)
 else:
     from diffcamera.training import trainer as T
     from diffcamera.training.config import TrainConfig
@@ -103,6 +116,8 @@ CASES = [
     ("depth-small", (518, 1, 512, 512)),
     ("depth-small", (518, 4, 512, 512)),
     ("depth-small", (1036, 1, 1024, 1024)),
+    ("simulate", (256, 2)),
+    ("simulate", (512, 1)),
     ("train", (64, 4)),
     ("train", (128, 4)),
     ("train", (256, 2)),
@@ -124,7 +139,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the two smallest cases of each kind only")
     args = ap.parse_args(argv)
-    cases = CASES if not args.quick else [CASES[0], CASES[1], CASES[4], CASES[5]]
+    cases = CASES if not args.quick else [CASES[0], CASES[1], CASES[4], CASES[6], CASES[7]]
     print(f"load average: {os.getloadavg()}")
     print(f"{'case':<14} {'args':<22} {'measured MiB':>13} {'estimate MiB':>13} {'ratio':>6}")
     for kind, a in cases:

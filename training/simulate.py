@@ -499,6 +499,10 @@ def _read_simulate_config(cfg_path: str, out_dir: str, what: str) -> Dict:
     return old
 
 
+#: Fixed working memory of a simulation process beyond its tensors (allocator, thread pools), measured.
+SIMULATE_OVERHEAD_BYTES = 64 * 1024 * 1024
+
+
 def estimate_simulate_bytes(size: int, workers: int = 1, shard_groups: int = 64,
                             render_bytes: Optional[int] = None) -> int:
     """Peak memory (bytes, an upper estimate) of :func:`simulate_dataset` at ``size`` px with ``workers`` processes.
@@ -507,15 +511,18 @@ def estimate_simulate_bytes(size: int, workers: int = 1, shard_groups: int = 64,
     renders and their uint8 copies: ~16 three-channel ``size²`` float maps), the renderer's own peak
     (``render_bytes``; default :func:`diffcamera.core.bokeh.estimate_render_bytes` of a classical render with the
     radius of the highest level the caller passes, else of level 1024: radius = size), and a shard's uint8 rows (``shard_groups``
-    groups, at most the shard size, × 18 bytes per pixel) held twice while they are stacked.
+    groups, at most the shard size, × 18 bytes per pixel) held twice while they are stacked, the procedural scene's
+    supersampled maps, and :data:`SIMULATE_OVERHEAD_BYTES`. Against one measured shard (``benchmarks/bench_memory.py``):
+    1.4× at 256 px, 2.2× at 512 px (the renderer's estimate dominates there).
     """
     px = int(size) * int(size)
     if render_bytes is None:
         from ..core.bokeh import estimate_render_bytes
         render_bytes = estimate_render_bytes(1, int(size), int(size), "classical", float(size))
     group = 16 * 3 * px * 4
+    scene = 16 * 4 * px * 4  # procedural scenes: ~16 float maps alive at 2x supersampling (4 px per px)
     shard = 2 * int(shard_groups) * 18 * px
-    return int(max(1, workers) * (group + int(render_bytes) + shard))
+    return int(max(1, workers) * (group + scene + int(render_bytes) + shard + SIMULATE_OVERHEAD_BYTES))
 
 
 def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optional[str] = None,
