@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
+
+from .core import safe_paths
 
 try:  # the V3 node API; present in ComfyUI >= 0.3.4x
     from comfy_api.latest import ComfyExtension, io, ui  # type: ignore
@@ -261,15 +263,34 @@ def list_model_dirs(name: str, marker: str = "config.json") -> List[str]:
     return sorted(out)
 
 
-def resolve_model_path(name: str, relative: str) -> Optional[str]:
-    """Absolute path of ``relative`` (a file or folder) inside model folder ``name``, or ``None``."""
-    if os.path.isabs(relative):
-        return relative if os.path.exists(relative) else None
-    for root in model_folder_paths(name):
-        candidate = os.path.join(root, relative)
-        if os.path.exists(candidate):
-            return candidate
-    return None
+def _model_hint(names: Sequence[str]) -> str:
+    where = " or ".join(f"models/{n}" for n in names)
+    return (f"put it in ComfyUI's {where} folder (extra_model_paths.yaml can add folders), or set "
+            f"{safe_paths.ALLOW_EXTERNAL_MODELS}=1 in ComfyUI's environment to allow files anywhere")
+
+
+def find_model(name: Union[str, Sequence[str]], relative: str, what: str, kind: str = "any") -> str:
+    """Real path of ``relative`` (a file or folder, ``kind`` ``"file"``/``"dir"``/``"any"``) inside model folder
+    ``name`` (or any of several names), by the pack's path policy (:mod:`diffcamera.core.safe_paths`): no
+    absolute path outside the folders, no ``..``, no link leaving them — unless
+    ``DIFFCAMERA_ALLOW_EXTERNAL_MODELS=1``. A folder is also checked for links inside it. Raises
+    :class:`~diffcamera.core.safe_paths.PathRefused` naming ``what``."""
+    names = (name,) if isinstance(name, str) else tuple(name)
+    roots = [r for n in names for r in model_folder_paths(n)]
+    external = safe_paths.opted_in(safe_paths.ALLOW_EXTERNAL_MODELS)
+    hint = _model_hint(names)
+    path = safe_paths.resolve_in_roots(roots, relative, what, kind=kind, allow_external=external, hint=hint)
+    if os.path.isdir(path) and not external:
+        safe_paths.check_tree_inside(path, roots, what, hint=hint)
+    return path
+
+
+def input_directory() -> str:
+    """ComfyUI's ``input/`` folder (images the user uploaded); ``./input`` outside ComfyUI."""
+    if HAS_COMFY:
+        import folder_paths
+        return folder_paths.get_input_directory()
+    return os.path.abspath("input")
 
 
 def output_directory() -> str:
@@ -278,6 +299,52 @@ def output_directory() -> str:
         import folder_paths
         return folder_paths.get_output_directory()
     return os.path.abspath("output")
+
+
+# ------------------------------------------------------------------------------------------ memory
+#: Environment setting: the most memory (MiB) the pack's up-front checks assume free; also used when the free
+#: memory of a device cannot be read.
+MEMORY_LIMIT = "DIFFCAMERA_MEMORY_LIMIT_MB"
+
+
+def _meminfo_available() -> Optional[int]:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (Linux), else ``None``."""
+    try:
+        with open("/proc/meminfo", "r", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def free_memory(device=None) -> Optional[int]:
+    """Bytes free for new work on ``device`` (default: :func:`compute_device`), or ``None`` when unknown.
+
+    Inside ComfyUI: ``comfy.model_management.get_free_memory`` (free VRAM plus torch's cached free blocks; the
+    available RAM for the CPU). Outside: ``torch.cuda.mem_get_info`` plus torch's cached free blocks on CUDA,
+    ``MemAvailable`` of ``/proc/meminfo`` for the CPU on Linux, unknown elsewhere. ``DIFFCAMERA_MEMORY_LIMIT_MB``
+    caps the answer (and is the answer when the device cannot be asked).
+    """
+    device = torch.device(device) if device is not None else compute_device()
+    free: Optional[int] = None
+    if HAS_COMFY:
+        import comfy.model_management as mm
+        free = int(mm.get_free_memory(device))
+    elif device.type == "cuda" and torch.cuda.is_available():
+        free_driver, _ = torch.cuda.mem_get_info(device)
+        free = int(free_driver + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    elif device.type == "cpu":
+        free = _meminfo_available()
+    limit = os.environ.get(MEMORY_LIMIT, "").strip()
+    if limit:
+        try:
+            cap = int(float(limit) * 1024 * 1024)
+        except ValueError:
+            raise ValueError(f"{MEMORY_LIMIT}={limit!r}: give a number of MiB") from None
+        free = cap if free is None else min(free, cap)
+    return free
 
 
 # ------------------------------------------------------------------------------------------- misc

@@ -42,8 +42,11 @@ def run(args) -> int:
     if os.path.exists(args.out) and not args.force:
         raise ValueError(f"--out {args.out} exists; pass --force to overwrite it or choose another name")
     folder = args.model
-    if not os.path.isdir(folder):
-        folder = ca.resolve_model_path("depth_anything", args.model) or args.model
+    if not os.path.isdir(folder):  # a name in the depth_anything model folder, else load_depth_model says what is wrong
+        try:
+            folder = ca.find_model("depth_anything", args.model, "--model", kind="dir")
+        except ValueError:
+            folder = args.model
     device = ca.compute_device() if args.device == "auto" else torch.device(args.device)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(args.dtype)
     if dtype is None:

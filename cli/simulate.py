@@ -50,11 +50,8 @@ def run(args) -> int:
     from ..training.simulate import SimulateOptions, simulate_dataset
 
     depth_model = args.depth_model
-    if depth_model and not os.path.isdir(depth_model):
-        depth_model = ca.resolve_model_path("depth_anything", depth_model)
-        if depth_model is None:
-            raise FileNotFoundError(f"--depth-model {args.depth_model!r} is neither a folder nor a name in the "
-                                    f"depth_anything model folder ({', '.join(ca.model_folder_paths('depth_anything'))})")
+    if depth_model and not os.path.isdir(depth_model):  # a local user: any folder, else a name in the model folder
+        depth_model = ca.find_model("depth_anything", depth_model, "--depth-model", kind="dir")
     opts = SimulateOptions(size=args.size, variants=args.variants, level_range=(args.level_min, args.level_max),
                            min_plane_separation=args.min_separation, p_aif=args.p_aif,
                            min_sharpness=args.min_sharpness, shard_size=args.shard_size, seed=args.seed,
@@ -63,7 +60,8 @@ def run(args) -> int:
                            scene_seed=args.scene_seed, depth_model=depth_model)
     progress = ca.Progress(1, desc="simulate (shards)")
     try:
-        simulate_dataset(args.out, opts, image_folder=args.images, workers=args.workers, callback=progress)
+        simulate_dataset(args.out, opts, image_folder=args.images, workers=args.workers, callback=progress,
+                         what="--out")
     finally:
         progress.close()
     return 0

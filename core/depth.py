@@ -243,6 +243,52 @@ def estimate_disparity(model: torch.nn.Module, image: torch.Tensor, process_res:
     return torch.cat(out, 0)
 
 
+#: Fixed working memory of one depth forward beyond its tensors (allocator, interpolation scratch), measured.
+DEPTH_OVERHEAD_BYTES = 64 * 1024 * 1024
+
+
+def estimate_depth_bytes(model: torch.nn.Module, batch: int, chunk: int, height: int, width: int,
+                         process_res: int = DEFAULT_PROCESS_RES) -> int:
+    """Peak working memory (bytes, an upper estimate) of :func:`estimate_disparity` on ``batch`` images of
+    ``height × width`` in chunks of ``chunk``, beyond the model's weights.
+
+    Per image at the network size ``h × w`` (:func:`processing_size`), ``G = (h/14)·(w/14)`` patch tokens and
+    ``b`` bytes per value (the weights' dtype): the Dinov2 backbone's live activations ``T·hidden·(mlp_ratio+6)``
+    plus the four kept stages ``4·T·hidden`` (and ``2·heads·T²`` attention matrices when the model uses eager
+    attention); the DPT neck's reassembled maps at 4/2/1/0.5× the patch grid, projected to ``fusion`` channels,
+    fused at 8× (three maps alive); the head's ``2·(fusion/2) + head_hidden`` channels at ``h × w``. Their sum is
+    an upper bound of the peak (stages free their inputs). Plus, per chunk, the input and the float32 output
+    resized to ``height × width``; for the whole batch the float32 disparity, its 3-channel preview and the node's
+    IMAGE; and :data:`DEPTH_OVERHEAD_BYTES`. Against the measured peak RSS of random-weight Depth Anything V2
+    Small / tiny models on the CPU (process_res 518 and 1036, batch 1-4): 1.25-1.55× (``benchmarks/bench_memory.py``).
+    """
+    cfg = getattr(model, "config", None)
+    backbone = getattr(cfg, "backbone_config", None)
+    hidden = int(getattr(backbone, "hidden_size", 1024))
+    heads = int(getattr(backbone, "num_attention_heads", 16))
+    mlp = float(getattr(backbone, "mlp_ratio", 4))
+    neck = [int(c) for c in (getattr(cfg, "neck_hidden_sizes", None) or [256, 512, 1024, 1024])]
+    fusion = int(getattr(cfg, "fusion_hidden_size", 256))
+    head_hidden = int(getattr(cfg, "head_hidden_size", 32))
+    patch = int(getattr(model, "diffcamera_info", {}).get("patch", PATCH))
+    eager = getattr(backbone, "_attn_implementation", None) == "eager"  # what the Dinov2 layers run
+    try:
+        b = next(model.parameters()).element_size()
+    except StopIteration:
+        b = 4
+    h, w = processing_size(height, width, process_res, patch)
+    grid = (h // patch) * (w // patch)
+    tokens = grid + 1
+    scales = (16.0, 4.0, 1.0, 0.25)  # (4x, 2x, 1x, 0.5x of the patch grid)^2
+    backbone_vals = tokens * hidden * (mlp + 6 + 4) + (2 * heads * tokens * tokens if eager else 0)
+    neck_vals = sum(c * s * grid for c, s in zip(neck, scales)) + fusion * sum(scales) * grid + 3 * fusion * 64 * grid
+    head_vals = (2 * (fusion // 2) + head_hidden + 1) * h * w  # conv1's output and its resize both alive
+    per_image = b * (backbone_vals + neck_vals + head_vals) + 4 * 3 * h * w * 2
+    per_chunk = chunk * (per_image + 4 * height * width * 3)
+    whole = batch * height * width * 4 * (1 + 3 + 3)
+    return int(per_chunk + whole + DEPTH_OVERHEAD_BYTES)
+
+
 def disparity_preview(disparity: torch.Tensor) -> torch.Tensor:
     """``[B,1,H,W]`` disparity -> ``[B,3,H,W]`` grey image (near = white), the ControlNet-depth convention."""
     return disparity.clamp(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()

@@ -25,6 +25,9 @@ DEFAULT_POINT_JSON = '{"x": 0.5, "y": 0.5}'
 IN_FOCUS_TOLERANCE_PX = 1.0
 #: Disparity tolerance that groups window values into one surface (see :func:`robust_median`).
 CLUSTER_TOLERANCE = 0.02
+#: Bounds of the point widget's JSON: characters, and nesting depth of lists/objects (a list of points is 2).
+MAX_POINTS_JSON_CHARS = 16384
+MAX_POINTS_JSON_DEPTH = 4
 
 Floats = Union[float, Sequence[float], torch.Tensor]
 
@@ -54,6 +57,28 @@ def _point_from(item, widget: str, where: str) -> Tuple[float, float]:
     return x, y
 
 
+def _nesting_depth(text: str) -> int:
+    """Deepest ``[``/``{`` nesting of JSON ``text`` (brackets inside strings ignored), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_points_json(text: str, widget: str = "focus_point") -> List[Tuple[float, float]]:
     """Parse the point widget: one point ``{"x":..,"y":..}`` or a non-empty list of them (one per image).
 
@@ -66,6 +91,12 @@ def parse_points_json(text: str, widget: str = "focus_point") -> List[Tuple[floa
         raise ValueError(f"{widget}: expected a JSON string like {DEFAULT_POINT_JSON}, got {type(text).__name__}")
     if not text.strip():
         raise ValueError(f"{widget}: empty; write a point like {DEFAULT_POINT_JSON}")
+    if len(text) > MAX_POINTS_JSON_CHARS:
+        raise ValueError(f"{widget}: {len(text)} characters is too long (at most {MAX_POINTS_JSON_CHARS}); "
+                         f"give one point like {DEFAULT_POINT_JSON} or one per image")
+    if _nesting_depth(text) > MAX_POINTS_JSON_DEPTH:
+        raise ValueError(f"{widget}: lists/objects nested more than {MAX_POINTS_JSON_DEPTH} deep; write a point "
+                         f"like {DEFAULT_POINT_JSON} or a list of them")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -27,9 +27,10 @@ triple always yields bit-identical tensors.
 """
 from __future__ import annotations
 
+import contextvars
 import math
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,15 @@ FAR = 10.0
 KINDS = ("layers", "slanted", "ground", "mixed")
 _SS = 2  # supersampling factor
 _TABLE = 97  # hash table side (prime, so the lattice pattern does not repeat visibly)
+#: The ``check`` of the :func:`make_scene` call running in this thread (``None`` outside one).
+_CHECK: contextvars.ContextVar = contextvars.ContextVar("diffcamera_scene_check", default=None)
+
+
+def _checkpoint() -> None:
+    """Call the running :func:`make_scene`'s ``check`` (it may raise to stop): between full-image operations."""
+    check = _CHECK.get()
+    if check is not None:
+        check()
 
 
 @dataclass
@@ -136,6 +146,7 @@ class _Hash:
         self.wrapped = F.pad(self.t[None, None], (0, 1, 0, 1), mode="circular")
 
     def __call__(self, i: torch.Tensor, j: torch.Tensor, salt: int = 0) -> torch.Tensor:
+        _checkpoint()
         i = torch.remainder(i + 31 * salt, _TABLE).long()
         j = torch.remainder(j * 7 + 13 * salt, _TABLE).long()
         return self.t.view(-1)[i * _TABLE + j]
@@ -151,9 +162,13 @@ def _smooth_coord(x: torch.Tensor) -> torch.Tensor:
 
 def _value_noise(h: _Hash, u: torch.Tensor, v: torch.Tensor, period: float, salt: int) -> torch.Tensor:
     """Smooth value noise in ``0..1`` with feature size ``period`` (texture px)."""
+    _checkpoint()
     x = _smooth_coord(u / period + 37.17 * salt)
+    _checkpoint()
     y = _smooth_coord(v / period + 19.73 * salt)
+    _checkpoint()
     grid = torch.stack([x * (2.0 / _TABLE) - 1, y * (2.0 / _TABLE) - 1], -1)[None]
+    _checkpoint()
     return F.grid_sample(h.wrapped, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
 
 
@@ -162,6 +177,7 @@ def _fbm(h: _Hash, u, v, base: float, octaves: int, salt: int) -> torch.Tensor:
     amp, tot = 1.0, 0.0
     for o in range(octaves):
         out = out + amp * _value_noise(h, u, v, base / 2 ** o, salt + o)
+        _checkpoint()
         tot += amp
         amp *= 0.55
     return out / tot
@@ -196,7 +212,9 @@ def _highlights(h: _Hash, u, v, g: torch.Generator, px: float) -> torch.Tensor:
     cx = (ci + 0.2 + 0.6 * h(ci, cj, salt + 1)) * cell
     cy = (cj + 0.2 + 0.6 * h(ci, cj, salt + 2)) * cell
     r = 0.8 + 1.2 * h(ci, cj, salt + 3)
+    _checkpoint()
     dist = torch.sqrt((u - cx) ** 2 + (v - cy) ** 2)
+    _checkpoint()
     return on.float() * torch.clamp((r - dist) / px + 0.5, 0.0, 1.0)
 
 
@@ -206,6 +224,7 @@ def _texture(g: torch.Generator, u: torch.Tensor, v: torch.Tensor, px: float = 1
 
     Returns ``[3, h, w]`` sRGB ``0..1``. ``px`` is the size of one sample in texture px (antialiasing width).
     """
+    _checkpoint()
     hsh = _Hash(g)
     c1 = _color(g, 0.05 if dark else 0.15, 0.55 if dark else 0.9)
     c2 = _color(g, 0.05, 0.9)
@@ -229,14 +248,18 @@ def _texture(g: torch.Generator, u: torch.Tensor, v: torch.Tensor, px: float = 1
         pat = torch.clamp((pat - 0.5) * 2.5 + 0.5, 0, 1)
     if "+noise" in kind:
         pat = torch.clamp(pat * 0.7 + 0.3 * _fbm(hsh, u, v, 24.0, 3, 7), 0, 1)
+    _checkpoint()
     col = c1.view(3, 1, 1) * (1 - pat) + c2.view(3, 1, 1) * pat
     grain = _fbm(hsh, u, v, _u(g, 2.0, 5.0), 2, _i(g, 0, 999))  # fine grain
+    _checkpoint()
     col = col * (0.8 + 0.4 * grain)
     if _u(g) < 0.5:
         ink = _color(g, 0.02, 0.2) if _u(g) < 0.7 else _color(g, 0.85, 1.0)
         m = _text_marks(hsh, u, v, g) * _u(g, 0.6, 1.0)
+        _checkpoint()
         col = col * (1 - m) + ink.view(3, 1, 1) * m
     if highlights:
+        _checkpoint()
         dots = _highlights(hsh, u, v, g, px)
         tint = 0.92 + 0.08 * torch.rand(3, generator=g)
         col = col * (1 - dots) + tint.view(3, 1, 1) * dots
@@ -258,6 +281,7 @@ def _down(t: torch.Tensor) -> torch.Tensor:
 
 def _shape_alpha(g: torch.Generator, x, y, cx: float, cy: float, r: float, kind: str) -> torch.Tensor:
     """Coverage ``0..1`` of a random shape centred at ``(cx, cy)`` of size ``r`` (image px), antialiased."""
+    _checkpoint()
     dx, dy = x - cx, y - cy
     aa = 1.0 / _SS
     if kind == "disc":
@@ -294,7 +318,9 @@ SHAPES = ("disc", "ellipse", "rect", "star", "blob")
 
 def _fronto_layer(g, x, y, h, w, d: float, alpha_ss=None, dark=False, highlights=True) -> Layer:
     off = (_u(g, 0, 500), _u(g, 0, 500))
-    color = _down(_texture(g, x + off[0], y + off[1], highlights=highlights, dark=dark))
+    texture = _texture(g, x + off[0], y + off[1], highlights=highlights, dark=dark)
+    _checkpoint()
+    color = _down(texture)
     alpha = torch.ones(1, h, w) if alpha_ss is None else _down(alpha_ss[None])
     return Layer(color, alpha, torch.full((1, h, w), float(_d_to_z(d))))
 
@@ -305,6 +331,7 @@ def _composite_linear(layers: List[Layer]) -> Tuple[torch.Tensor, torch.Tensor]:
     weights = []
     rest = torch.ones_like(layers[0].alpha)
     for lay in reversed(layers):  # near -> far
+        _checkpoint()
         wgt = rest * lay.alpha
         acc = acc + wgt * cv.srgb_to_linear(lay.color)
         weights.append(wgt)
@@ -417,13 +444,16 @@ def _mixed_kind(g, h, w):
 _BUILDERS = {"layers": _layers_kind, "slanted": _slanted_kind, "ground": _ground_kind, "mixed": _mixed_kind}
 
 
-def make_scene(seed: int, size: Union[int, Tuple[int, int]] = 256, kind: str = "layers") -> Scene:
+def make_scene(seed: int, size: Union[int, Tuple[int, int]] = 256, kind: str = "layers",
+               check: Optional[Callable[[], None]] = None) -> Scene:
     """A procedural scene, bit-identical for the same ``(seed, size, kind)``.
 
     Args:
         seed: any integer.
         size: ``S`` (square) or ``(H, W)`` in pixels.
         kind: one of :data:`KINDS`.
+        check: optional ``fn()`` called between the full-image operations (every noise octave, shape, texture
+            and compositing step); raise in it to stop (ComfyUI's Cancel: a 2048² scene takes minutes on a CPU).
 
     Returns:
         :class:`Scene` with ``image [1,3,H,W]`` sRGB AIF, ``depth [1,1,H,W]`` metres, ``disparity [1,1,H,W]``
@@ -435,8 +465,12 @@ def make_scene(seed: int, size: Union[int, Tuple[int, int]] = 256, kind: str = "
     if h < 8 or w < 8:
         raise ValueError(f"scene size must be at least 8x8 pixels, got {h}x{w}")
     g = torch.Generator().manual_seed(int(seed) * 7919 + KINDS.index(kind))
-    layers, meta = _BUILDERS[kind](g, h, w)
-    image, depth = _composite_linear(layers)
+    token = _CHECK.set(check)
+    try:
+        layers, meta = _BUILDERS[kind](g, h, w)
+        image, depth = _composite_linear(layers)
+    finally:
+        _CHECK.reset(token)
     disparity = cv.metric_depth_to_disparity(depth, near=NEAR, far=FAR)
     return Scene(image=image, depth=depth, disparity=disparity, layers=layers, near=NEAR, far=FAR,
                  seed=int(seed), kind=kind, meta=meta)

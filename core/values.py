@@ -66,3 +66,17 @@ class Focus:
             raise ValueError(f"focus disparity must be in 0..1, got {value}")
         half = torch.full((batch,), 0.5)
         return cls(half.clone(), half.clone(), torch.full((batch,), float(value)), ["override"] * batch)
+
+
+@dataclass(frozen=True)
+class SimulatedDataset:
+    """A dataset written by the simulator (``diffcamera.training.simulate``): what DIFFCAMERA_DATASET carries.
+
+    Attributes:
+        folder: the dataset folder (holds ``manifest.json`` and the shards).
+        size: square training size in pixels. groups: number of training groups.
+    """
+
+    folder: str
+    size: int
+    groups: int

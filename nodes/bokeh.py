@@ -25,11 +25,16 @@ import torch.nn.functional as F
 from .. import comfy_adapter as ca
 from ..comfy_adapter import io, ui
 from ..core import depth as core_depth
-from ..core.bokeh import MODES, render_bokeh
+from ..core.bokeh import MODES, estimate_render_bytes, render_bokeh
 from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
 from ..core.values import DepthMap, Focus
 from ..core.video import frame_counts, smooth_frames
 from .common import CATEGORY, Depth, FocusType, core_to_mask, mask_to_core
+from .validation import checked_inputs, require_memory
+
+#: Bytes per pixel per image of the node's own float32 buffers: the core image and depth, each image's output and
+#: CoC, the concatenated result, CoC mask and IMAGE.
+NODE_BYTES_PER_PIXEL = 4 * (3 + 1 + 3 + 1 + 3 + 1 + 3)
 
 MODE_OPTIONS = ["layered", "classical"]
 assert set(MODE_OPTIONS) == set(MODES)
@@ -161,6 +166,7 @@ class BokehSimulate(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, image, bokeh_level=20.0, mode="layered", depth=None, depth_image=None, depth_mask=None,
                 convention=core_depth.CONVENTIONS[0], focus=None, focus_disparity=0.5, focus_range=0.0, blades=0,
                 blade_rotation=0.0, blade_curvature=0.0, highlight_threshold=0.9, highlight_gain=0.0, catseye=0.0,
@@ -176,6 +182,14 @@ class BokehSimulate(io.ComfyNode):
             raise ValueError(f"bokeh_level: must be >= 0, got {bokeh_level}")
         if blades not in (0,) and not 3 <= int(blades) <= 12:
             raise ValueError(f"blades: 0 (circular) or 3..12, got {blades}")
+        K = level_to_K(bokeh_level, h, w)
+        given = next((v for v in (depth, depth_image, depth_mask) if v is not None), None)
+        depth_frames = given.disparity.shape[0] if isinstance(given, DepthMap) else (
+            given.shape[0] if isinstance(given, torch.Tensor) and given.dim() >= 3 else 1)
+        frames = max(img.shape[0], depth_frames, focus.batch if isinstance(focus, Focus) else 1)
+        need = frames * h * w * NODE_BYTES_PER_PIXEL + estimate_render_bytes(1, h, w, mode, K, catseye=float(catseye))
+        require_memory(need, ca.compute_device(), f"BokehSimulate ({frames} frame(s) {w}x{h}, mode {mode}, "
+                       f"K {K:.0f} px)", "use a smaller image (or fewer frames)")  # renders frame by frame
         disp, depth_name, notes = resolve_depth(depth, depth_image, depth_mask, convention, (h, w))
         d_f = resolve_focus(focus, focus_disparity)
         b = frame_counts([("image", img.shape[0]), (depth_name, disp.shape[0]), ("focus", d_f.numel())])
@@ -183,7 +197,6 @@ class BokehSimulate(io.ComfyNode):
         d_f = smooth_frames(d_f, temporal_smoothing)
         if temporal_smoothing and max(disp.shape[0], d_f.numel()) > 1:
             notes.append(f"focus and depth smoothed over ±{int(temporal_smoothing)} frames")
-        K = level_to_K(bokeh_level, h, w)
         options = dict(mode=mode, gamma=float(gamma), blades=int(blades),
                        rotation=math.radians(float(blade_rotation)), curvature=float(blade_curvature),
                        highlight_threshold=float(highlight_threshold), highlight_gain=float(highlight_gain),

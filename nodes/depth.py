@@ -16,6 +16,7 @@ from ..core import depth as core_depth
 from ..core.conventions import comfy_to_core, core_to_comfy
 from ..core.values import DepthMap
 from .common import CATEGORY, Depth, DepthModel, mask_to_core
+from .validation import checked_inputs, require_memory
 
 MODEL_FOLDER = "depth_anything"
 NONE_FOUND = "(no model found: see tooltip)"
@@ -56,7 +57,9 @@ class DepthModelLoader(io.ComfyNode):
                                         "Download e.g. depth-anything/Depth-Anything-V2-Small-hf into "
                                         "models/depth_anything/Depth-Anything-V2-Small-hf. " + LICENCE_TEXT)),
                 io.String.Input(id="path", default="", optional=True,
-                                tooltip="Optional absolute folder path; when set it is used instead of model_name."),
+                                tooltip=("Optional: a model folder inside models/depth_anything (its name, or its "
+                                         "full path); when set it is used instead of model_name. Folders elsewhere "
+                                         "only with DIFFCAMERA_ALLOW_EXTERNAL_MODELS=1 (README: Security).")),
                 io.Combo.Input(id="dtype", options=list(DTYPES), default="auto",
                                tooltip="Weight precision. auto = float16 on a GPU, float32 on the CPU."),
                 io.Combo.Input(id="device", options=["auto", "cpu"], default="auto",
@@ -67,19 +70,17 @@ class DepthModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, model_name, dtype="auto", device="auto", path=""):
         path = (path or "").strip()
         if path:
-            folder = os.path.expanduser(path)
+            folder = ca.find_model(MODEL_FOLDER, path, "path", kind="dir")
         elif model_name == NONE_FOUND:
             raise core_depth.DepthModelError(
                 "model_name: no Depth Anything model found in " + ", ".join(ca.model_folder_paths(MODEL_FOLDER))
                 + ".\n" + core_depth.download_hint())
         else:
-            folder = ca.resolve_model_path(MODEL_FOLDER, model_name)
-            if folder is None:
-                raise core_depth.DepthModelError(f"model_name: {model_name!r} is not in "
-                                                 f"{ca.model_folder_paths(MODEL_FOLDER)}.\n" + core_depth.download_hint())
+            folder = ca.find_model(MODEL_FOLDER, model_name, "model_name", kind="dir")
         load_device = torch.device("cpu") if device == "cpu" else ca.compute_device()
         torch_dtype = DTYPES.get(dtype)
         if torch_dtype is None:
@@ -141,10 +142,15 @@ class DepthEstimate(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, depth_model, image, process_res=core_depth.DEFAULT_PROCESS_RES, batch_size=4):
-        if depth_model is None or not hasattr(depth_model, "model"):
-            raise ValueError("depth_model: connect a DepthModelLoader")
         img = _image_batch(image, "image")
+        chunk = min(int(batch_size), img.shape[0])
+        need = core_depth.estimate_depth_bytes(depth_model.model, img.shape[0], chunk, img.shape[-2], img.shape[-1],
+                                               int(process_res))
+        require_memory(need, depth_model.load_device, f"DepthEstimate ({img.shape[0]} image(s) "
+                       f"{img.shape[-1]}x{img.shape[-2]}, process_res {process_res}, batch_size {batch_size})",
+                       "lower process_res or batch_size, or use smaller images")
         disparity = run_depth_model(depth_model, img, int(process_res), int(batch_size),
                                     node_id=getattr(cls.hidden, "unique_id", None))
         name = os.path.basename(getattr(depth_model.model, "diffcamera_info", {}).get("path", "")) or "model"
@@ -189,6 +195,7 @@ class DepthFromImage(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, convention=core_depth.CONVENTIONS[0], depth_image=None, depth_mask=None, image=None,
                 normalise=True, near=0.0, far=0.0):
         if (depth_image is None) == (depth_mask is None):

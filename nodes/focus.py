@@ -14,6 +14,7 @@ from ..core import focus as core_focus
 from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
 from ..core.values import DepthMap, Focus
 from .common import CATEGORY, Depth, FocusType, mask_to_core
+from .validation import checked_inputs
 
 POINT_WIDGET = "focus_point"
 OVERRIDE_OFF = -1.0
@@ -128,6 +129,7 @@ class FocusPicker(io.ComfyNode):
         return True
 
     @classmethod
+    @checked_inputs
     def execute(cls, image, depth, focus_point=core_focus.DEFAULT_POINT_JSON, bokeh_level=20.0, window=0,
                 mask=None, focus_disparity_override=OVERRIDE_OFF):
         if not isinstance(image, torch.Tensor) or image.dim() != 4:

@@ -19,7 +19,9 @@ from .. import comfy_adapter as ca
 from ..comfy_adapter import io
 from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
 from ..core.dit import memory as dit_memory
+from ..core.safe_paths import PathRefused
 from .common import CATEGORY, Depth, DiffCameraModel, FocusType
+from .validation import checked_inputs
 
 TOY = "toy (bundled)"
 EXTERNAL = "(ComfyUI MODEL: connect it to DiffCameraRefocus)"
@@ -69,18 +71,18 @@ def lora_choices(own_loras: list = None) -> list:
 
 def _is_whole_model(folder: str, name: str) -> bool:
     from ..core.dit.loading import is_diffcamera_model
-    path = ca.resolve_model_path(folder, name)
-    return bool(path) and is_diffcamera_model(path)
+    try:
+        path = ca.find_model(folder, name, "file", kind="file")
+    except PathRefused:  # a link leaving the folder: listed, refused when picked, never opened here
+        return False
+    return is_diffcamera_model(path)
 
 
 def resolve_choice(choice: str, what: str) -> str:
-    """``"<folder>/<relative>"`` -> absolute path; a missing file names the file and the folder searched."""
+    """``"<folder>/<relative>"`` (one of the node's options) -> real path inside that model folder, by the pack's
+    path policy (:func:`diffcamera.comfy_adapter.find_model`); a refusal names ``what`` and the folder."""
     folder, _, rel = choice.partition(SEP)
-    path = ca.resolve_model_path(folder, rel)
-    if path is None:
-        where = ", ".join(ca.model_folder_paths(folder)) or f"models/{folder}"
-        raise FileNotFoundError(f"{what}: {rel!r} not found in {where}; put the file there or pick another")
-    return path
+    return ca.find_model(folder, rel, what)
 
 
 class ModelLoader(io.ComfyNode):
@@ -129,6 +131,7 @@ class ModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, base, vae=AUTO_VAE, lora=NO_LORA, family="auto", dtype="auto", weight_storage="default",
                 offload="none"):
         from ..core.dit.loading import describe, load_refocus_model
@@ -233,6 +236,7 @@ class Refocus(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, diffcamera_model, image, depth, focus, bokeh_level=20.0, steps=28, seed=0, guidance=2.5,
                 denoise=1.0, tiling="auto", tile_size=0, conditioning=None, flux_model=None):
         from ..core.dit.sampler import auto_tile_size, check_inputs, refocus
@@ -290,7 +294,8 @@ class Refocus(io.ComfyNode):
                 bundle.prompt_embeds = bundle.prompt_embeds.to(bundle.onload_device)
                 bundle.pooled_prompt_embeds = bundle.pooled_prompt_embeds.to(bundle.onload_device)
             out = refocus(model, img, disp, focus, K, steps=int(steps), seed=int(seed), guidance=float(guidance),
-                          denoise=float(denoise), tile_size=tile, callback=callback, preview=ca.HAS_COMFY)
+                          denoise=float(denoise), tile_size=tile, callback=callback, preview=ca.HAS_COMFY,
+                          interrupt=ca.check_interrupt)
         except Exception as exc:  # noqa: BLE001 - only OOM is translated
             if dit_memory.is_oom(exc):
                 ca.free_memory_for(handles)

@@ -10,29 +10,29 @@ model folder (a new name, never overwriting) so the refocus model loader lists i
 from __future__ import annotations
 
 import os
-import shutil
 
 import torch
 
 from .. import comfy_adapter as ca
 from ..comfy_adapter import io, ui
+from ..core import safe_paths
 from ..core.conventions import core_to_comfy
+from ..core.values import SimulatedDataset
 from .common import CATEGORY, DepthModel, DiffCameraDataset
+from .validation import InputError, checked_inputs, require_memory
 
 SOURCES = ["procedural", "image_folder"]
+DATASETS_FOLDER = "diffcamera_datasets"
+RUNS_FOLDER = "diffcamera_train"
+IMAGE_FOLDER_HINT = ("put the photos (with NAME_depth.png beside them) in a folder inside ComfyUI's input folder and "
+                     "give its name, or set " + safe_paths.ALLOW_EXTERNAL_IMAGE_FOLDERS + "=1 in ComfyUI's "
+                     "environment to read folders anywhere")
 
 
 def _bundled_configs() -> list:
     from ..training.config import CONFIG_DIR
     names = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json")) if os.path.isdir(CONFIG_DIR) else []
     return names or ["toy"]
-
-
-def _safe_name(name: str, what: str) -> str:
-    name = (name or "").strip()
-    if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
-        raise ValueError(f"{what}: give a plain folder name (no slashes), got {name!r}")
-    return name
 
 
 class SimulateDataset(io.ComfyNode):
@@ -84,25 +84,37 @@ class SimulateDataset(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, source, num_scenes, variants, size, level_min, level_max, seed, name,
                 image_folder="", depth_model=None, min_sharpness=0.0):
-        from ..training.simulate import SimulateOptions, simulate_dataset
-        name = _safe_name(name, "name")
+        from ..training.simulate import SimulateOptions, estimate_simulate_bytes, simulate_dataset
+        name = safe_paths.plain_name(name, "name")
         if int(size) % 16:
-            raise ValueError(f"size: must be a multiple of 16, got {size}")
+            raise InputError(f"size: must be a multiple of 16, got {size}")
         if level_min > level_max:
-            raise ValueError(f"level_min ({level_min}) must not exceed level_max ({level_max})")
-        folder = None
+            raise InputError(f"level_min ({level_min}) must not exceed level_max ({level_max})")
+        folder = root = None
         if source == "image_folder":
-            folder = os.path.expanduser((image_folder or "").strip())
-            if not folder or not os.path.isdir(folder):
-                raise ValueError(f"image_folder: {image_folder!r} is not a folder; give the folder of all-in-focus "
-                                 "images (or choose source = procedural)")
-        out = os.path.join(ca.output_directory(), "diffcamera_datasets", name)
+            if not (image_folder or "").strip():
+                raise InputError("image_folder: empty; give the name of a folder of all-in-focus images inside "
+                                 "ComfyUI's input folder (or choose source = procedural)")
+            external = safe_paths.opted_in(safe_paths.ALLOW_EXTERNAL_IMAGE_FOLDERS)
+            root = ca.input_directory()
+            folder = safe_paths.resolve_in_roots([root], image_folder, "image_folder", kind="dir",
+                                                 allow_external=external, hint=IMAGE_FOLDER_HINT)
+            if external:
+                root = None
+        workers = 1
+        from ..core.bokeh import estimate_render_bytes
+        render = estimate_render_bytes(1, int(size), int(size), "classical", float(level_max) * int(size) / 1024.0)
         opts = SimulateOptions(size=int(size), variants=int(variants), level_range=(float(level_min), float(level_max)),
                                seed=int(seed), min_sharpness=float(min_sharpness or 0.0),
                                num_scenes=int(num_scenes) if source == "procedural" else 0,
                                depth_model="(node input)" if depth_model is not None else None)
+        groups = opts.shard_size if folder else min(opts.shard_size, opts.num_scenes * opts.variants)
+        require_memory(estimate_simulate_bytes(opts.size, workers, groups, render), torch.device("cpu"),
+                       f"SimulateRefocusDataset at size {size}", "lower size")
+        out = safe_paths.make_dirs_inside(ca.output_directory(), [DATASETS_FOLDER, name], "name")
         estimator = None
         if depth_model is not None:
             from .depth import run_depth_model
@@ -112,12 +124,14 @@ class SimulateDataset(io.ComfyNode):
         lines = []
         progress = ca.Progress(1, desc="simulate", node_id=getattr(cls.hidden, "unique_id", None))
         try:
-            manifest = simulate_dataset(out, opts, image_folder=folder, workers=1, callback=progress,
-                                        log=lines.append, depth_estimator=estimator)
+            manifest = simulate_dataset(out, opts, image_folder=folder, workers=workers, callback=progress,
+                                        log=lines.append, depth_estimator=estimator, source_root=root,
+                                        interrupt=ca.check_interrupt, what="name")
         finally:
             progress.close()
-        summary = "\n".join(lines + [f"{manifest['groups']} groups at {manifest['size']} px in {out}"])
-        dataset = {"folder": out, "size": manifest["size"], "groups": manifest["groups"]}
+        summary = "\n".join(lines + [f"{manifest['groups']} groups at {manifest['size']} px in "
+                                     f"output/{DATASETS_FOLDER}/{name}"])
+        dataset = SimulatedDataset(folder=out, size=int(manifest["size"]), groups=int(manifest["groups"]))
         return io.NodeOutput(dataset, summary, ui=ui.PreviewText(value=summary))
 
 
@@ -172,29 +186,42 @@ class TrainRefocusLoRA(io.ComfyNode):
         )
 
     @classmethod
+    @checked_inputs
     def execute(cls, dataset, config, steps, batch_size, learning_rate, lambda_stack, depth_dropout, seed,
                 run_name, checkpoint_every, base_path="", vae_path=""):
-        from ..training.config import TrainConfig
+        from ..training.config import CONFIG_DIR, TrainConfig
+        from ..training.memory import check_fits
         from ..training.trainer import loss_curve_image, train
-        if not isinstance(dataset, dict) or "folder" not in dataset:
-            raise ValueError("dataset: connect a SimulateRefocusDataset node")
-        run_name = _safe_name(run_name, "run_name")
-        out = os.path.join(ca.output_directory(), "diffcamera_train", run_name)
-        overrides = {"dataset": dataset["folder"], "size": int(dataset["size"]), "steps": int(steps),
+        datasets = os.path.join(ca.output_directory(), DATASETS_FOLDER)
+        if not (safe_paths.is_inside(dataset.folder, datasets)
+                and os.path.isfile(os.path.join(dataset.folder, "manifest.json"))):
+            raise InputError(f"dataset: not a finished dataset in output/{DATASETS_FOLDER}; connect a "
+                             "SimulateRefocusDataset node")
+        run_name = safe_paths.plain_name(run_name, "run_name")
+        out = os.path.join(ca.output_directory(), RUNS_FOLDER, run_name)
+        overrides = {"dataset": os.path.realpath(dataset.folder), "size": int(dataset.size), "steps": int(steps),
                      "batch_size": int(batch_size), "lr": float(learning_rate), "lambda_stack": float(lambda_stack),
-                     "depth_dropout": float(depth_dropout), "seed": int(seed), "output_dir": out,
-                     "checkpoint_every": int(checkpoint_every)}
+                     "depth_dropout": float(depth_dropout), "seed": int(seed), "checkpoint_every": int(checkpoint_every),
+                     "output_dir": out}
         if (base_path or "").strip():
-            overrides["base_path"] = os.path.expanduser(base_path.strip())
+            overrides["base_path"] = ca.find_model("diffusion_models", base_path, "base_path")
         if (vae_path or "").strip():
-            overrides["vae_path"] = os.path.expanduser(vae_path.strip())
-        cfg = TrainConfig.load(config, overrides)
+            overrides["vae_path"] = ca.find_model("vae", vae_path, "vae_path")
+        cfg = TrainConfig.load(os.path.join(CONFIG_DIR, config + ".json"), overrides)
         if cfg.model_kind == "flux" and not cfg.base_path:
-            raise ValueError("base_path: the FLUX config needs a local FLUX.1 Kontext [dev] transformer")
+            raise InputError("base_path: the FLUX config needs a local FLUX.1 Kontext [dev] transformer in "
+                             "models/diffusion_models (its file or folder name)")
+        if cfg.init_lora:
+            cfg = cfg.replace(init_lora=ca.find_model(("diffcamera", "loras"), cfg.init_lora, f"config {config}: init_lora",
+                                                      kind="file"))
+        # the trainer's own memory plan, before the run folder exists (train() checks again before loading weights)
+        check_fits(cfg, torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        safe_paths.make_dirs_inside(ca.output_directory(), [RUNS_FOLDER, run_name], "run_name")
         progress = ca.Progress(cfg.steps, desc="train", node_id=getattr(cls.hidden, "unique_id", None))
         try:
             with ca.gradients_enabled():
-                result = train(cfg, resume="auto", callback=progress, log=lambda s: None)
+                result = train(cfg, resume="auto", callback=progress, log=lambda s: None,
+                               interrupt=ca.check_interrupt, what="run_name")
         finally:
             progress.close()
         path = result.lora_path
@@ -207,23 +234,15 @@ class TrainRefocusLoRA(io.ComfyNode):
 
 
 def _publish(path: str, run_name: str) -> str:
-    """Copy the trained file (+ its .json) into the ``diffcamera`` model folder under a new name."""
+    """Copy the trained file (+ its .json) into the ``diffcamera`` model folder under a new name (``run_name``,
+    else ``run_name_2``...): an existing file is never replaced (:func:`diffcamera.core.safe_paths.copy_new`)."""
     folders = ca.model_folder_paths("diffcamera")
     if not folders:
         return path
     dest_dir = folders[0]
     os.makedirs(dest_dir, exist_ok=True)
-    stem = run_name
-    n = 1
-    while os.path.exists(os.path.join(dest_dir, stem + ".safetensors")) or os.path.exists(os.path.join(dest_dir, stem + ".json")):
-        n += 1
-        stem = f"{run_name}_{n}"
-    dest = os.path.join(dest_dir, stem + ".safetensors")
-    shutil.copyfile(path, dest)
-    side = os.path.splitext(path)[0] + ".json"
-    if os.path.isfile(side):
-        shutil.copyfile(side, os.path.join(dest_dir, stem + ".json"))
-    return dest
+    suffixes = [".safetensors"] + ([".json"] if os.path.isfile(os.path.splitext(path)[0] + ".json") else [])
+    return safe_paths.copy_new(path, dest_dir, run_name, suffixes) + ".safetensors"
 
 
 NODES = [SimulateDataset, TrainRefocusLoRA]

@@ -11,6 +11,7 @@ from ..core import focus as core_focus
 from ..core import video as core_video
 from ..core.values import DepthMap
 from .common import CATEGORY, Depth, FocusType, mask_to_core
+from .validation import checked_inputs
 
 
 class RackFocus(io.ComfyNode):
@@ -65,6 +66,7 @@ class RackFocus(io.ComfyNode):
         return True
 
     @classmethod
+    @checked_inputs
     def execute(cls, depth, frames=24, start_point='{"x": 0.3, "y": 0.5}', end_point='{"x": 0.7, "y": 0.5}',
                 easing=core_video.EASINGS[0], hold_start=6, hold_end=6, window=0, start_mask=None, end_mask=None):
         if not isinstance(depth, DepthMap):

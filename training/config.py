@@ -189,10 +189,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        """Write the config as JSON, atomically (:func:`diffcamera.core.safe_paths.write_json_atomic`)."""
+        from ..core.safe_paths import write_json_atomic
+        write_json_atomic(self.to_dict(), path, indent=2, sort_keys=True)
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (validated; unknown names refused)."""

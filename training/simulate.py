@@ -48,6 +48,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..core import safe_paths
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEPTH_SUFFIXES = ("_depth", ".depth", "_disparity")
 DEPTH_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".safetensors")
@@ -98,8 +100,9 @@ def _random_pixel(disparity: torch.Tensor, gen: torch.Generator) -> Tuple[float,
 
 
 # ------------------------------------------------------------------------------------ one group
-def default_renderer(gamma: float = 4.0) -> Callable:
-    """``fn(image, disparity, focus_disparity, K)``: ``render_bokeh(..., mode="classical")``.
+def default_renderer(gamma: float = 4.0, interrupt: Optional[Callable[[], None]] = None) -> Callable:
+    """``fn(image, disparity, focus_disparity, K)``: ``render_bokeh(..., mode="classical")``; ``interrupt()`` (may
+    raise) is called from the renderer's progress callback, so a long render stops within it.
 
     Falls back to the classical engine itself (``render_classical`` with radius ``K·|d − d_f|``, which is
     what the classical mode renders) only while ``core.bokeh`` is absent from the tree.
@@ -116,8 +119,10 @@ def default_renderer(gamma: float = 4.0) -> Callable:
             return render_classical(img, signed_coc(disp, fd, K).abs(), gamma)
         return render
 
+    callback = None if interrupt is None else (lambda done, total, preview=None: interrupt())
+
     def render(img, disp, fd, K):
-        return render_bokeh(img, disp, fd, K, mode="classical", gamma=gamma)
+        return render_bokeh(img, disp, fd, K, mode="classical", gamma=gamma, callback=callback)
     return render
 
 
@@ -134,7 +139,8 @@ def plane_mask(disparity: torch.Tensor, d1: float, d2: float) -> torch.Tensor:
 
 
 def simulate_group(image: torch.Tensor, disparity: torch.Tensor, seed: int, options: SimulateOptions,
-                   render: Optional[Callable] = None) -> Tuple[Dict[str, torch.Tensor], Dict]:
+                   render: Optional[Callable] = None,
+                   interrupt: Optional[Callable[[], None]] = None) -> Tuple[Dict[str, torch.Tensor], Dict]:
     """Render one training group.
 
     Args:
@@ -142,11 +148,19 @@ def simulate_group(image: torch.Tensor, disparity: torch.Tensor, seed: int, opti
         seed: the group's seed (see :func:`group_seed`).
         render: ``fn(image, disparity, focus_disparity, K) -> image``; default
             ``render_bokeh(..., mode="classical", gamma=options.gamma)``.
+        interrupt: ``fn()`` that raises to stop (ComfyUI's Cancel); called before each render and by the default
+            renderer during it.
     Returns:
         ``(tensors, meta)``: tensors as in the module table (without batch dimension), meta a JSON dict.
     """
     if render is None:
-        render = default_renderer(options.gamma)
+        render = default_renderer(options.gamma, interrupt)
+    if interrupt is not None:
+        inner = render
+
+        def render(*args):
+            interrupt()
+            return inner(*args)
 
     from ..core.conventions import level_to_K
 
@@ -290,16 +304,20 @@ class SourceScan:
     bad: List[Tuple[str, str]] = field(default_factory=list)
 
 
-def scan_folder(folder: str, have_depth_model: bool) -> SourceScan:
+def scan_folder(folder: str, have_depth_model: bool, root: Optional[str] = None) -> SourceScan:
     """List images and their depth maps; unreadable files go to ``bad`` (path, reason).
 
-    Raises ``ValueError`` when the folder holds no image, or when some images have no depth map beside
-    them and no depth model was given (naming the first few and the fix).
+    ``root``: when given, a file (image or depth map) whose real path leaves ``root`` (a link) is not read: it
+    goes to ``bad``. Raises ``ValueError`` when the folder holds no image, or when some images have no depth map
+    beside them and no depth model was given (naming the first few, relative to ``folder``, and the fix).
     """
     files = list_image_files(folder)
     scan = SourceScan()
     missing = []
     for p in files:
+        if root is not None and not safe_paths.is_inside(p, root):
+            scan.bad.append((p, "a link leading outside the image folder (not read)"))
+            continue
         if os.path.getsize(p) == 0:
             scan.bad.append((p, "empty file"))
             continue
@@ -308,16 +326,19 @@ def scan_folder(folder: str, have_depth_model: bool) -> SourceScan:
             scan.bad.append((p, why))
             continue
         dep = find_depth_file(p)
+        if dep is not None and root is not None and not safe_paths.is_inside(dep, root):
+            scan.bad.append((dep, "a link leading outside the image folder (not read)"))
+            dep = None
         if dep is None and not have_depth_model:
             missing.append(p)
         scan.images.append(p)
         scan.depth[p] = dep
     if not scan.images:
-        bad = "; ".join(f"{p} ({why})" for p, why in scan.bad) or "none"
-        raise ValueError(f"no usable image in {folder!r} (extensions {', '.join(IMAGE_EXTENSIONS)}); "
+        bad = "; ".join(f"{os.path.relpath(p, folder)} ({why})" for p, why in scan.bad[:5]) or "none"
+        raise ValueError(f"no usable image in the image folder (extensions {', '.join(IMAGE_EXTENSIONS)}); "
                          f"bad files: {bad}")
     if missing:
-        shown = ", ".join(os.path.basename(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        shown = ", ".join(os.path.relpath(p, folder) for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"{len(missing)} image(s) have no depth map beside them ({shown}) and no depth model "
                          f"was given: put '<name>_depth.png' (disparity, bright = near) or '<name>_depth.npy' "
                          f"next to each image, or pass --depth-model (a local Depth Anything V2 folder)")
@@ -325,26 +346,10 @@ def scan_folder(folder: str, have_depth_model: bool) -> SourceScan:
 
 
 # ------------------------------------------------------------------------------------ shards
-def _atomic_write_json(obj, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _atomic_save_tensors(tensors: Dict[str, torch.Tensor], path: str, metadata: Dict[str, str] = None) -> None:
     from safetensors.torch import save_file
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with safe_paths.atomic_write(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def shard_done(out_dir: str, index: int) -> bool:
@@ -352,11 +357,12 @@ def shard_done(out_dir: str, index: int) -> bool:
             and os.path.isfile(os.path.join(out_dir, f"shard_{index:05d}.json")))
 
 
-def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict,
+                 interrupt: Optional[Callable[[], None]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """A source description -> ``(image [1,3,S,S], disparity [1,1,S,S])`` at the simulation size."""
     if source["kind"] == "scene":
         from ..core.scenes import make_scene
-        scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"])
+        scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"], check=interrupt)
         return scene.image.float().clamp(0, 1), scene.disparity.float().clamp(0, 1)
     image = load_image(source["path"])
     if source.get("depth"):
@@ -368,8 +374,10 @@ def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict) -> T
 
 
 def build_shard(index: int, sources: Sequence[Dict], options: SimulateOptions, out_dir: Optional[str] = None,
-                depth_cache: Optional[Dict] = None, render: Optional[Callable] = None) -> Dict:
+                depth_cache: Optional[Dict] = None, render: Optional[Callable] = None,
+                interrupt: Optional[Callable[[], None]] = None) -> Dict:
     """Simulate the groups of shard ``index`` (groups ``index·shard_size ...``); write it if ``out_dir``.
+    ``interrupt()`` (may raise, e.g. ComfyUI's Cancel) is checked before every group and inside its renders.
 
     Returns ``{"tensors": stacked tensors, "meta": [per-group dicts], "bad": [(path, reason)]}``.
     """
@@ -381,16 +389,19 @@ def build_shard(index: int, sources: Sequence[Dict], options: SimulateOptions, o
     for g in range(start, stop):
         si, var = divmod(g, options.variants)
         src = sources[si]
+        if interrupt is not None:
+            interrupt()
         if cache_key != si:
             try:
-                cache_val = _load_source(src, options, depth_cache or {})
+                cache_val = _load_source(src, options, depth_cache or {}, interrupt)
             except ValueError as exc:
                 cache_val = None
                 bad.append((src.get("path", str(src)), str(exc)))
             cache_key = si
         if cache_val is None:
             continue
-        tensors, meta = simulate_group(cache_val[0], cache_val[1], group_seed(options.seed, si, var), options, render)
+        tensors, meta = simulate_group(cache_val[0], cache_val[1], group_seed(options.seed, si, var), options, render,
+                                       interrupt)
         meta.update({"group": g, "source_index": si, "variant": var,
                      "source": src.get("path") or f"scene:{src['scene_kind']}:{src['seed']}"})
         for k, v in tensors.items():
@@ -404,7 +415,7 @@ def build_shard(index: int, sources: Sequence[Dict], options: SimulateOptions, o
             _atomic_save_tensors(stacked, name + ".safetensors", {"format": f"diffcamera-pairs-v{FORMAT_VERSION}"})
         else:  # every source of this shard was bad: an empty marker keeps resume and the manifest simple
             _atomic_save_tensors({"empty": torch.zeros(1)}, name + ".safetensors", {"format": "empty"})
-        _atomic_write_json({"groups": metas, "bad": bad}, name + ".json")
+        safe_paths.write_json_atomic({"groups": metas, "bad": bad}, name + ".json")
     return result
 
 
@@ -472,15 +483,64 @@ def estimate_missing_depth(images: List[str], depth: Dict[str, Optional[str]], d
     return cache, bad
 
 
+def _read_simulate_config(cfg_path: str, out_dir: str, what: str) -> Dict:
+    """The ``simulate_config.json`` of an existing dataset folder; refuses a folder that is not one of ours."""
+    foreign = (f"{what}: {out_dir!r} already holds files that are not a dataset made by the simulator; nothing was "
+               f"overwritten: choose another {what}")
+    if os.path.islink(cfg_path) or not os.path.isfile(cfg_path) or os.path.getsize(cfg_path) > 1 << 20:
+        raise ValueError(foreign)
+    try:
+        with open(cfg_path, "r", encoding="utf-8") as fh:
+            old = json.load(fh)
+    except (OSError, ValueError, RecursionError):
+        raise ValueError(foreign) from None
+    if not isinstance(old, dict) or "size" not in old or "seed" not in old:
+        raise ValueError(foreign)
+    return old
+
+
+#: Fixed working memory of a simulation process beyond its tensors (allocator, thread pools), measured.
+SIMULATE_OVERHEAD_BYTES = 64 * 1024 * 1024
+
+
+def estimate_simulate_bytes(size: int, workers: int = 1, shard_groups: int = 64,
+                            render_bytes: Optional[int] = None) -> int:
+    """Peak memory (bytes, an upper estimate) of :func:`simulate_dataset` at ``size`` px with ``workers`` processes.
+
+    Per process: one group's float32 working set (source image and disparity, the composite disparity, four
+    renders and their uint8 copies: ~16 three-channel ``size²`` float maps), the renderer's own peak
+    (``render_bytes``; default :func:`diffcamera.core.bokeh.estimate_render_bytes` of a classical render with the
+    radius of the highest level the caller passes, else of level 1024: radius = size), and a shard's uint8 rows (``shard_groups``
+    groups, at most the shard size, × 18 bytes per pixel) held twice while they are stacked, the procedural scene's
+    supersampled maps, and :data:`SIMULATE_OVERHEAD_BYTES`. Against one measured shard (``benchmarks/bench_memory.py``):
+    1.4× at 256 px, 2.2× at 512 px (the renderer's estimate dominates there).
+    """
+    px = int(size) * int(size)
+    if render_bytes is None:
+        from ..core.bokeh import estimate_render_bytes
+        render_bytes = estimate_render_bytes(1, int(size), int(size), "classical", float(size))
+    group = 16 * 3 * px * 4
+    scene = 16 * 4 * px * 4  # procedural scenes: ~16 float maps alive at 2x supersampling (4 px per px)
+    shard = 2 * int(shard_groups) * 18 * px
+    return int(max(1, workers) * (group + scene + int(render_bytes) + shard + SIMULATE_OVERHEAD_BYTES))
+
+
 def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optional[str] = None,
                      workers: int = 1, callback=None, log: Callable[[str], None] = print,
-                     depth_estimator: Optional[Callable] = None) -> Dict:
+                     depth_estimator: Optional[Callable] = None, source_root: Optional[str] = None,
+                     interrupt: Optional[Callable[[], None]] = None, what: str = "output folder") -> Dict:
     """Write a sharded dataset to ``out_dir`` (resumable); returns the manifest dict.
 
     Exactly one source: ``image_folder`` (``options.sources`` records it) or ``options.num_scenes > 0``
     procedural scenes. ``callback(done, total, None)`` after each shard (may raise to interrupt; finished
     shards stay and a rerun resumes). ``depth_estimator``: optional ``fn(image) -> disparity`` used instead of
-    loading ``options.depth_model`` (the ComfyUI node passes its DEPTH_MODEL this way).
+    loading ``options.depth_model`` (the ComfyUI node passes its DEPTH_MODEL this way). ``source_root``: files
+    of the image folder whose real path leaves it are not read (:func:`scan_folder`). ``interrupt()``: checked
+    per group and inside renders (one process only; with ``workers > 1`` stop the pool with Ctrl-C).
+
+    ``out_dir`` must be absent, empty, or a dataset this function made with the same options (then it resumes):
+    a folder holding anything else, or a dataset made with other options, is refused — nothing is overwritten
+    (the message names ``what``: the input or option that chose ``out_dir``).
     """
     from ..core.conventions import LATENT_MULTIPLE
     if options.size % LATENT_MULTIPLE:
@@ -499,21 +559,21 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
     cfg = asdict(options)
     cfg["level_range"] = list(cfg["level_range"])
     cfg["scene_kinds"] = list(cfg["scene_kinds"])
-    if os.path.isfile(cfg_path):
-        with open(cfg_path, "r", encoding="utf-8") as fh:
-            old = json.load(fh)
+    if os.path.lexists(cfg_path) or os.listdir(out_dir):
+        old = _read_simulate_config(cfg_path, out_dir, what)
         changed = sorted(k for k in cfg if old.get(k) != cfg[k])
         if changed:
-            raise ValueError(f"{out_dir!r} holds a dataset simulated with other arguments ({', '.join(changed)}); "
-                             f"use another output folder or the same arguments to resume")
+            raise ValueError(f"{what}: {out_dir!r} holds a dataset simulated with other arguments "
+                             f"({', '.join(changed)}); nothing was overwritten: choose another {what}, or the same "
+                             f"arguments to resume")
     else:
-        _atomic_write_json(cfg, cfg_path)
+        safe_paths.write_json_atomic(cfg, cfg_path)
 
     bad: List = []
     depth_cache: Dict[str, torch.Tensor] = {}
     if image_folder:
         have_model = bool(options.depth_model) or depth_estimator is not None
-        scan = scan_folder(image_folder, have_depth_model=have_model)
+        scan = scan_folder(image_folder, have_depth_model=have_model, root=source_root)
         bad += scan.bad
         if have_model:
             depth_cache, b = estimate_missing_depth(scan.images, scan.depth, options.depth_model,
@@ -544,7 +604,7 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
         callback(done, n_shards, None)
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            build_shard(i, sources, options, out_dir, depth_cache)
+            build_shard(i, sources, options, out_dir, depth_cache, interrupt=interrupt)
             done += 1
             if callback is not None:
                 callback(done, n_shards, None)
@@ -579,7 +639,7 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
                 "shards": shards, "options": cfg, "sources": len(sources),
                 "dropped_unsharp": [[n, v] for n, v in dropped], "bad_files": [[n, w] for n, w in bad],
                 "image_keys": list(IMAGE_KEYS), "scalar_keys": list(SCALAR_KEYS)}
-    _atomic_write_json(manifest, os.path.join(out_dir, "manifest.json"))
+    safe_paths.write_json_atomic(manifest, os.path.join(out_dir, "manifest.json"))
     log(f"simulate: {groups} group(s) in {len(shards)} shard(s) from {len(sources)} source(s) -> {out_dir}")
     return manifest
 

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..core import safe_paths
 from ..core.dit.memory import prepare_training
 from .checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import TrainConfig
@@ -164,11 +165,10 @@ def _read_log(path: str, upto: Optional[int] = None) -> List[Dict]:
 
 
 def _rewrite_log(path: str, records: List[Dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    with safe_paths.atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(r) + "\n")
 
 
 def loss_curve_image(records: List[Dict], width: int = 512, height: int = 256) -> torch.Tensor:
@@ -206,9 +206,8 @@ def save_png(image: torch.Tensor, path: str) -> None:
     """``[1,3,H,W]`` 0..1 -> PNG (atomic)."""
     from PIL import Image
     arr = (image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    tmp = path + ".tmp.png"
-    Image.fromarray(arr).save(tmp)
-    os.replace(tmp, path)
+    with safe_paths.atomic_write(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
 
 
 def sample_preview(model, size: int, steps: int = 8) -> torch.Tensor:
@@ -230,9 +229,38 @@ def sample_preview(model, size: int, steps: int = 8) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ training
+def check_run_folder(out: str, config: TrainConfig, what: str = "output_dir") -> None:
+    """Refuse (``ValueError``) to train into ``out`` unless it is absent, empty, or a run of this very config
+    (its ``config.json`` has our fingerprint: resuming or extending it is allowed). Nothing of another run, and
+    no file the user put there, is ever overwritten. Messages name ``what`` (the input that chose ``out``)."""
+    if not os.path.lexists(out):
+        return
+    if not os.path.isdir(out):
+        raise ValueError(f"{what}: {out!r} is a file; choose another {what}")
+    if not os.listdir(out):
+        return
+    foreign = (f"{what}: {out!r} already holds files that are not a training run with this config; nothing was "
+               f"overwritten: choose another {what}")
+    cfg_path = os.path.join(out, "config.json")
+    if os.path.islink(cfg_path) or not os.path.isfile(cfg_path) or os.path.getsize(cfg_path) > 1 << 20:
+        raise ValueError(foreign)
+    try:
+        with open(cfg_path, "r", encoding="utf-8") as fh:
+            old = json.load(fh)
+        previous = TrainConfig.from_dict(old, source=cfg_path)
+    except (OSError, ValueError, TypeError, RecursionError):
+        raise ValueError(foreign) from None
+    if previous.fingerprint() != config.fingerprint():
+        diff = config.diff(old)
+        raise ValueError(f"{what}: {out!r} holds a training run with another config (differs in: "
+                         f"{', '.join(diff) or 'model/version'}); nothing was overwritten: choose another {what}, or "
+                         f"the same settings to resume it")
+
+
 def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable] = None,
           log: Callable[[str], None] = print, max_steps_this_run: Optional[int] = None,
-          dataset: Optional[PairDataset] = None) -> TrainResult:
+          dataset: Optional[PairDataset] = None, interrupt: Optional[Callable[[], None]] = None,
+          what: str = "output_dir") -> TrainResult:
     """Train as ``config`` says.
 
     Args:
@@ -242,8 +270,14 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
             (ComfyUI *Cancel*, Ctrl-C), a checkpoint is saved and the exception propagates.
         max_steps_this_run: stop (with a checkpoint) after this many steps of this call (tests, time slices).
         dataset: a ready :class:`PairDataset` (skips building one).
+        interrupt: ``fn()`` that raises to stop (ComfyUI's Cancel), checked inside a step too: before every
+            transformer block (:func:`diffcamera.core.dit.sampler.interrupt_hooks`), after each micro-batch's forward
+            and after its backward. Stopped mid-step, the checkpoint holds the state at the start of that step (no
+            half update), so the resumed run still repeats exactly what an uninterrupted one does.
+        what: the name of the input or option that chose ``output_dir`` (in refusals).
     Raises:
-        ValueError: resuming from a checkpoint written with another config (names the differing fields).
+        ValueError: resuming from a checkpoint written with another config (names the differing fields), or an
+        ``output_dir`` that holds anything but a run of this config (:func:`check_run_folder`).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -253,6 +287,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     out = os.path.abspath(config.output_dir)
     ckpt_root = os.path.join(out, "checkpoints")
     log_path = os.path.join(out, "loss.jsonl")
+    check_run_folder(out, config, what)
 
     # --- resume decision before any heavy work
     resume_from = None
@@ -281,6 +316,9 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
         log(f"train: {world} process(es) on {accelerator.device}, mixed precision {accelerator.mixed_precision}")
     if main:
         os.makedirs(out, exist_ok=True)
+        safe_paths.make_dirs_inside(out, ["checkpoints"], "output_dir")
+        for name in ("config.json", "loss.jsonl"):
+            safe_paths.refuse_link(os.path.join(out, name), "output_dir")
         config.save(os.path.join(out, "config.json"))
 
     check_fits(config, accelerator.device)  # before any heavy work: names the setting to change
@@ -331,13 +369,22 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     B, A = config.batch_size, config.grad_accum
     t_start = time.perf_counter()
     updating = False
+    step_rng = None  # global RNG states at the start of the step being computed (restored if stopped mid-step)
+    check = interrupt or (lambda: None)
+    from ..core.dit.sampler import interrupt_hooks
+    from .checkpoint import rng_state, set_rng_state
+    hooks = contextlib.ExitStack()
+    hooks.enter_context(interrupt_hooks(model, interrupt))
     log_fh = open(log_path, "a", encoding="utf-8") if main else None
     try:
         while step < stop_at:
             t0 = time.perf_counter()
+            if interrupt is not None:
+                step_rng = rng_state()
             optimizer.zero_grad(set_to_none=True)
             tot = {"loss": 0.0, "rf": 0.0, "stack": 0.0}
             for micro in range(A):
+                check()
                 counter = ((step * A + micro) * world + rank) * B
                 batch = ds.batch(sample_indices(counter, B, len(ds), config.seed))
                 gen = torch.Generator().manual_seed(step_seed(config.seed, step, micro, rank))
@@ -346,7 +393,9 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                     res = refocus_loss(_Model, batch, gen, lambda_stack=config.lambda_stack,
                                        depth_dropout=config.depth_dropout, logit_mean=config.logit_normal_mean,
                                        logit_std=config.logit_normal_std, device=accelerator.device)
+                    check()
                     accelerator.backward(res["loss"] / A)
+                check()
                 for k in tot:
                     tot[k] += float(res[k].detach()) / A
             if config.max_grad_norm > 0:
@@ -356,6 +405,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
             scheduler.step()
             step += 1
             updating = False
+            step_rng = None
             elapsed += time.perf_counter() - t0
             if not all(math.isfinite(v) for v in tot.values()):
                 raise FloatingPointError(f"loss became {tot} at step {step}; lower lr or check the data")
@@ -373,6 +423,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                 callback(step, config.steps, None)
     except BaseException:
         interrupted = True
+        if step_rng is not None:  # stopped inside a step: its partial work is dropped, the RNG rewound to its start
+            set_rng_state(*step_rng)
         if step > 0 and not updating:  # mid-update: the last periodic checkpoint is the consistent one
             try:
                 last_ckpt = do_checkpoint()
@@ -381,6 +433,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                 log(f"train: could not save the interruption checkpoint: {exc}")
         raise
     finally:
+        hooks.close()
         if log_fh is not None:
             log_fh.close()
     last_ckpt = do_checkpoint() if step > 0 else None

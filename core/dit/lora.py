@@ -74,12 +74,16 @@ def _extras(model) -> Dict[str, torch.Tensor]:
 
 def _write(tensors: dict, config: RefocusModelConfig, path: str, fmt: str) -> str:
     from safetensors.torch import save_file
+
+    from ..safe_paths import atomic_write
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     text = config.to_json()
-    save_file(tensors, path, metadata={"diffcamera_config": text, "format": fmt})
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        f.write(text)
+    with atomic_write(path) as tmp:  # a reader (or a crash) never sees half a file
+        save_file(tensors, tmp, metadata={"diffcamera_config": text, "format": fmt})
+    with atomic_write(os.path.splitext(path)[0] + ".json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
     return path
 
 

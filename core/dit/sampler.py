@@ -18,7 +18,8 @@ Above the trained size, ``tile_size`` (pixels) turns on tiled denoising (:mod:`d
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+import contextlib
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -91,6 +92,25 @@ def check_inputs(model, image: torch.Tensor, disparity: torch.Tensor, focus: Foc
         raise ValueError(f"K must be one non-negative value or one per image, got {k.tolist()}")
 
 
+#: Block lists of a diffusers ``FluxTransformer2DModel`` (the toy and FLUX share the class).
+BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
+
+
+@contextlib.contextmanager
+def interrupt_hooks(model, interrupt: Optional[Callable[[], None]]) -> Iterator[None]:
+    """While active, ``interrupt()`` (raise to stop, e.g. ComfyUI's Cancel) runs before every transformer block of
+    ``model.transformer`` (forward pre-hooks), so even one huge model call stops within a block. No-op when
+    ``interrupt`` is ``None`` or the model has no transformer of its own (a ComfyUI FLUX ``MODEL``)."""
+    transformer = getattr(model, "transformer", None)
+    blocks = [b for name in BLOCK_LISTS for b in (getattr(transformer, name, None) or [])] if interrupt else []
+    handles = [b.register_forward_pre_hook(lambda module, args: interrupt()) for b in blocks]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def auto_tile_size(model, height: int, width: int) -> Optional[int]:
     """Tile size (px) for an image: the model's trained size when the image is > 1.5× larger, else ``None``."""
     t = int(model.config.trained_size)
@@ -103,7 +123,8 @@ def auto_tile_size(model, height: int, width: int) -> Optional[int]:
 def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K: Union[float, torch.Tensor], *,
             steps: int = 28, seed: int = 0, guidance: float = 1.0, denoise: float = 1.0,
             tile_size: Optional[int] = None, tile_overlap: Optional[int] = None, callback: Callback = None,
-            preview: bool = False, depth_dropout: bool = False) -> torch.Tensor:
+            preview: bool = False, depth_dropout: bool = False,
+            interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
     """Refocus ``image`` ``[B,3,H,W]`` sRGB 0..1 to ``focus`` with blur strength ``K`` (px per unit disparity at
     this resolution, ``conventions.level_to_K``). ``disparity`` ``[B,1,H,W]`` 0..1 near = 1.
 
@@ -115,6 +136,8 @@ def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K
         callback: ``callback(done, total, preview)`` after each step; raise in it to stop.
         preview: pass a cheap ``[B,3,h,w]`` x0 preview to the callback (else ``None``).
         depth_dropout: sample as if depth were unknown (only the focus mark and level are given).
+        interrupt: ``fn()`` that raises to stop (ComfyUI's Cancel): called before every tile of every step and
+            before every transformer block (:func:`interrupt_hooks`), so Cancel acts within one block.
     Returns:
         ``[B,3,H,W]`` float32 sRGB 0..1 on the CPU.
     """
@@ -135,7 +158,9 @@ def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K
     k = as_batch(torch.as_tensor(K, dtype=torch.float32), b, disp)
     cam = build_camera_map(disp, d_f, k, xy, depth_dropout=depth_dropout, coc_scale=model.config.coc_scale)
 
-    with torch.no_grad():
+    check = interrupt or (lambda: None)
+    with torch.no_grad(), interrupt_hooks(model, interrupt):
+        check()
         ref = model.autoencoder.encode(img).float()
         if preview and hasattr(model.autoencoder, "fit_preview"):
             model.autoencoder.fit_preview(ref, img)
@@ -146,7 +171,7 @@ def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K
             ov = min(ov, tile - 2)
         else:
             tile, ov = max(lh, lw), 0
-        vel = TiledVelocity(model, ref, cam, tile, ov, guidance)
+        vel = TiledVelocity(model, ref, cam, tile, ov, guidance, interrupt=interrupt)
         sched, timesteps = schedule(int(steps), vel.tokens_per_call, float(denoise))
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         noise = torch.randn(ref.shape, generator=gen, dtype=torch.float32).to(dev)
@@ -165,5 +190,6 @@ def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K
                     x0 = x if i + 1 == total else x - sched.sigmas[sched.step_index].item() * v
                     pv = model.autoencoder.preview(x0)[..., : -(-h // f), : -(-w // f)].cpu()
                 callback(i + 1, total, pv)
+        check()
         out = model.autoencoder.decode(x)
     return out[..., :h, :w].float().cpu().clamp(0.0, 1.0)

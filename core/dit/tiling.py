@@ -12,7 +12,7 @@ Sizes are in latent pixels and even (tokens pack 2×2).
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -63,17 +63,20 @@ class TiledVelocity:
             ``velocity_from_tokens``).
         ref_latents: ``[B,C,h,w]``; camera_map ``[B,C_cam,h·f,w·f]``; ``f`` = ``model.config.vae_scale_factor``.
         tile, overlap: latent px (even). ``tile >= max(h, w)`` means one call (no tiling).
+        interrupt: optional ``fn()`` that raises to stop (ComfyUI's Cancel), called before every tile.
     """
 
     def __init__(self, model, ref_latents: torch.Tensor, camera_map: torch.Tensor, tile: int, overlap: int,
-                 guidance: float = 1.0):
+                 guidance: float = 1.0, interrupt: Optional[Callable[[], None]] = None):
         self.model = model
         self.guidance = guidance
+        self.interrupt = interrupt or (lambda: None)
         h, w = ref_latents.shape[-2:]
         f = model.config.vae_scale_factor
         self.tiles = plan_tiles(h, w, tile, overlap)
         self.cond = []
         for y0, x0, th, tw, _ in self.tiles:
+            self.interrupt()
             ref = ref_latents[..., y0:y0 + th, x0:x0 + tw]
             cam = camera_map[..., y0 * f:(y0 + th) * f, x0 * f:(x0 + tw) * f]
             self.cond.append(model.condition_tokens(ref, cam))
@@ -85,12 +88,14 @@ class TiledVelocity:
         return (th // 2) * (tw // 2)
 
     def __call__(self, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        self.interrupt()
         if len(self.tiles) == 1:
             cond, ids = self.cond[0]
             return self.model.velocity_from_tokens(latents, sigma, cond, ids, self.guidance)
         acc = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
         norm = torch.zeros(latents.shape[-2:], dtype=torch.float32, device=latents.device)
         for (y0, x0, th, tw, wgt), (cond, ids) in zip(self.tiles, self.cond):
+            self.interrupt()
             v = self.model.velocity_from_tokens(latents[..., y0:y0 + th, x0:x0 + tw], sigma, cond, ids, self.guidance)
             wgt = wgt.to(latents.device)
             acc[..., y0:y0 + th, x0:x0 + tw] += v.to(acc.device) * wgt

@@ -9,8 +9,9 @@ the run asked for this tier.
 The session fixture :func:`comfy_server` lays out a temporary ComfyUI world (input/output/temp/user
 folders, model folders filled with tiny random models made by ``tests/workflow_world.py``, and a
 ``custom_nodes`` folder holding a symlink ``diffcamera`` -> this repository, named in an
-extra-model-paths yaml), starts ``main.py --cpu`` on a free loopback port, waits until it answers, and
-stops it by its PID at the end. Only 127.0.0.1 is ever contacted.
+extra-model-paths yaml), starts ``main.py --cpu`` on a free loopback port (with
+``DIFFCAMERA_MEMORY_LIMIT_MB=3000``, so the pack's memory refusals do not depend on the machine), waits until it
+answers, and stops it by its PID at the end. Only 127.0.0.1 is ever contacted.
 """
 from __future__ import annotations
 
@@ -112,6 +113,9 @@ def _serve(comfy_env, base, extra_args=(), tag="default"):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # never let the fake ComfyUI shadow the real one
     env["DO_NOT_TRACK"] = "1"
+    # the pack's up-front memory checks compare with at most 3000 MiB free, on any machine: the memory rows of
+    # test_security_real.py are refused the same way everywhere (the other tests' work is far smaller)
+    env["DIFFCAMERA_MEMORY_LIMIT_MB"] = "3000"
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)

@@ -62,3 +62,27 @@ def test_rectangular_size_and_helpers():
     assert abs(float(scenes.depth_for_disparity(0.0)) - scenes.FAR) < 1e-6
     with pytest.raises(ValueError):
         scenes.make_scene(0, 64, "nope")
+
+
+@pytest.mark.parametrize("kind", ["layers", "slanted", "ground", "mixed"])
+def test_check_is_called_throughout_and_changes_nothing(kind):
+    """``check`` runs between the full-image operations (Cancel during a big scene) and the scene is bit-identical."""
+    calls = []
+    make_scene = scenes.make_scene
+    a = make_scene(3, 32, kind, check=lambda: calls.append(1))
+    b = make_scene(3, 32, kind)
+    assert len(calls) > 10 and torch.equal(a.image, b.image) and torch.equal(a.disparity, b.disparity)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5():
+        calls.append(1)
+        if len(calls) == 5:
+            raise Stop
+
+    calls.clear()
+    with pytest.raises(Stop):
+        make_scene(3, 32, kind, check=stop_at_5)
+    assert len(calls) == 5
+    assert torch.equal(make_scene(3, 32, kind).image, b.image)  # the check is gone after the call

@@ -67,6 +67,37 @@ def test_interrupted_run_resumes_to_identical_data(tmp_path):
         simulate_dataset(str(tmp_path / "r"), _opts(seed=99), log=_quiet)
 
 
+def test_cancel_inside_a_shard_then_resume_gives_identical_data(tmp_path):
+    """``interrupt`` is checked inside a shard (per group and inside renders): raising there leaves no half shard,
+    and the resumed run writes the same data as an uninterrupted one."""
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        if len(calls) == 7:  # inside the first shard's second group
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        simulate_dataset(str(tmp_path / "r"), _opts(), log=_quiet, interrupt=interrupt)
+    assert not [f for f in os.listdir(tmp_path / "r") if f.startswith("shard")]
+    simulate_dataset(str(tmp_path / "r"), _opts(), log=_quiet)
+    simulate_dataset(str(tmp_path / "ref"), _opts(), log=_quiet)
+    r, ref = _load_all(str(tmp_path / "r")), _load_all(str(tmp_path / "ref"))
+    assert r.keys() == ref.keys() and all(torch.equal(r[k][t], ref[k][t]) for k in ref for t in ref[k])
+
+
+def test_a_folder_of_other_files_is_never_written_into(tmp_path):
+    out = tmp_path / "photos_of_mine"
+    out.mkdir()
+    (out / "manifest.json").write_text("mine")
+    with pytest.raises(ValueError, match="not a dataset made by the simulator; nothing was overwritten"):
+        simulate_dataset(str(out), _opts(), log=_quiet)
+    assert os.listdir(out) == ["manifest.json"] and (out / "manifest.json").read_text() == "mine"
+    (out / "simulate_config.json").write_text("[" * 5000 + "]" * 5000)  # not ours either, and no RecursionError
+    with pytest.raises(ValueError, match="not a dataset made by the simulator"):
+        simulate_dataset(str(out), _opts(), log=_quiet)
+
+
 def test_composite_is_the_two_plane_rendering_and_mask_marks_the_sharper_plane():
     from diffcamera.core.scenes import make_scene
     scene = make_scene(3, size=32, kind="layers")

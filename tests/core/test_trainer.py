@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,54 @@ def test_same_seed_same_curve_and_exact_resume(tmp_path, tiny_data):
     assert m.config.transformer["num_layers"] == 1
 
 
+class _Cancel(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["block", "after_forward"])
+def test_cancel_inside_a_step_then_resume_is_exact(tmp_path, tiny_data, where):
+    """Cancel in the middle of step 4 (inside the transformer, or between forward and backward): the run stops
+    there, keeps the checkpoint of step 3 (no half update), and the resumed run equals an uninterrupted one."""
+    from diffcamera.training.trainer import train
+    a = train(tiny_config(tmp_path / "a", checkpoint_every=0), dataset=tiny_data, log=_quiet)
+    import inspect
+    calls, raised_from = [], []
+
+    def interrupt():
+        calls.append(1)
+        # checks per step: 1 before the micro-batch + 2 block hooks + 1 after forward + 1 after backward = 5
+        if len(calls) == 3 * 5 + (2 if where == "block" else 4):
+            raised_from.append(os.path.basename(inspect.stack()[1].filename))
+            raise _Cancel()
+
+    with pytest.raises(_Cancel):
+        train(tiny_config(tmp_path / "b", checkpoint_every=0), dataset=tiny_data, log=_quiet, interrupt=interrupt)
+    assert raised_from == ["sampler.py" if where == "block" else "trainer.py"]  # a block hook / the step body
+    assert [r["step"] for r in _losses(tmp_path / "b")] == [1, 2, 3]
+    assert json.loads((tmp_path / "b" / "checkpoints" / "latest.json").read_text())["step"] == 3
+    b = train(tiny_config(tmp_path / "b", checkpoint_every=0), dataset=tiny_data, log=_quiet)
+    la, lb = _losses(a.output_dir), _losses(b.output_dir)
+    assert [r["step"] for r in lb] == list(range(1, 7))
+    for ra, rb in zip(la, lb):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6, abs=1e-7)
+
+
+def test_run_folders_of_others_are_never_overwritten(tmp_path, tiny_data):
+    from diffcamera.training.trainer import train
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "config.json").write_text('{"my": "notes"}')
+    with pytest.raises(ValueError, match="not a training run with this config; nothing was overwritten"):
+        train(tiny_config(user, steps=1), dataset=tiny_data, log=_quiet)
+    assert os.listdir(user) == ["config.json"] and (user / "config.json").read_text() == '{"my": "notes"}'
+    done = train(tiny_config(tmp_path / "r", steps=2, checkpoint_every=0), dataset=tiny_data, log=_quiet)
+    model_bytes = open(done.lora_path, "rb").read()
+    shutil.rmtree(tmp_path / "r" / "checkpoints")  # no checkpoint left: a new run would start from scratch
+    with pytest.raises(ValueError, match="another config .*lambda_stack"):
+        train(tiny_config(tmp_path / "r", steps=2, lambda_stack=0.5), dataset=tiny_data, log=_quiet)
+    assert open(done.lora_path, "rb").read() == model_bytes
+
+
 def test_gradient_checkpointing_gives_the_same_curve(tmp_path, tiny_data):
     from diffcamera.training.trainer import train
     a = train(tiny_config(tmp_path / "a", steps=2), dataset=tiny_data, log=_quiet)
@@ -201,7 +250,8 @@ KILL_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_curve(tmp_path, tiny_data):
     """Kill -9 a training process mid-run, resume: the loss curve equals an uninterrupted run's (rel 1e-6)."""
-    from diffcamera.training.simulate import _atomic_save_tensors, _atomic_write_json
+    from diffcamera.core.safe_paths import write_json_atomic as _atomic_write_json
+    from diffcamera.training.simulate import _atomic_save_tensors
     from diffcamera.training.trainer import train
     data_dir = tmp_path / "data"  # the fixture's groups as a dataset folder (the child skips simulation)
     data_dir.mkdir()

@@ -52,7 +52,7 @@ def test_schemas_have_descriptions_and_tooltips():
 def test_simulate_then_train_in_inference_mode(comfy_models_dir, tiny_bundled_config):
     out = run_prompt(_prompt(), CLASSES)
     dataset, summary = out["1"].result
-    assert dataset["groups"] == 2 and os.path.isfile(os.path.join(dataset["folder"], "manifest.json"))
+    assert dataset.groups == 2 and os.path.isfile(os.path.join(dataset.folder, "manifest.json"))
     path, curve = out["2"].result
     assert os.path.isfile(path) and path.startswith(str(comfy_models_dir / "diffcamera"))
     assert curve.dim() == 4 and curve.shape[-1] == 3 and curve.shape[0] == 1
@@ -63,13 +63,22 @@ def test_simulate_then_train_in_inference_mode(comfy_models_dir, tiny_bundled_co
     assert out2["2"].result[0] != path and os.path.isfile(path)
 
 
-def test_cancel_saves_a_checkpoint_and_requeue_resumes(comfy_models_dir, tiny_bundled_config):
+def test_cancel_saves_a_checkpoint_and_requeue_resumes(comfy_models_dir, tiny_bundled_config, monkeypatch):
     import comfy.model_management as mm
+    import diffcamera.comfy_adapter as ca
     dataset = run_prompt({"1": _prompt()["1"]}, CLASSES)["1"].result[0]
     train_inputs = {k: v for k, v in _prompt(steps=3, run_name="cancelled")["2"]["inputs"].items() if k != "dataset"}
-    mm.interrupt_current_processing(True)  # the user presses Cancel: the first progress update raises
+    progress_call = ca.Progress.__call__
+
+    def cancel_after_first_step(self, done, total=None, preview=None):
+        if done >= 1:  # the user presses Cancel once the first step is done
+            mm.interrupt_current_processing(True)
+        return progress_call(self, done, total, preview)
+
+    monkeypatch.setattr(ca.Progress, "__call__", cancel_after_first_step)
     with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
         CLASSES["DiffCamera_TrainRefocusLoRA"].execute(dataset=dataset, **train_inputs)
+    monkeypatch.setattr(ca.Progress, "__call__", progress_call)
     run_dir = comfy_models_dir.parent / "output" / "diffcamera_train" / "cancelled"
     assert (run_dir / "checkpoints" / "latest.json").is_file()
     out = run_prompt(_prompt(steps=3, run_name="cancelled"), CLASSES)
