@@ -154,6 +154,41 @@ def free_memory_for(handles: Iterable) -> None:
     soft_empty_cache()
 
 
+class RefocusPlacement:
+    """Where a refocus denoiser runs (the :class:`diffcamera.core.pipeline.Placement` of this host).
+
+    ``load()`` asks model management to load ``handles`` (inside ComfyUI this frees other nodes' models first);
+    a model under diffusers' group/leaf offloading keeps its blocks where the hooks put them while its small
+    modules (camera encoder, autoencoder, prompt) go to the compute device; a partial (low-VRAM) load is
+    completed, since the refocus model runs whole. ``release()`` unloads after an out-of-memory error;
+    ``advice()`` names the loader setting to try next.
+    """
+
+    def __init__(self, handles: Sequence, bundle):
+        self.handles = list(handles)
+        self.bundle = bundle
+
+    def load(self) -> None:
+        load_models(self.handles)
+        b = self.bundle
+        target = torch.device(self.handles[-1].load_device)
+        if b.offload_mode == "none":
+            if any(p.device != target for p in b.parameters()):
+                b.to(target)
+        elif b.onload_device is not None:
+            for module in (b.camera_encoder, b.autoencoder):
+                module.to(b.onload_device)
+            b.prompt_embeds = b.prompt_embeds.to(b.onload_device)
+            b.pooled_prompt_embeds = b.pooled_prompt_embeds.to(b.onload_device)
+
+    def release(self) -> None:
+        free_memory_for(self.handles)
+
+    def advice(self) -> str:
+        from .core.dit.memory import next_memory_option
+        return next_memory_option(self.bundle.storage, self.bundle.offload_mode)
+
+
 # ------------------------------------------------------------------------------ progress/interrupt
 def check_interrupt() -> None:
     """Raise if the user pressed *Cancel* in ComfyUI (or :func:`request_interrupt` was called)."""

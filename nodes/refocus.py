@@ -1,13 +1,14 @@
-"""Refocus nodes: load the DiT refocus model (base + VAE + LoRA) and refocus an image with it.
+"""Refocus nodes: choose the refocus model, and refocus an image with it.
 
-``DiffCamera_ModelLoader`` picks the base from the bundled toy model, our ``models/diffcamera`` folder (whole
-models) or ComfyUI's ``models/diffusion_models`` (FLUX.1 Kontext [dev] / [dev] single files or diffusers folders),
-the VAE from ``models/vae`` and the LoRA from ``models/loras`` or ``models/diffcamera``. The bundle is wrapped in a
-``ModelPatcher`` (``comfy_adapter.wrap_model``) so ComfyUI's model management accounts for it.
+``DiffCamera_ModelLoader``: ``physics (no model)`` (the default, weight-free), or a DiT that refines the physics
+estimate: the bundled toy model, a whole model in ``models/diffcamera``, or a FLUX.1 Kontext [dev] / [dev]
+transformer from ComfyUI's ``models/diffusion_models`` with its VAE (``models/vae``) and a DiffCamera LoRA
+(``models/loras`` or ``models/diffcamera``), wrapped in a ``ModelPatcher`` so ComfyUI's model management
+accounts for it.
 
-``DiffCamera_Refocus`` (DiffCameraRefocus) asks model management to load it first (freeing other nodes' models),
-samples (:func:`diffcamera.core.dit.sampler.refocus`) with a progress bar, latent previews and Cancel support, and
-on a CUDA out-of-memory error unloads the models and says which loader setting to try.
+``DiffCamera_Refocus`` (DiffCameraRefocus): one call of :class:`diffcamera.core.pipeline.RefocusPipeline`
+(physics, then the optional DiT refinement), with a progress bar, previews, Cancel, the all-in-focus estimate as
+a second output and the input blur it used (given or estimated) in its text preview.
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ import os
 import torch
 
 from .. import comfy_adapter as ca
-from ..comfy_adapter import io
+from ..comfy_adapter import io, ui
 from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
 from ..core.dit import memory as dit_memory
+from ..core.pipeline import PhysicsOnly
 from ..core.safe_paths import PathRefused
 from .common import CATEGORY, Depth, DiffCameraModel, FocusType
 from .validation import checked_inputs
 
+PHYSICS = "physics (no model)"
 TOY = "toy (bundled)"
 EXTERNAL = "(ComfyUI MODEL: connect it to DiffCameraRefocus)"
 AUTO_VAE = "auto (from the base folder)"
@@ -57,7 +60,7 @@ def _own_files() -> tuple:
 def base_choices(own_models: list = None) -> list:
     own = _own_files()[0] if own_models is None else own_models
     dm = [f"diffusion_models{SEP}{f}" for f in _folders_and_files("diffusion_models")]
-    return [TOY] + own + dm + [EXTERNAL]
+    return [PHYSICS, TOY] + own + dm + [EXTERNAL]
 
 
 def vae_choices() -> list:
@@ -96,12 +99,16 @@ class ModelLoader(io.ComfyNode):
             node_id="DiffCamera_ModelLoader",
             display_name="DiffCamera ModelLoader",
             category=f"{CATEGORY}/refocus",
-            description=("Loads the refocus model: a FLUX.1-family transformer (FLUX.1 Kontext [dev] recommended, "
-                         "FLUX.1 [dev] supported) with its VAE and a DiffCamera LoRA, or the small bundled toy "
-                         "model (CPU-sized, 64 px training, for trying the graph). Nothing is downloaded."),
+            description=("Chooses how DiffCameraRefocus works: 'physics (no model)' (default) inverts the lens blur "
+                         "with no weights and works on any photo; a DiffCamera model refines that physics estimate: "
+                         "a FLUX.1-family transformer (FLUX.1 Kontext [dev] recommended, FLUX.1 [dev] supported) "
+                         "with its VAE and a DiffCamera LoRA, or the small bundled toy model (CPU-sized, 64 px "
+                         "training, for trying the graph). Nothing is downloaded."),
             inputs=[
                 io.Combo.Input(id="base", options=bases, default=bases[0],
-                               tooltip=("The base model: 'toy (bundled)', a whole DiffCamera model in "
+                               tooltip=("'physics (no model)': refocus by inverting the lens blur, no file needed "
+                                        "(the other inputs are then ignored). Or a model that refines it: "
+                                        "'toy (bundled)', a whole DiffCamera model in "
                                         "models/diffcamera, or a FLUX.1 transformer in models/diffusion_models "
                                         "(single .safetensors as ComfyUI keeps them, bf16 or fp8, or a diffusers "
                                         "folder). The last choice loads only the LoRA's conditions and the VAE: "
@@ -135,6 +142,8 @@ class ModelLoader(io.ComfyNode):
     def execute(cls, base, vae=AUTO_VAE, lora=NO_LORA, family="auto", dtype="auto", weight_storage="default",
                 offload="none"):
         from ..core.dit.loading import describe, load_refocus_model
+        if base == PHYSICS:
+            return io.NodeOutput(PhysicsOnly())
         vae_path = None if vae == AUTO_VAE else resolve_choice(vae, "vae")
         lora_path = None if lora == NO_LORA else resolve_choice(lora, "lora")
         if base == EXTERNAL:
@@ -175,9 +184,9 @@ def _preview_tuple(preview):
 
 
 def _prompt_from_conditioning(conditioning):
-    """ComfyUI CONDITIONING (FLUX: T5 sequence + CLIP pooled) -> ``(seq [1,T,D], pooled [1,P])``."""
-    if not conditioning:
-        raise ValueError("conditioning: empty; connect a CLIPTextEncode (FLUX) output or leave it unconnected")
+    """ComfyUI CONDITIONING (FLUX: T5 sequence + CLIP pooled) -> ``(seq [1,T,D], pooled [1,P])`` or ``None``."""
+    if conditioning is None:
+        return None
     cond, extra = conditioning[0][0], conditioning[0][1]
     pooled = extra.get("pooled_output")
     if pooled is None:
@@ -185,8 +194,27 @@ def _prompt_from_conditioning(conditioning):
     return cond[:1].float().cpu(), pooled[:1].float().cpu()
 
 
+def _pipeline(diffcamera_model, flux_model, node_interrupt):
+    """The :class:`~diffcamera.core.pipeline.RefocusPipeline` for the loader's choice (and ComfyUI's FLUX)."""
+    from ..core.pipeline import RefocusPipeline
+    if isinstance(diffcamera_model, PhysicsOnly):
+        if flux_model is not None:
+            raise ValueError("flux_model: the physics refocus uses no model; pick a DiffCamera LoRA in the loader "
+                             "to refine it with this FLUX, or disconnect flux_model")
+        return RefocusPipeline(device=ca.compute_device())
+    bundle = model = diffcamera_model.model
+    handles = [diffcamera_model]
+    if flux_model is None and bundle.transformer is None:
+        raise ValueError("flux_model: this DiffCamera model was loaded without a transformer; connect the FLUX "
+                         "MODEL of your graph (Load Diffusion Model) to flux_model")
+    if flux_model is not None:
+        model, patcher = _external(bundle, flux_model)
+        handles = [patcher, diffcamera_model]
+    return RefocusPipeline(model, ca.RefocusPlacement(handles, bundle), interrupt=node_interrupt)
+
+
 class Refocus(io.ComfyNode):
-    """Refocus an image after the fact with the DiT."""
+    """Refocus an image after the fact: physics (no weights), optionally refined by a DiT."""
 
     @classmethod
     def define_schema(cls):
@@ -194,118 +222,84 @@ class Refocus(io.ComfyNode):
             node_id="DiffCamera_Refocus",
             display_name="DiffCameraRefocus",
             category=f"{CATEGORY}/refocus",
-            description=("Re-renders the image focused at FOCUS with the given bokeh level: what must become sharp "
-                         "is deblurred, what must not is blurred, guided by DEPTH. Works on sharp or already "
-                         "blurred images of any size and aspect ratio (tiled above the model's trained size)."),
+            description=("Re-renders the image focused at FOCUS with the given bokeh level, guided by DEPTH: it "
+                         "estimates how the image is blurred now (or takes input_focus / input_level), inverts "
+                         "the occlusion-aware lens blur to get the all-in-focus image, and renders the request. "
+                         "With a DiffCamera model (toy or FLUX + LoRA) a DiT then refines that estimate, adding "
+                         "detail physics cannot recover. Any size and aspect ratio; also outputs the all-in-focus "
+                         "estimate."),
             inputs=[
-                DiffCameraModel.Input(id="diffcamera_model", tooltip="From DiffCamera ModelLoader."),
+                DiffCameraModel.Input(id="diffcamera_model",
+                                      tooltip="From DiffCamera ModelLoader ('physics (no model)' needs no file)."),
                 io.Image.Input(id="image",
-                               tooltip="The images to refocus (any size; a batch is refocused image by image "
-                                       "with shared settings)."),
+                               tooltip="The images to refocus (any size; a batch takes one focus for all or one "
+                                       "per frame)."),
                 Depth.Input(id="depth",
-                            tooltip="Depth of the same images (DepthEstimate / DepthFromImage), same size."),
-                FocusType.Input(id="focus", tooltip="Where to focus (FocusPicker)."),
+                            tooltip="Depth of the same images (DepthEstimate / DepthFromImage), same size; one "
+                                    "map for all or one per frame."),
+                FocusType.Input(id="focus", tooltip="Where to focus (FocusPicker or RackFocus)."),
                 io.Float.Input(id="bokeh_level", default=20.0, min=0.0, max=200.0, step=0.5,
-                               tooltip=("Blur strength: blur radius in px per 1024 px of the long side for a "
-                                        "disparity difference of 1 (the same scale as FocusPicker/BokehSimulate). "
-                                        "0 = all in focus.")),
-                io.Int.Input(id="steps", default=28, min=1, max=200, tooltip="Sampling steps (FLUX default 28)."),
+                               tooltip=("Blur strength of the result: blur radius in px per 1024 px of the long side "
+                                        "for a disparity difference of 1 (the same scale as FocusPicker/"
+                                        "BokehSimulate). 0 = all in focus (deblur).")),
+                io.Int.Input(id="steps", default=28, min=1, max=200,
+                             tooltip="DiT models only: sampling steps (FLUX default 28)."),
                 io.Int.Input(id="seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="Noise seed: the same seed gives the same image."),
+                             tooltip="DiT models only: noise seed; the same seed gives the same image."),
                 io.Float.Input(id="guidance", default=2.5, min=0.0, max=10.0, step=0.1,
-                               tooltip="FLUX distilled guidance (Kontext default 2.5). Ignored by the toy model."),
-                io.Float.Input(id="denoise", default=1.0, min=0.01, max=1.0, step=0.01,
-                               tooltip=("1 = generate from noise (guided by the image); lower = start from the "
-                                        "noised input and keep more of it.")),
+                               tooltip="FLUX models only: distilled guidance (Kontext default 2.5)."),
+                io.Float.Input(id="denoise", default=0.5, min=0.01, max=1.0, step=0.01,
+                               tooltip=("DiT models only: how far the DiT may move from the physics estimate "
+                                        "(its refinement starts from the estimate noised to this level). Low = "
+                                        "close to physics, 1 = from pure noise.")),
                 io.Combo.Input(id="tiling", options=["auto", "off", "on"], default="auto",
-                               tooltip=("auto = tiled denoising when the image is over 1.5x the model's trained "
-                                        "size; on = always tile (tile_size); off = one pass (more memory).")),
+                               tooltip=("DiT models only: auto = tiled denoising when the image is over 1.5x the "
+                                        "model's trained size; on = always (tile_size); off = one pass.")),
                 io.Int.Input(id="tile_size", default=0, min=0, max=4096, step=16,
                              tooltip="Tile side in pixels; 0 = the model's trained size (1024 for FLUX, 64 toy)."),
+                FocusType.Input(id="input_focus", optional=True,
+                                tooltip=("Optional: where the input is sharp now (a FocusPicker clicked on its "
+                                         "sharp part). Without it the current focus is estimated.")),
+                io.Float.Input(id="input_level", default=-1.0, min=-1.0, max=400.0, step=0.5, optional=True,
+                               tooltip=("Optional: the input's own bokeh level (same scale as bokeh_level; 0 = the "
+                                        "input is all in focus). -1 = estimate it from the image and its depth.")),
                 io.Model.Input(id="flux_model", optional=True,
                                tooltip=("Optional: the FLUX MODEL your graph already loaded (Load Diffusion Model, "
-                                        "fp8/GGUF/...): the refocus runs on it with the DiffCamera LoRA applied by "
-                                        "ComfyUI, instead of the loader's own transformer.")),
+                                        "fp8/GGUF/...): the refinement runs on it with the DiffCamera LoRA applied "
+                                        "by ComfyUI, instead of the loader's own transformer.")),
                 io.Conditioning.Input(id="conditioning", optional=True,
                                       tooltip=("Optional prompt (a FLUX CLIPTextEncode output). Without it the "
                                                "LoRA's stored training-prompt embedding is used: no text encoder "
                                                "needed.")),
             ],
-            outputs=[io.Image.Output(display_name="image")],
+            outputs=[io.Image.Output(display_name="image"), io.Image.Output(display_name="all_in_focus")],
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     @checked_inputs
     def execute(cls, diffcamera_model, image, depth, focus, bokeh_level=20.0, steps=28, seed=0, guidance=2.5,
-                denoise=1.0, tiling="auto", tile_size=0, conditioning=None, flux_model=None):
-        from ..core.dit.sampler import auto_tile_size, check_inputs, refocus
-        handle = diffcamera_model
-        if handle is None or not hasattr(handle, "model") or not hasattr(handle.model, "velocity"):
-            raise ValueError("diffcamera_model: connect a DiffCamera ModelLoader")
-        if not isinstance(image, torch.Tensor) or image.dim() != 4:
-            raise ValueError("image: expected a ComfyUI IMAGE [B,H,W,C]")
-        if not hasattr(depth, "disparity"):
-            raise ValueError("depth: connect a DEPTH (DepthEstimate or DepthFromImage)")
-        if not hasattr(focus, "disparity"):
-            raise ValueError("focus: connect a FOCUS (FocusPicker)")
-        bundle = model = handle.model
-        handles = [handle]
-        if flux_model is None and bundle.transformer is None:
-            raise ValueError("flux_model: this DiffCamera model was loaded without a transformer; connect the FLUX "
-                             "MODEL of your graph (Load Diffusion Model) to flux_model")
+                denoise=0.5, tiling="auto", tile_size=0, input_focus=None, input_level=-1.0, conditioning=None,
+                flux_model=None):
+        from ..core.dit.tiling import tile_size_for
         img = comfy_to_core(image)
-        disp = depth.disparity.float()
-        if tuple(disp.shape[-2:]) != tuple(img.shape[-2:]):
-            raise ValueError(f"depth: it is {disp.shape[-1]}×{disp.shape[-2]} px but the image is "
-                             f"{img.shape[-1]}×{img.shape[-2]}; estimate depth from this image (or resize it)")
         h, w = img.shape[-2:]
-        K = level_to_K(bokeh_level, h, w)
-        check_inputs(model, img, disp, focus, K, steps, denoise)
-        if flux_model is not None:
-            model, patcher = _external(bundle, flux_model)
-            handles = [patcher, handle]
-        if tiling == "off":
-            tile = None
-        elif tiling == "on":
-            tile = int(tile_size) or int(model.config.trained_size)
-        else:
-            tile = auto_tile_size(model, h, w) if not tile_size else (int(tile_size) if max(h, w) > tile_size else None)
-        saved_prompt = None
-        if conditioning is not None:
-            seq, pooled = _prompt_from_conditioning(conditioning)
-            saved_prompt = (bundle.prompt_embeds, bundle.pooled_prompt_embeds)
-            bundle.set_prompt_embeddings(seq, pooled)
-        progress = ca.Progress(int(steps), desc="refocus", node_id=getattr(cls.hidden, "unique_id", None))
-        storage, offload = getattr(bundle, "storage", "default"), bundle.offload_mode
-
-        def callback(done, total, preview):
-            progress(done, total, _preview_tuple(preview))
-
+        pipe = _pipeline(diffcamera_model, flux_model, ca.check_interrupt)
+        input_d = None if input_focus is None else input_focus.disparity
+        input_K = None if input_level is None or input_level < 0 else level_to_K(input_level, h, w)
+        pipe.check(img, depth.disparity, focus, level_to_K(bokeh_level, h, w), steps=steps, denoise=denoise,
+                   input_focus_disparity=input_d, input_K=input_K)
+        tile = None if pipe.weight_free else tile_size_for(pipe.denoiser, h, w, tiling, tile_size)
+        progress = ca.Progress(1, desc="refocus", node_id=getattr(cls.hidden, "unique_id", None))
         try:
-            ca.load_models(handles)
-            target = torch.device(handle.load_device)
-            if offload == "none" and any(p.device != target for p in bundle.parameters()):
-                bundle.to(target)  # a partial (low-VRAM) load: this model runs whole
-            elif offload != "none" and getattr(bundle, "onload_device", None) is not None:
-                # group/leaf: ComfyUI keeps the handle on the CPU; the small modules compute on the GPU
-                bundle.camera_encoder.to(bundle.onload_device)
-                bundle.autoencoder.to(bundle.onload_device)
-                bundle.prompt_embeds = bundle.prompt_embeds.to(bundle.onload_device)
-                bundle.pooled_prompt_embeds = bundle.pooled_prompt_embeds.to(bundle.onload_device)
-            out = refocus(model, img, disp, focus, K, steps=int(steps), seed=int(seed), guidance=float(guidance),
-                          denoise=float(denoise), tile_size=tile, callback=callback, preview=ca.HAS_COMFY,
-                          interrupt=ca.check_interrupt)
-        except Exception as exc:  # noqa: BLE001 - only OOM is translated
-            if dit_memory.is_oom(exc):
-                ca.free_memory_for(handles)
-                raise RuntimeError(dit_memory.oom_message(storage, offload)) from None
-            raise
+            out = pipe(img, depth.disparity, focus, level_to_K(bokeh_level, h, w), input_focus_disparity=input_d,
+                       input_K=input_K, steps=steps, seed=seed, guidance=guidance, denoise=denoise, tile_size=tile,
+                       prompt=_prompt_from_conditioning(conditioning), preview=ca.HAS_COMFY,
+                       callback=lambda done, total, pv: progress(done, total, _preview_tuple(pv)))
         finally:
             progress.close()
-            if saved_prompt is not None:
-                bundle.prompt_embeds, bundle.pooled_prompt_embeds = saved_prompt
-        return io.NodeOutput(core_to_comfy(out))
+        return io.NodeOutput(core_to_comfy(out.image), core_to_comfy(out.all_in_focus),
+                             ui=ui.PreviewText(value=f"DiffCameraRefocus: {out.describe()}"))
 
 
 def _external(bundle, flux_model):

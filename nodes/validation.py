@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import comfy_adapter as ca
+from ..core.pipeline import PhysicsOnly
 from ..core.values import DepthMap, Focus, SimulatedDataset
 
 #: Longest STRING input accepted (a focus-point list for a big batch fits easily).
@@ -162,8 +163,8 @@ TYPE_CHECKS = {
     f"expected a DIFFCAMERA_DATASET (from SimulateRefocusDataset), got {_describe(v)}",
     "DEPTH_MODEL": lambda v: _handle_problem(v, "DEPTH_MODEL", "DepthModelLoader",
                                              lambda m: isinstance(m, torch.nn.Module)),
-    "DIFFCAMERA_MODEL": lambda v: _handle_problem(v, "DIFFCAMERA_MODEL", "DiffCamera ModelLoader",
-                                                  lambda m: hasattr(m, "velocity")),
+    "DIFFCAMERA_MODEL": lambda v: None if isinstance(v, PhysicsOnly) else
+    _handle_problem(v, "DIFFCAMERA_MODEL", "DiffCamera ModelLoader", lambda m: hasattr(m, "velocity")),
     "MODEL": lambda v: None if hasattr(v, "model") else
     f"expected a MODEL (from a diffusion model loader), got {_describe(v)}",
 }

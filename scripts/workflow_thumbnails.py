@@ -4,7 +4,7 @@
 The browser asks for ``/api/workflow_templates/<pack>/<name>.jpg``. Each thumbnail is made by the pack itself on a
 procedural scene with exact depth (``core.scenes``), 384×256: what the workflow produces, computed with the same
 core functions its nodes call (the ground-truth disparity stands in for Depth Anything's estimate, and a
-refocus thumbnail is only made when the trained toy model is bundled; the rack-focus one shows the first, middle and
+toy-refocus thumbnail is only made when the trained toy model is bundled; the rack-focus one shows the first, middle and
 last frame of a pull as thirds side by side). Run: ``python scripts/workflow_thumbnails.py``.
 """
 from __future__ import annotations
@@ -88,14 +88,16 @@ def make(names=None) -> list:
         "rack_focus": _time_strip(rack_frames),
         "depth_from_core_moge": _side_by_side(_pil(disp), _pil(bokeh)),
     }
+    # refocus: the photo focused on the star in front, refocused on the block (its blur estimated, as the node does)
+    from diffcamera.core.pipeline import RefocusPipeline
+    physics = RefocusPipeline()(bokeh_near, disp, focus, K)
+    pictures["refocus_photo"] = _side_by_side(_pil(bokeh_near), _pil(physics.image))
     try:
         from diffcamera.core.dit.loading import load_refocus_model
-        from diffcamera.core.dit.sampler import refocus
 
-        toy = load_refocus_model("toy")
-        with torch.no_grad():
-            out = refocus(toy, img, disp, focus, K, steps=28, seed=0)
-        pictures["refocus_toy"] = _side_by_side(_pil(img), _pil(out))
+        toy = RefocusPipeline(load_refocus_model("toy"))
+        out = toy(bokeh_near, disp, focus, K, input_focus_disparity=near_focus.disparity, input_K=K, steps=28)
+        pictures["refocus_toy"] = _side_by_side(_pil(bokeh_near), _pil(out.image))
     except FileNotFoundError:
         pass  # the trained toy model is not bundled: no thumbnail rather than a misleading one
     written = []

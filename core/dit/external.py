@@ -53,12 +53,16 @@ class ExternalRefocusModel:
     def condition_tokens(self, ref_latents, camera_map):
         return self.bundle.condition_tokens(ref_latents, camera_map)
 
-    def velocity_from_tokens(self, noisy_latents, sigma, cond_tokens, cond_ids, guidance: float = 1.0):
+    def velocity_from_tokens(self, noisy_latents, sigma, cond_tokens, cond_ids, guidance: float = 1.0, prompt=None):
+        from .model import check_prompt
         h, w = noisy_latents.shape[-2:]
         b = noisy_latents.shape[0]
         refs = [r.expand(b, -1, -1, -1) for r in split_condition_tokens(cond_tokens, h, w)]
-        txt = self.bundle.prompt_embeds.expand(b, -1, -1)
-        pooled = self.bundle.pooled_prompt_embeds.expand(b, -1)
+        seq, pool = self.bundle.prompt_embeds, self.bundle.pooled_prompt_embeds
+        if prompt is not None:
+            seq, pool = check_prompt(prompt, seq.shape[-1], pool.shape[-1])
+        txt = seq.expand(b, -1, -1)
+        pooled = pool.expand(b, -1)
         sig = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(b)
         return self.velocity_fn(noisy_latents.float(), sig, refs, txt, pooled, float(guidance)).float()
 

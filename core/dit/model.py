@@ -38,6 +38,17 @@ from .packing import pack_latents, token_ids, unpack_latents
 TOY_TEXT_TOKENS = 4
 
 
+def check_prompt(prompt, seq_dim: int, pooled_dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A per-call prompt ``(sequence [1,T,D] or [T,D], pooled [1,P] or [P])`` checked against the model's sizes."""
+    seq, pooled = prompt
+    seq = seq if seq.dim() == 3 else seq.unsqueeze(0)
+    pooled = pooled if pooled.dim() == 2 else pooled.unsqueeze(0)
+    if (seq.shape[-1], pooled.shape[-1]) != (seq_dim, pooled_dim):
+        raise ValueError(f"prompt embedding sizes {seq.shape[-1]}/{pooled.shape[-1]} do not match the model "
+                         f"({seq_dim}/{pooled_dim}); use the text encoders of this model's base")
+    return seq[:1].float(), pooled[:1].float()
+
+
 class RefocusModel(nn.Module):
     """Base DiT (+ LoRA) + autoencoder + camera encoder + prompt embedding.
 
@@ -68,6 +79,7 @@ class RefocusModel(nn.Module):
         self.register_buffer("prompt_embeds", prompt_embeds.float(), persistent=False)
         self.register_buffer("pooled_prompt_embeds", pooled_prompt_embeds.float(), persistent=False)
         self.compute_dtype = torch.float32
+        self.storage = "default"    # weight storage and offload mode: set by memory.apply_memory_options
         self.offload_mode = "none"
         self.onload_device = None  # set under group offloading (weights on the CPU, compute elsewhere)
 
@@ -149,7 +161,8 @@ class RefocusModel(nn.Module):
         return unpack_latents(tok, *ref_latents.shape[-2:])
 
     def velocity_from_tokens(self, noisy_latents: torch.Tensor, sigma: torch.Tensor, cond_tokens: torch.Tensor,
-                             cond_ids: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
+                             cond_ids: torch.Tensor, guidance: float = 1.0,
+                             prompt: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """Velocity for prepared condition tokens (see :meth:`condition_tokens`); returns ``[B,C,h,w]`` float32."""
         dev, dt = self.device, self.compute_dtype
         x = noisy_latents.to(dev)
@@ -160,8 +173,11 @@ class RefocusModel(nn.Module):
             cond_tokens = cond_tokens.expand(b, -1, -1)
         hidden = torch.cat([tok, cond_tokens.to(dev).float()], 1).to(dt)
         img_ids = torch.cat([token_ids(h // 2, w // 2, 0, device=dev), cond_ids.to(dev).float()], 0)
-        txt = self.prompt_embeds.to(dev, dt).expand(b, -1, -1)
-        pooled = self.pooled_prompt_embeds.to(dev, dt).expand(b, -1)
+        seq, pool = self.prompt_embeds, self.pooled_prompt_embeds
+        if prompt is not None:   # a per-call prompt (e.g. ComfyUI CONDITIONING); the model's own stays
+            seq, pool = check_prompt(prompt, seq.shape[-1], pool.shape[-1])
+        txt = seq.to(dev, dt).expand(b, -1, -1)
+        pooled = pool.to(dev, dt).expand(b, -1)
         txt_ids = torch.zeros(txt.shape[1], 3, device=dev)
         sig = torch.as_tensor(sigma, device=dev, dtype=torch.float32).reshape(-1)
         sig = sig.expand(b) if sig.numel() == 1 else sig

@@ -14,7 +14,8 @@
 6. decode, crop the padding. Noise comes from a CPU ``torch.Generator`` seeded with ``seed``: the same seed
    gives the same image (bitwise on the CPU).
 
-Above the trained size, ``tile_size`` (pixels) turns on tiled denoising (:mod:`diffcamera.core.dit.tiling`).
+Above the trained size, ``tile_size`` (pixels) turns on tiled denoising (:mod:`diffcamera.core.dit.tiling`,
+whose ``tile_size_for`` picks it).
 """
 from __future__ import annotations
 
@@ -111,26 +112,19 @@ def interrupt_hooks(model, interrupt: Optional[Callable[[], None]]) -> Iterator[
             h.remove()
 
 
-def auto_tile_size(model, height: int, width: int) -> Optional[int]:
-    """Tile size (px) for an image: the model's trained size when the image is > 1.5× larger, else ``None``."""
-    t = int(model.config.trained_size)
-    m = model.config.pixel_multiple
-    if max(height, width) <= 1.5 * t:
-        return None
-    return max(m, t // m * m)
-
-
 def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K: Union[float, torch.Tensor], *,
             steps: int = 28, seed: int = 0, guidance: float = 1.0, denoise: float = 1.0,
             tile_size: Optional[int] = None, tile_overlap: Optional[int] = None, callback: Callback = None,
             preview: bool = False, depth_dropout: bool = False,
-            interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
+            interrupt: Optional[Callable[[], None]] = None, init_image: Optional[torch.Tensor] = None,
+            prompt=None) -> torch.Tensor:
     """Refocus ``image`` ``[B,3,H,W]`` sRGB 0..1 to ``focus`` with blur strength ``K`` (px per unit disparity at
     this resolution, ``conventions.level_to_K``). ``disparity`` ``[B,1,H,W]`` 0..1 near = 1.
 
     Args:
         steps: Euler steps (FLUX default 28). seed: noise seed. guidance: distilled guidance (FLUX dev/Kontext).
-        denoise: 1 = from pure noise; < 1 = from the noised input latent (keeps more of the input).
+        denoise: 1 = from pure noise; < 1 = from the noised latent of ``init_image`` (default: the input),
+            skipping the first ``steps·(1 − denoise)`` steps: the model refines that image.
         tile_size: pixels per tile (multiple of 16) for tiled denoising, or ``None`` (one call).
         tile_overlap: pixels of overlap (default a quarter of the tile).
         callback: ``callback(done, total, preview)`` after each step; raise in it to stop.
@@ -138,6 +132,9 @@ def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K
         depth_dropout: sample as if depth were unknown (only the focus mark and level are given).
         interrupt: ``fn()`` that raises to stop (ComfyUI's Cancel): called before every tile of every step and
             before every transformer block (:func:`interrupt_hooks`), so Cancel acts within one block.
+        init_image: ``[B,3,H,W]`` sRGB 0..1 to start from when ``denoise < 1`` (the physics estimate, for
+            DiffCameraRefocus); the model is still conditioned on ``image``.
+        prompt: ``(sequence [1,T,D], pooled [1,P])`` text condition for this call (default: the model's own).
     Returns:
         ``[B,3,H,W]`` float32 sRGB 0..1 on the CPU.
     """
@@ -149,9 +146,14 @@ def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K
     img = image.float().to(dev)
     disp = disparity.float().to(dev).expand(b, -1, -1, -1)
     ph, pw = (-h) % m, (-w) % m
+    start = None if init_image is None else init_image.float().to(dev)
+    if start is not None and tuple(start.shape) != tuple(image.shape):
+        raise ValueError(f"init_image {tuple(start.shape)} differs from image {tuple(image.shape)}")
     if ph or pw:
         img = torch.nn.functional.pad(img, (0, pw, 0, ph), mode="replicate")
         disp = torch.nn.functional.pad(disp, (0, pw, 0, ph), mode="replicate")
+        if start is not None:
+            start = torch.nn.functional.pad(start, (0, pw, 0, ph), mode="replicate")
     d_f = as_batch(focus.disparity.float(), b, disp)
     xy = torch.stack([as_batch(focus.x.float(), b, disp), as_batch(focus.y.float(), b, disp)], 1)
     xy = xy * torch.tensor([w / (w + pw), h / (h + ph)], device=dev)  # the point in padded coordinates
@@ -171,14 +173,15 @@ def refocus(model, image: torch.Tensor, disparity: torch.Tensor, focus: Focus, K
             ov = min(ov, tile - 2)
         else:
             tile, ov = max(lh, lw), 0
-        vel = TiledVelocity(model, ref, cam, tile, ov, guidance, interrupt=interrupt)
+        vel = TiledVelocity(model, ref, cam, tile, ov, guidance, interrupt=interrupt, prompt=prompt)
         sched, timesteps = schedule(int(steps), vel.tokens_per_call, float(denoise))
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         noise = torch.randn(ref.shape, generator=gen, dtype=torch.float32).to(dev)
         if float(denoise) >= 1.0:
             x = noise
         else:
-            x = sched.scale_noise(ref, timesteps[:1].to(dev), noise).float()
+            x0 = ref if start is None else model.autoencoder.encode(start).float()
+            x = sched.scale_noise(x0, timesteps[:1].to(dev), noise).float()
         total = len(timesteps)
         for i, t in enumerate(timesteps):
             sigma = (t / 1000.0).to(dev).float().expand(b)

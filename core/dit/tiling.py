@@ -67,9 +67,10 @@ class TiledVelocity:
     """
 
     def __init__(self, model, ref_latents: torch.Tensor, camera_map: torch.Tensor, tile: int, overlap: int,
-                 guidance: float = 1.0, interrupt: Optional[Callable[[], None]] = None):
+                 guidance: float = 1.0, interrupt: Optional[Callable[[], None]] = None, prompt=None):
         self.model = model
         self.guidance = guidance
+        self.prompt = prompt
         self.interrupt = interrupt or (lambda: None)
         h, w = ref_latents.shape[-2:]
         f = model.config.vae_scale_factor
@@ -91,13 +92,36 @@ class TiledVelocity:
         self.interrupt()
         if len(self.tiles) == 1:
             cond, ids = self.cond[0]
-            return self.model.velocity_from_tokens(latents, sigma, cond, ids, self.guidance)
+            return self.model.velocity_from_tokens(latents, sigma, cond, ids, self.guidance, prompt=self.prompt)
         acc = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
         norm = torch.zeros(latents.shape[-2:], dtype=torch.float32, device=latents.device)
         for (y0, x0, th, tw, wgt), (cond, ids) in zip(self.tiles, self.cond):
             self.interrupt()
-            v = self.model.velocity_from_tokens(latents[..., y0:y0 + th, x0:x0 + tw], sigma, cond, ids, self.guidance)
+            v = self.model.velocity_from_tokens(latents[..., y0:y0 + th, x0:x0 + tw], sigma, cond, ids, self.guidance,
+                                               prompt=self.prompt)
             wgt = wgt.to(latents.device)
             acc[..., y0:y0 + th, x0:x0 + tw] += v.to(acc.device) * wgt
             norm[y0:y0 + th, x0:x0 + tw] += wgt
         return acc / norm
+
+
+TILING_MODES = ("auto", "off", "on")
+
+
+def tile_size_for(model, height: int, width: int, mode: str = "auto", size: int = 0):
+    """Tile side (px) for denoising an ``height × width`` image, or ``None`` for one pass.
+
+    ``mode``: ``"off"`` one pass; ``"on"`` always tiles of ``size`` (0 = the model's trained size);
+    ``"auto"`` tiles only an image over 1.5× the trained size (or over ``size`` when given).
+    """
+    if mode not in TILING_MODES:
+        raise ValueError(f"tiling must be one of {TILING_MODES}, got {mode!r}")
+    trained = int(model.config.trained_size)
+    if mode == "off":
+        return None
+    if mode == "on":
+        return int(size) or trained
+    if size:
+        return int(size) if max(height, width) > size else None
+    m = model.config.pixel_multiple
+    return max(m, trained // m * m) if max(height, width) > 1.5 * trained else None

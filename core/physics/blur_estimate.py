@@ -134,7 +134,7 @@ def silhouette_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[tor
     fg = (dp > (0.5 * (near + far)).view(-1, 1, 1)).float()[:, None]  # the nearer side's mask [P,1,S,S]
     i0 = patches - patches.mean((2, 3), keepdim=True)
     vi = (i0 * i0).mean((2, 3)).clamp_min(1e-8)                        # [P, 3]
-    radii = _radius_ladder(half)
+    radii = _radius_ladder(half / 2)   # a ramp of 2r must fit the patch
     pad = half + 2                                                     # the mask's blur, by FFT
     size = 2 * half + 1 + 2 * pad
     spec = torch.fft.rfft2(F.pad(fg, (pad,) * 4, mode="replicate"))
@@ -152,7 +152,8 @@ def silhouette_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[tor
     best = s.argmax(1)
     contrast = (vi.sum(1)).sqrt()
     weight = s.gather(1, best[:, None])[:, 0] * (contrast / 0.1).clamp(max=1.0)
-    return near, radii[best], weight
+    ok = best < len(radii) - 1                 # at the ladder's top: "at least this", no measurement
+    return near[ok], radii[best][ok], weight[ok]
 
 
 def texture_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -192,13 +193,27 @@ def balance(disp: torch.Tensor, weight: torch.Tensor, bins: int = 16) -> torch.T
     return weight * (n.sqrt() / n.clamp_min(1))[idx]
 
 
-def fit_blur_law(disp: torch.Tensor, radius: torch.Tensor, weight: torch.Tensor, long_side: int):
-    """Robust grid fit of ``r = K·|d − d_f|`` to probes; returns ``(d_f, K, cost)`` (K in the probes' px)."""
+#: Probes measure the image's own softness plus the lens blur, so they are upper bounds of the blur: the fit
+#: follows their lower envelope (pinball loss at this quantile: claiming more blur than a probe saw costs
+#: ``(1 − q)/q`` times more than claiming less).
+PROBE_QUANTILE = 0.25
+
+
+def fit_blur_law(disp: torch.Tensor, radius: torch.Tensor, weight: torch.Tensor, long_side: int,
+                 bound: torch.Tensor = None):
+    """Robust grid fit of ``r = K·|d − d_f|`` to probes; returns ``(d_f, K, cost)`` (K in the probes' px).
+
+    ``bound`` (bool per probe): the probe is only an upper bound of the blur (texture edges: a smooth texture
+    looks blurred) and is fitted with the pinball loss; the others (silhouettes) with the clipped L1 loss."""
     d_f = torch.linspace(0, 1, 201).view(-1, 1, 1)
     top = 0.3 * long_side
     ks = torch.cat([torch.zeros(1), 0.25 * (top / 0.25) ** (torch.arange(121) / 120.0)]).view(1, -1, 1)
     model = ks * (disp.view(1, 1, -1) - d_f).abs()
-    err = (torch.log1p(model) - torch.log1p(radius.view(1, 1, -1))).abs().clamp(max=0.7)
+    u = (torch.log1p(radius.view(1, 1, -1)) - torch.log1p(model)).clamp(-0.7, 0.7)
+    q = PROBE_QUANTILE
+    err = u.abs()
+    if bound is not None:
+        err = torch.where(bound.view(1, 1, -1), torch.where(u >= 0, q * u, (q - 1) * u), err)
     cost = (err * weight.view(1, 1, -1)).sum(-1) / weight.sum().clamp_min(1e-8)
     i = int(cost.argmin())
     a, k = divmod(i, ks.shape[1])
@@ -230,13 +245,15 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
         d = torch.cat([p[0] for p in parts])
         r = torch.cat([p[1] for p in parts])
         wt = torch.cat([balance(p[0], p[2]) for p in parts])
+        bound = torch.cat([torch.zeros(parts[0][0].numel(), dtype=torch.bool),
+                           torch.ones(parts[1][0].numel(), dtype=torch.bool)])
         if d.numel() == 0 or float(wt.sum()) <= 0:
             fs.append(float(dsp[i].median()))
             ks.append(0.0)
             costs.append(0.7)
             counts.append(0)
             continue
-        d_f, k, cost = fit_blur_law(d, r, wt, long_side)
+        d_f, k, cost = fit_blur_law(d, r, wt, long_side, bound)
         fs.append(d_f)
         ks.append(k / scale)
         costs.append(cost)

@@ -8,7 +8,7 @@ from fake_executor import run_prompt
 
 from diffcamera.comfy_adapter import io
 from diffcamera.core.conventions import level_to_K
-from diffcamera.core.dit.sampler import refocus as core_refocus
+from diffcamera.core.pipeline import RefocusPipeline
 from diffcamera.core.values import DepthMap, Focus
 from diffcamera.nodes import refocus as N
 from diffcamera.nodes.common import Depth, FocusType
@@ -74,10 +74,13 @@ def test_toy_graph_end_to_end_matches_core(toy_file):
     image = out["2"].result[0]
     assert image.shape == (1, 32, 48, 3) and image.dtype == torch.float32
     assert any(handle in call for call in mm.load_calls)  # loaded through model management
-    assert [u[1:] for u in cu.updates if u[2] == 2] == [(1, 2), (2, 2)]
-    expected = core_refocus(toy_file[1], v["image"].permute(0, 3, 1, 2), v["depth"].disparity, v["focus"],
-                            level_to_K(16.0, 32, 48), steps=2, seed=3, guidance=3.5)
-    assert torch.equal(image, expected.permute(0, 2, 3, 1))
+    # one bar over the physics solve and the two denoising steps, ending full
+    total = RefocusPipeline().settings.iterations(1) + 2
+    assert [u[1:] for u in cu.updates][-2:] == [(total - 1, total), (total, total)]
+    expected = RefocusPipeline(toy_file[1])(v["image"].permute(0, 3, 1, 2), v["depth"].disparity, v["focus"],
+                                            level_to_K(16.0, 32, 48), steps=2, seed=3, guidance=3.5, denoise=1.0)
+    assert torch.equal(image, expected.image.permute(0, 2, 3, 1))
+    assert torch.equal(out["2"].result[1], expected.all_in_focus.permute(0, 2, 3, 1))
 
 
 def test_tiny_flux_base_vae_and_lora_from_comfy_folders(tiny_bundle):
@@ -103,10 +106,10 @@ def test_seed_determinism_and_conditioning_changes_output(toy_file):
     before = model.prompt_embeds.clone()
     v = VALUES["s"]
     cond = [[torch.randn(1, 7, 64), {"pooled_output": torch.randn(1, 64)}]]
-    kw = dict(bokeh_level=16.0, steps=2, seed=3, guidance=3.5)
+    kw = dict(bokeh_level=16.0, steps=2, seed=3, guidance=3.5, denoise=1.0)
     c = N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], conditioning=cond, **kw).result[0]
     d = N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], **kw).result[0]
-    assert torch.equal(model.prompt_embeds, before)  # restored after the run
+    assert torch.equal(model.prompt_embeds, before)  # the prompt is passed per call, never stored
     assert torch.equal(d, a) and (c - d).abs().max() > 1e-4
 
 
@@ -156,7 +159,7 @@ def test_depth_of_another_size_is_refused_before_loading(toy_file):
     v = _values(depth_hw=(16, 48))
     handle = N.ModelLoader.execute("diffcamera/toy_test.safetensors").result[0]
     mm.load_calls.clear()
-    with pytest.raises(ValueError, match="depth: it is 48×16"):
+    with pytest.raises(ValueError, match="depth is 48×16 px but the image is 48×32"):
         N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=2)
     assert mm.load_calls == []
 
@@ -173,7 +176,7 @@ def test_tiny_image_and_steps_are_refused(toy_file):
 
 def test_missing_files_and_foreign_lora(tiny_bundle, toy_file, comfy_models_dir):
     # a file that is not (or no longer) listed is not among the node's choices: refused, naming the input
-    with pytest.raises(ValueError, match=r"^base: 'diffcamera/gone.safetensors' is not one of the choices \('toy"):
+    with pytest.raises(ValueError, match=r"^base: 'diffcamera/gone.safetensors' is not one of the choices \('physics"):
         N.ModelLoader.execute("diffcamera/gone.safetensors")
     with pytest.raises(ValueError, match="^vae: 'vae/none.safetensors' is not one of the choices"):
         N.ModelLoader.execute("diffusion_models/tiny-flux", vae="vae/none.safetensors")
@@ -182,8 +185,9 @@ def test_missing_files_and_foreign_lora(tiny_bundle, toy_file, comfy_models_dir)
     assert "tiny-flux" in str(err.value) and "'toy'" in str(err.value)
 
 
-def test_bundled_toy_choice_is_first():
-    assert N.base_choices()[0] == N.TOY
+def test_weight_free_physics_is_the_default_and_the_toy_next():
+    assert N.base_choices()[:2] == [N.PHYSICS, N.TOY]
+    assert N.ModelLoader.INPUT_TYPES()["required"]["base"][1]["default"] == N.PHYSICS
 
 
 def test_external_flux_model_path_wiring(tiny_bundle, monkeypatch):
@@ -212,7 +216,7 @@ def test_external_flux_model_path_wiring(tiny_bundle, monkeypatch):
     assert handle.model.transformer is None
     with pytest.raises(ValueError, match="flux_model"):
         N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=2)
-    kw = dict(bokeh_level=16.0, steps=2, seed=3, guidance=3.5)
+    kw = dict(bokeh_level=16.0, steps=2, seed=3, guidance=3.5, denoise=1.0)
     ext = N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], flux_model=FakePatcher(torch.nn.Linear(1, 1)), **kw)
     assert set(seen["lora"]) and all(k.startswith("transformer.") for k in seen["lora"])
     own = N.ModelLoader.execute("diffusion_models/tiny-flux", vae="vae/tiny-flux-vae",
