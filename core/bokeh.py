@@ -75,7 +75,7 @@ def coc_map(disparity: torch.Tensor, focus_disparity, K, focus_range: float = 0.
     k = as_batch(K, b, disparity).view(-1, 1, 1, 1)
     delta = disparity - d_f
     if focus_range <= 0:
-        return k * delta
+        return k * delta if delta.requires_grad else delta.mul_(k)
     e = (delta.abs() - focus_range / 2).clamp_min(0)
     fw = max(float(focus_falloff), 1e-6)
     ramp = torch.where(e < fw, e * e / (2 * fw), e - fw / 2)
@@ -193,19 +193,26 @@ DEFAULT_MEMORY_BUDGET = 1024 ** 3
 #: The renderer's working buffers never get less than this, even when the whole-image buffers alone
 #: exceed the budget (so the estimate then exceeds the budget by whole-image bytes + this).
 MIN_WORKING_BYTES = 64 * 1024 ** 2
-#: Whole-image buffers of :func:`render_bokeh` per pixel and image, in floats (input excluded): the CoC
-#: map, the radius / mass maps or linear copy, the output and its accumulators.
-_WHOLE_FLOATS = {"classical": 3 + 1 + 1 + 1 + 3 + 1 + 3, "layered": 1 + 3 + 3 + 1}
+#: Whole-image buffers of :func:`render_bokeh` per pixel and image, in floats (input excluded):
+#: classical: CoC, radius, mass, c^γ, numerator, denominator, tile outputs; layered: CoC, the linear
+#: copy, the output, one spare (a tile's output before it is copied).
+_WHOLE_FLOATS = {"classical": 1 + 1 + 1 + 3 + 3 + 1 + 3, "layered": 1 + 3 + 3 + 1}
+#: Kernel spectra one render needs, in floats per pixel of its FFT grid: classical 12 + 6 full-resolution
+#: basis kernels plus the reduced levels; layered two node kernels for each of up to ~24 layers.
+_SPECTRA_FLOATS = {"classical": 20, "layered": 48}
 
 
 def _whole_image_bytes(batch: int, height: int, width: int, mode: str, element_size: int = 4) -> int:
-    return batch * height * width * _WHOLE_FLOATS[mode] * element_size + 8 * STRIP_BYTES   # + strip temporaries
+    """Whole-image buffers, strip temporaries and the kernel-spectrum cache (at most its bound)."""
+    from .bokeh_classical import SPECTRUM_CACHE_BYTES
+    spectra = min(SPECTRUM_CACHE_BYTES, height * width * _SPECTRA_FLOATS[mode] * element_size)
+    return batch * height * width * _WHOLE_FLOATS[mode] * element_size + 8 * STRIP_BYTES + spectra
 
 
 def working_budget(memory_budget: int, batch: int, height: int, width: int, mode: str,
                    element_size: int = 4) -> int:
-    """Bytes left to the engine's working buffers (tiles, spectra, per-layer state) under
-    ``memory_budget`` once the whole-image buffers are counted (at least :data:`MIN_WORKING_BYTES`)."""
+    """Bytes left to the engine's working buffers (tiles, per-layer state) under ``memory_budget`` once
+    the whole-image buffers and cached spectra are counted (at least :data:`MIN_WORKING_BYTES`)."""
     return max(MIN_WORKING_BYTES, int(memory_budget) - _whole_image_bytes(batch, height, width, mode, element_size))
 
 
