@@ -132,7 +132,8 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: 
         chromatic_aberration: lateral CA, relative magnification difference of red/blue (e.g. 0.002); 0 = off.
         focus_range: width in disparity of a band around ``d_f`` kept sharp; ``focus_falloff`` its smooth edge.
         return_coc: also return the signed circle of confusion ``[B,1,H,W]`` in px (after ``focus_range``).
-        callback: ``callback(done, total, preview)`` progress hook; may raise to interrupt.
+        callback: ``callback(done, total, preview)`` progress hook, called per layer (layered) or basis
+            kernel (classical) and tile — every fraction of a second at 4096² — may raise to interrupt.
         memory_budget: bytes the render may allocate beyond its inputs: whole-image buffers plus the
             tiles it then works in (default 1 GiB); see :func:`estimate_render_bytes`.
         **layered_options: extra options of :func:`diffcamera.core.bokeh_layered.render_layered`.
