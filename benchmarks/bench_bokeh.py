@@ -35,8 +35,12 @@ import statistics
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+# idle OpenMP threads sleep instead of spinning: on cores shared with other processes spinning threads
+# made the 2-thread renders 2-4x slower (the project's rule for shared machines; set before torch loads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -64,6 +68,22 @@ def _median_time(fn, repeats: int, sync=lambda: None) -> float:
         sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def _median_times(fns, repeats: int, sync=lambda: None):
+    """``{name: median seconds}`` of several callables timed round-robin (each warmed up once), so that
+    a change of the machine's load during the run hits every row alike."""
+    for fn in fns.values():
+        fn()
+        sync()
+    ts = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            ts[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in ts.items()}
 
 
 def _random_case(g, size, img_kind, disp_kind):
@@ -187,11 +207,22 @@ def _renderers(img, d, K):
            "layered": lambda: render_bokeh(img, d, 0.5, K, mode="layered"),
            "gather-and-mix (project, torch, 6 levels)": lambda: gather_and_mix(img, d, 0.5, K)}
     if _cv2() is not None:
-        fns["Gaussian stack (cv2, 16 levels)"] = lambda: gaussian_stack_cv2(img, d, 0.5, K)
+        fns[STACK] = lambda: gaussian_stack_cv2(img, d, 0.5, K)
+        fns[STACK_BLURS] = lambda: _stack_blurs_only(img, K)
     return fns
 
 
+def _stack_blurs_only(image, K, levels: int = 16):
+    """The 15 OpenCV blurs of the stack without the per-pixel mixing (a lower bound of the peer)."""
+    import cv2
+    img = image[0].permute(1, 2, 0).contiguous().numpy()
+    r_max = K / 2
+    for k in range(1, levels):
+        cv2.GaussianBlur(img, (0, 0), sigmaX=r_max * k / (levels - 1) / 2)
+
+
 STACK = "Gaussian stack (cv2, 16 levels)"
+STACK_BLURS = "… its 15 cv2 blurs alone, without the mixing"
 NO_CV2 = ("**OpenCV is not installed** (`pip install -e \".[bench]\"`): the 16-level Gaussian stack was not "
           "timed and no ratio to it is given")
 
@@ -204,8 +235,8 @@ def speed_table(sizes, threads: int, repeats: int) -> str:
     times = {}
     for size in sizes:
         img, d = _speed_case(size)
-        for name, fn in _renderers(img, d, 64.0).items():   # radii 0..32 px
-            times[name, size] = _median_time(fn, repeats if size <= 1024 else max(1, repeats - 2))
+        got = _median_times(_renderers(img, d, 64.0), repeats if size <= 1024 else max(1, repeats - 2))  # r ≤ 32
+        times.update({(name, size): t for name, t in got.items()})
     names = list(dict.fromkeys(n for n, _ in times))
     head = " | ".join(f"{s}² time | ratio to stack" for s in sizes)
     lines = [f"### Speed, blur radius ≤ 32 px, {threads} CPU thread{'s' if threads > 1 else ''} "
@@ -215,7 +246,7 @@ def speed_table(sizes, threads: int, repeats: int) -> str:
         cells = []
         for s in sizes:
             t = times[name, s]
-            ratio = f"{t / times[STACK, s]:.2f}×" if (STACK, s) in times else "—"
+            ratio = f"{t / times[STACK, s]:.2f}×" if (STACK, s) in times and name != STACK_BLURS else "—"
             cells.append(f"{t:.3f} s | {ratio}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if cv2 is None:
@@ -228,12 +259,11 @@ def growth_table(size: int, repeats: int) -> str:
     img, d = _speed_case(size)
     times = {}
     for rmax in (8, 32, 128):
-        for name, fn in _renderers(img, d, 2.0 * rmax).items():
-            if name.startswith("gather"):
-                continue
-            times[name, rmax] = _median_time(fn, repeats)
+        fns = {n: f for n, f in _renderers(img, d, 2.0 * rmax).items() if n in ("classical", "layered", STACK)}
+        times.update({(name, rmax): t for name, t in _median_times(fns, repeats).items()})
     names = list(dict.fromkeys(n for n, _ in times))
-    lines = [f"### Growth with the blur radius ({size}², {torch.get_num_threads()} threads, median of {repeats})",
+    lines = [f"### Growth with the blur radius ({size}², {torch.get_num_threads()} threads, median of {repeats}, "
+             "timed round-robin)",
              "", "| renderer | r≤8 | r≤32 | r≤128 | growth 8→128 |", "|---|---|---|---|---|"]
     for n in names:
         t8, t32, t128 = times[n, 8], times[n, 32], times[n, 128]
@@ -265,19 +295,18 @@ def gradient_table(size: int, repeats: int) -> str:
         x = img.clone().requires_grad_(True)
         (render_bokeh(x, d, 0.5, K, mode=mode) * w).sum().backward()
 
-    rows = []
-    for mode in ("classical", "layered"):
-        f = _median_time(lambda: render_bokeh(img, d, 0.5, K, mode=mode), repeats)
-        fb = _median_time(lambda: fwd_bwd(mode), repeats)
-        rows.append((f"{mode}: forward + backward (autograd, w.r.t. the image)", f, fb))
     coc = K * (d - 0.5)
     lin = srgb_to_linear(img)
-    build = _median_time(lambda: LayeredOperator(coc), repeats)
     op = LayeredOperator(coc)
-    apply = _median_time(lambda: op(lin), repeats)
-    adj = _median_time(lambda: op.adjoint(lin), repeats)
-    both = _median_time(lambda: op.adjoint(op(lin)), repeats)
-    layered_fwd = rows[1][1]
+    t = _median_times({"cf": lambda: render_bokeh(img, d, 0.5, K, mode="classical"),
+                       "cb": lambda: fwd_bwd("classical"),
+                       "lf": lambda: render_bokeh(img, d, 0.5, K, mode="layered"),
+                       "lb": lambda: fwd_bwd("layered"),
+                       "build": lambda: LayeredOperator(coc), "apply": lambda: op(lin),
+                       "adj": lambda: op.adjoint(lin), "both": lambda: op.adjoint(op(lin))}, repeats)
+    rows = [(f"{mode}: forward + backward (autograd, w.r.t. the image)", t[k + "f"], t[k + "b"])
+            for mode, k in (("classical", "c"), ("layered", "l"))]
+    build, apply, adj, both, layered_fwd = t["build"], t["apply"], t["adj"], t["both"], t["lf"]
     lines = [f"### Gradients at {size}², radius ≤ 32 px, {torch.get_num_threads()} threads (median of {repeats})", "",
              "| what | forward | with the gradient | ratio (target ≤ 2×) |", "|---|---|---|---|"]
     for name, f, fb in rows:
@@ -302,7 +331,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads[0])
     cv2 = _cv2()
     print(f"# render_bokeh benchmark ({'quick' if args.quick else 'full'}); torch {torch.__version__}, "
-          f"OpenCV {cv2.__version__ if cv2 else 'NOT INSTALLED'}, {os.cpu_count()} CPUs, load average at start "
+          f"OpenCV {cv2.__version__ if cv2 else 'NOT INSTALLED'}, {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at start "
           f"{_load()} (other processes share the machine: timings are upper bounds)\n")
     if cv2 is None:
         print(NO_CV2 + ".\n")

@@ -75,7 +75,7 @@ def coc_map(disparity: torch.Tensor, focus_disparity, K, focus_range: float = 0.
     k = as_batch(K, b, disparity).view(-1, 1, 1, 1)
     delta = disparity - d_f
     if focus_range <= 0:
-        return k * delta
+        return k * delta if delta.requires_grad else delta.mul_(k)
     e = (delta.abs() - focus_range / 2).clamp_min(0)
     fw = max(float(focus_falloff), 1e-6)
     ramp = torch.where(e < fw, e * e / (2 * fw), e - fw / 2)
@@ -132,7 +132,8 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: 
         chromatic_aberration: lateral CA, relative magnification difference of red/blue (e.g. 0.002); 0 = off.
         focus_range: width in disparity of a band around ``d_f`` kept sharp; ``focus_falloff`` its smooth edge.
         return_coc: also return the signed circle of confusion ``[B,1,H,W]`` in px (after ``focus_range``).
-        callback: ``callback(done, total, preview)`` progress hook; may raise to interrupt.
+        callback: ``callback(done, total, preview)`` progress hook, called per layer (layered) or basis
+            kernel (classical) and tile — every fraction of a second at 4096² — may raise to interrupt.
         memory_budget: bytes the render may allocate beyond its inputs: whole-image buffers plus the
             tiles it then works in (default 1 GiB); see :func:`estimate_render_bytes`.
         **layered_options: extra options of :func:`diffcamera.core.bokeh_layered.render_layered`.
@@ -193,19 +194,29 @@ DEFAULT_MEMORY_BUDGET = 1024 ** 3
 #: The renderer's working buffers never get less than this, even when the whole-image buffers alone
 #: exceed the budget (so the estimate then exceeds the budget by whole-image bytes + this).
 MIN_WORKING_BYTES = 64 * 1024 ** 2
-#: Whole-image buffers of :func:`render_bokeh` per pixel and image, in floats (input excluded): the CoC
-#: map, the radius / mass maps or linear copy, the output and its accumulators.
-_WHOLE_FLOATS = {"classical": 3 + 1 + 1 + 1 + 3 + 1 + 3, "layered": 1 + 3 + 3 + 1}
+#: Whole-image buffers of :func:`render_bokeh` per pixel and image, in floats (input excluded):
+#: classical: CoC, radius, mass, c^γ, numerator, denominator, tile outputs; layered: CoC, the linear
+#: copy, the output, one spare (a tile's output before it is copied).
+_WHOLE_FLOATS = {"classical": 1 + 1 + 1 + 3 + 3 + 1 + 3, "layered": 1 + 3 + 3 + 1}
+#: Peak resident memory exceeds the bytes the renderer counts by the allocator's overhead (freed tile
+#: buffers not yet returned to the system): up to 13 % measured at 4096²; the estimate includes this factor.
+ALLOCATOR_MARGIN = 1.2
+#: Kernel spectra one render needs, in floats per pixel of its FFT grid: classical 12 + 6 full-resolution
+#: basis kernels plus the reduced levels; layered two node kernels for each of up to ~24 layers.
+_SPECTRA_FLOATS = {"classical": 20, "layered": 48}
 
 
 def _whole_image_bytes(batch: int, height: int, width: int, mode: str, element_size: int = 4) -> int:
-    return batch * height * width * _WHOLE_FLOATS[mode] * element_size + 8 * STRIP_BYTES   # + strip temporaries
+    """Whole-image buffers, strip temporaries and the kernel-spectrum cache (at most its bound)."""
+    from .bokeh_classical import SPECTRUM_CACHE_BYTES
+    spectra = min(SPECTRUM_CACHE_BYTES, height * width * _SPECTRA_FLOATS[mode] * element_size)
+    return batch * height * width * _WHOLE_FLOATS[mode] * element_size + 8 * STRIP_BYTES + spectra
 
 
 def working_budget(memory_budget: int, batch: int, height: int, width: int, mode: str,
                    element_size: int = 4) -> int:
-    """Bytes left to the engine's working buffers (tiles, spectra, per-layer state) under
-    ``memory_budget`` once the whole-image buffers are counted (at least :data:`MIN_WORKING_BYTES`)."""
+    """Bytes left to the engine's working buffers (tiles, per-layer state) under ``memory_budget`` once
+    the whole-image buffers and cached spectra are counted (at least :data:`MIN_WORKING_BYTES`)."""
     return max(MIN_WORKING_BYTES, int(memory_budget) - _whole_image_bytes(batch, height, width, mode, element_size))
 
 
@@ -215,11 +226,12 @@ def estimate_render_bytes(batch: int, height: int, width: int, mode: str = "laye
     """Peak bytes that :func:`render_bokeh` allocates (on top of its inputs) for ``batch`` images of
     ``height × width`` in ``mode`` with blur radii up to ``max_radius`` px (``K·max|d − d_f|``), float32.
 
-    The renderer tiles itself so that its whole-image buffers plus its working buffers stay within
-    ``memory_budget`` (default :data:`DEFAULT_MEMORY_BUDGET`); when the whole-image buffers alone exceed
-    it (about 8192² and up at 1 GiB), the peak is those plus :data:`MIN_WORKING_BYTES`, which this
-    reports. Calibrated against peak resident memory at 1024², 2048² and 4096² (README); measured peaks
-    stay below it. Raises ``ValueError`` for an unknown mode or negative sizes.
+    The renderer tiles itself so that the buffers it counts — whole-image buffers, the kernel-spectrum
+    cache and its tiles — stay within ``memory_budget`` (default :data:`DEFAULT_MEMORY_BUDGET`); the
+    allocator's overhead comes on top (:data:`ALLOCATOR_MARGIN`, included here), and when the whole-image
+    buffers alone exceed the budget (about 8192² and up at 1 GiB) the tiles get :data:`MIN_WORKING_BYTES`.
+    Calibrated against peak resident memory at 1024², 2048² and 4096² (README): measured peaks stay below
+    it. Raises ``ValueError`` for an unknown mode or negative sizes.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -240,4 +252,4 @@ def estimate_render_bytes(batch: int, height: int, width: int, mode: str = "laye
         anchors = 1
     if catseye > 0:   # the anchors' renders are summed into one more whole-image accumulator
         whole += batch * height * width * 3 * element_size
-    return whole + min(one_pass, work_budget) * anchors
+    return int(ALLOCATOR_MARGIN * (whole + min(one_pass, work_budget) * anchors))

@@ -218,6 +218,58 @@ def bokehme_mass(radius: torch.Tensor) -> torch.Tensor:
     return torch.where(radius <= r_tab, tab, area * scale)
 
 
+def _lerp_phases(s: int):
+    """For bilinear ×``s`` with half-pixel centres: per output phase ``j < s`` the offset of its left
+    sample in the input padded by one replicated sample, and the weight of the right sample."""
+    out = []
+    for j in range(s):
+        f = (j + 0.5) / s - 0.5
+        out.append((0, 1.0 + f) if f < 0 else (1, f))
+    return out
+
+
+def upsample_bilinear(x: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
+    """Bilinear ×``s`` of ``x [N, C, hs, ws]`` (``F.interpolate(..., align_corners=False)``, the same
+    values), cropped to ``h × w``: two separable passes of ``s`` interleaved lerps (3–4× faster on the
+    CPU than ``F.interpolate``). Under autograd it is ``F.interpolate``."""
+    if s == 1:
+        return x
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)[..., :h, :w]
+    n, c, hs, ws = x.shape
+    xp = F.pad(x, (0, 0, 1, 1), mode="replicate")
+    rows = x.new_empty(n, c, hs, s, ws)
+    for j, (o, f) in enumerate(_lerp_phases(s)):
+        torch.lerp(xp[..., o:o + hs, :], xp[..., o + 1:o + 1 + hs, :], f, out=rows[..., j, :])
+    rows = F.pad(rows.view(n, c, hs * s, ws)[..., :h, :], (1, 1, 0, 0), mode="replicate")
+    out = x.new_empty(n, c, h, ws, s)
+    for j, (o, f) in enumerate(_lerp_phases(s)):
+        torch.lerp(rows[..., o:o + ws], rows[..., o + 1:o + 1 + ws], f, out=out[..., j])
+    return out.view(n, c, h, ws * s)[..., :w]
+
+
+def upsample_bilinear_t(g: torch.Tensor, s: int, hs: int, ws: int) -> torch.Tensor:
+    """Exact transpose of :func:`upsample_bilinear`: ``g [N, C, h, w]`` → ``[N, C, hs, ws]``."""
+    if s == 1:
+        return g
+    n, c, h, w = g.shape
+    gw = F.pad(g, (0, ws * s - w)).view(n, c, h, ws, s)
+    acc = g.new_zeros(n, c, h, ws + 2)
+    for j, (o, f) in enumerate(_lerp_phases(s)):
+        acc[..., o:o + ws].add_(gw[..., j], alpha=1 - f)
+        acc[..., o + 1:o + 1 + ws].add_(gw[..., j], alpha=f)
+    acc[..., 1].add_(acc[..., 0])
+    acc[..., ws].add_(acc[..., ws + 1])
+    gh = F.pad(acc[..., 1:ws + 1], (0, 0, 0, hs * s - h)).view(n, c, hs, s, ws)
+    acc = g.new_zeros(n, c, hs + 2, ws)
+    for j, (o, f) in enumerate(_lerp_phases(s)):
+        acc[..., o:o + hs, :].add_(gh[..., j, :], alpha=1 - f)
+        acc[..., o + 1:o + 1 + hs, :].add_(gh[..., j, :], alpha=f)
+    acc[..., 1, :].add_(acc[..., 0, :])
+    acc[..., hs, :].add_(acc[..., hs + 1, :])
+    return acc[..., 1:hs + 1, :]
+
+
 def _lookup_index(radius: torch.Tensor, band: Band, first: bool) -> torch.Tensor:
     """Nearest table column of every pixel's radius (``LOOKUP_SAMPLES`` = "outside the band")."""
     n = LOOKUP_SAMPLES
@@ -339,9 +391,7 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
                 continue
             fh, fw = grids[s]
             out = torch.fft.irfft2(acc[s], s=(fh, fw))[:, :-(-h // s), :-(-w // s)]
-            if s > 1:
-                out = F.interpolate(out[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
-            out = out[:, :h, :w]
+            out = upsample_bilinear(out[None], s, h, w)[0]
             num[bi] += out[:c]
             den[bi] += out[c:]
     if callback is not None and total > 0:
@@ -352,7 +402,7 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
 #: Working bytes of :func:`scatter` per pixel of its (padded) region, float32: the ``C+1``-channel signal,
 #: FFT grids and spectra of a band, the cached kernel spectra of every band (up to 18 at full resolution),
 #: per-pixel indices and the outputs — calibrated on peak resident memory at 1024² and 2048² (radius ≤ 32).
-SCATTER_BYTES_PER_PX = 330
+SCATTER_BYTES_PER_PX = 240
 
 
 def _estimate_bytes(channels: int, h: int, w: int, pad: int) -> int:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .aperture import Aperture, kernel_half_size, soft_kernel
-from .bokeh_classical import SPECTRA, _accumulate, _smooth_size
+from .bokeh_classical import SPECTRA, _accumulate, _smooth_size, upsample_bilinear, upsample_bilinear_t
 
 #: ``callback(done, total)`` progress hook of the operator; may raise to interrupt.
 Progress = Optional[Callable[[int, int], None]]
@@ -142,8 +142,7 @@ def _pool(x: torch.Tensor, s: int) -> torch.Tensor:
     """Block means of ``s × s`` on a grid zero-padded to a multiple of ``s`` (mass / s² is kept)."""
     if s == 1:
         return x
-    h, w = x.shape[-2:]
-    return F.avg_pool2d(F.pad(x, (0, -w % s, 0, -h % s)), s)
+    return F.avg_pool2d(x, s, ceil_mode=True, divisor_override=s * s)   # partial blocks: zeros beyond
 
 
 def _pool_t(g: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
@@ -155,19 +154,12 @@ def _pool_t(g: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
 
 def _upsample(x: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
     """Bilinear ×``s`` (half-pixel centres), cropped to ``h × w``."""
-    if s == 1:
-        return x
-    return F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)[..., :h, :w]
+    return upsample_bilinear(x, s, h, w)
 
 
 def _upsample_t(g: torch.Tensor, s: int, hs: int, ws: int) -> torch.Tensor:
-    """Transpose of :func:`_upsample` (to ``hs × ws``): the bilinear kernel's own backward."""
-    if s == 1:
-        return g
-    n, c, h, w = g.shape
-    g = F.pad(g, (0, ws * s - w, 0, hs * s - h))
-    return torch.ops.aten.upsample_bilinear2d_backward(g.contiguous(), [hs * s, ws * s], [n, c, hs, ws],
-                                                       False, float(s), float(s))
+    """Transpose of :func:`_upsample` (to ``hs × ws``)."""
+    return upsample_bilinear_t(g, s, hs, ws)
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -265,16 +257,19 @@ def _over(acc: torch.Tensor, win, p: torch.Tensor, keep: torch.Tensor, track: bo
     """``acc[win] = p + keep·acc[win]`` ("over"); in place unless autograd tracks the tensors."""
     y0, y1, x0, x1 = win
     if not track:
-        acc[..., y0:y1, x0:x1].mul_(keep).add_(p)
+        view = acc[..., y0:y1, x0:x1]
+        torch.addcmul(p, view, keep, out=view)
         return acc
     h, w = acc.shape[-2:]
     pad = (x0, w - x1, y0, h - y1)
     return F.pad(p, pad) + F.pad(keep, pad, value=1.0) * acc
 
 
-def _blur(parts: Sequence[torch.Tensor], layer: _Layer, out_hw: Tuple[int, int]) -> torch.Tensor:
-    """``K_a ∗ parts[0] + K_b ∗ parts[1]`` at the layer's level, upsampled to ``out_hw``."""
-    hs, ws = parts[0].shape[-2:]
+def _blur(parts: Sequence[torch.Tensor], layer: _Layer, out_hw: Tuple[int, int],
+          low_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """``K_a ∗ parts[0] + K_b ∗ parts[1]`` at the layer's level, upsampled to ``out_hw``. With
+    ``low_hw`` the parts are already zero-padded FFT grids holding ``low_hw`` pixels."""
+    hs, ws = parts[0].shape[-2:] if low_hw is None else low_hw
     if layer.taps is not None:
         out = _shift_add(parts[0], layer.taps[0]) + _shift_add(parts[1], layer.taps[1])
     else:
@@ -283,8 +278,8 @@ def _blur(parts: Sequence[torch.Tensor], layer: _Layer, out_hw: Tuple[int, int])
         acc = None
         for i, (part, r) in enumerate(zip(parts, layer.radii)):
             spec = layer.spectra[i] if layer.spectra else _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
-            acc = _accumulate(acc, torch.fft.rfft2(part, s=(fh, fw)), spec, layer.aperture.symmetric,
-                              not part.requires_grad)
+            acc = _accumulate(acc, torch.fft.rfft2(part, s=None if low_hw else (fh, fw)), spec,
+                              layer.aperture.symmetric, not part.requires_grad)
         out = torch.fft.irfft2(acc, s=(fh, fw))[..., :hs, :ws]
     return _upsample(out, layer.s, *out_hw)
 
@@ -309,19 +304,38 @@ def _blur_t(g: torch.Tensor, layer: _Layer, low_hw: Tuple[int, int]) -> Tuple[to
     return tuple(outs)
 
 
-def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The blurred premultiplied colour of one layer, ``x [1, C, wh, ww]`` (its window) → same shape.
+def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, coverage: bool = False,
+                   hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The blurred premultiplied colour of one layer, ``x [1, C, wh, ww]`` (its window) → same shape
+    (``coverage``: with one more channel, the blurred coverage, as if ``x`` had a channel of ones).
 
-    ``hidden`` (same shape, optional): the colour behind nearer layers, used for the layer's extension
-    instead of the normalised blur of its own pixels."""
-    wh, ww = x.shape[-2:]
-    part_a, part_b = x * L.wa, x * L.wb
-    if L.ext is not None and hidden is not None:   # explicit hidden background, with coverage ``grow``
-        part_b = part_b.addcmul(hidden, L.grow)
+    ``hidden`` (``[1, C, wh, ww]``, optional): the colour behind nearer layers, used for the layer's extension
+    instead of the normalised blur of its own pixels (the explicit-hidden form)."""
+    n, c, wh, ww = x.shape
+    if track:
+        ones = [torch.ones_like(L.wa)] if coverage else []
+        part_a, part_b = torch.cat([x] + ones, 1) * L.wa, torch.cat([x] + ones, 1) * L.wb
+        grids = None
+    else:   # written straight into their (zero-padded, for full-resolution FFTs) buffers
+        grids = L.grid if L.s == 1 and L.taps is None else None
+        shape = (n, c + coverage) + (grids if grids else (wh, ww))
+        bufs = [x.new_zeros(shape) if grids else x.new_empty(shape) for _ in range(2)]
+        part_a, part_b = (buf[..., :wh, :ww] for buf in bufs)
+        for part, weight in ((part_a, L.wa), (part_b, L.wb)):
+            torch.mul(x, weight, out=part[:, :c])
+            if coverage:
+                part[:, c:].copy_(weight)
+    if L.ext is not None and hidden is not None:   # explicit hidden colour, with coverage ``grow``
+        extra = hidden * L.grow
+        if coverage:
+            extra = torch.cat([extra, L.grow], 1)
+        part_b = part_b + extra if track else part_b.add_(extra)
     elif L.ext is not None:   # hidden background: + up(box(pool(x·member)))·factor, blurred like node b
         se, k, factor = L.ext
         hidden = _upsample(_box(_pool(part_a, se) + _pool(part_b, se), k), se, wh, ww)
         part_b = part_b.addcmul(hidden, factor) if track else part_b.addcmul_(hidden, factor)
+    if grids:
+        return _blur(bufs, L, (wh, ww), (wh, ww))
     return _blur((_pool(part_a, L.s), _pool(part_b, L.s)), L, (wh, ww))
 
 
@@ -417,8 +431,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
                 L.spectra = tuple(_spectrum(r / s, ap, *L.grid, str(coc.device), dt) for r in (r_a, r_b))
             layers.append(L)
         else:   # colour and coverage (a channel of ones) through the same layer maths
-            x4 = torch.cat([x[..., y0:y1, x0:x1], torch.ones_like(member)], 1)
-            p4 = _layer_forward(x4, L, track)
+            p4 = _layer_forward(x[..., y0:y1, x0:x1], L, track, coverage=True)
             alpha = p4[:, 3:].clamp(0, 1)
             keep = 1 - alpha
             out = _over(out, win, p4[:, :3], keep, track)
@@ -438,7 +451,8 @@ def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None, hidden: Optional[
     out = torch.zeros_like(x)
     for L in tile.layers:
         y0, y1, x0, x1 = L.win
-        p = _layer_forward(x[..., y0:y1, x0:x1], L, track, None if hidden is None else hidden[..., y0:y1, x0:x1])
+        p = _layer_forward(x[..., y0:y1, x0:x1], L, track,
+                           hidden=None if hidden is None else hidden[..., y0:y1, x0:x1])
         out = _over(out, L.win, p, L.keep, track)
         if progress is not None:
             progress()
@@ -468,7 +482,7 @@ def _tile_adjoint(g: torch.Tensor, tile: _Tile, progress=None, hidden: bool = Fa
 #: Working bytes per tile pixel (float32) of one streamed layered render (the CoC index, coverage and
 #: output of the tile, plus one layer's window: membership, weights, four-channel parts, their spectra and
 #: its blurred output), calibrated on peak resident memory at 1024² and 2048² (radius ≤ 32).
-STREAM_BYTES_PER_PX = 300
+STREAM_BYTES_PER_PX = 220
 #: Bytes per pixel and layer of a precomputed operator's state (four weight maps and two kernel spectra).
 STATE_BYTES_PER_LAYER_PX = 24
 
@@ -726,4 +740,4 @@ def render_layered(lin: torch.Tensor, coc: torch.Tensor, *, aperture: Aperture =
             op = LayeredOperator(coc, aperture=aperture, extend_background=extend_background,
                                  memory_budget=memory_budget, catseye=catseye, precompute=False)
             out = op(lin, callback=progress)
-    return out.clamp_min(0)
+    return out.clamp_min(0) if out.requires_grad else out.clamp_min_(0)
