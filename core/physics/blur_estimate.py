@@ -38,7 +38,11 @@ WORK_SIDE = 256
 #: Disparity step that makes a silhouette.
 EDGE_STEP = 0.05
 #: Most silhouette patches measured per image.
-MAX_PATCHES = 160
+MAX_PATCHES = 128
+#: Silhouette patches span this fraction of the long side (each way from the edge); radii up to
+#: ``PATCH_FRACTION / RAMP_FIT`` of the long side are measured (a ramp of ``2r`` must fit the patch).
+PATCH_FRACTION = 0.2
+RAMP_FIT = 1.5
 #: Texture edge scale / disk radius (calibrated on the procedural scenes).
 SIGMA_PER_RADIUS = 0.53
 #: Relative weight of one texture observation against one silhouette observation.
@@ -114,7 +118,7 @@ def silhouette_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[tor
     ``image [1, 3, H, W]`` sRGB, ``disparity [1, 1, H, W]`` (see the module docstring).
     """
     h, w = disparity.shape[-2:]
-    half = max(6, int(0.12 * max(h, w)))
+    half = max(8, int(PATCH_FRACTION * max(h, w)))
     edges = depth_edges(disparity, EDGE_STEP)[0, 0]
     pts = torch.nonzero(edges)
     if pts.shape[0] == 0:
@@ -134,7 +138,7 @@ def silhouette_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[tor
     fg = (dp > (0.5 * (near + far)).view(-1, 1, 1)).float()[:, None]  # the nearer side's mask [P,1,S,S]
     i0 = patches - patches.mean((2, 3), keepdim=True)
     vi = (i0 * i0).mean((2, 3)).clamp_min(1e-8)                        # [P, 3]
-    radii = _radius_ladder(half / 2)   # a ramp of 2r must fit the patch
+    radii = _radius_ladder(half / RAMP_FIT)
     pad = half + 2                                                     # the mask's blur, by FFT
     size = 2 * half + 1 + 2 * pad
     spec = torch.fft.rfft2(F.pad(fg, (pad,) * 4, mode="replicate"))
@@ -201,22 +205,30 @@ PROBE_QUANTILE = 0.25
 
 def fit_blur_law(disp: torch.Tensor, radius: torch.Tensor, weight: torch.Tensor, long_side: int,
                  bound: torch.Tensor = None):
-    """Robust grid fit of ``r = K·|d − d_f|`` to probes; returns ``(d_f, K, cost)`` (K in the probes' px).
+    """Robust grid fit of ``r = sqrt(r0² + (K·|d − d_f|)²)`` to probes; returns ``(d_f, K, cost)`` (K in the
+    probes' px). ``r0`` (0..1.5 px, fitted too) is the image's own softness (anti-aliasing, soft textures), which
+    would otherwise push ``d_f`` off the sharp plane.
 
     ``bound`` (bool per probe): the probe is only an upper bound of the blur (texture edges: a smooth texture
     looks blurred) and is fitted with the pinball loss; the others (silhouettes) with the clipped L1 loss."""
-    d_f = torch.linspace(0, 1, 201).view(-1, 1, 1)
+    d_f = torch.linspace(0, 1, 201)
     top = 0.3 * long_side
-    ks = torch.cat([torch.zeros(1), 0.25 * (top / 0.25) ** (torch.arange(121) / 120.0)]).view(1, -1, 1)
-    model = ks * (disp.view(1, 1, -1) - d_f).abs()
-    u = (torch.log1p(radius.view(1, 1, -1)) - torch.log1p(model)).clamp(-0.7, 0.7)
+    ks = torch.cat([torch.zeros(1), 0.25 * (top / 0.25) ** (torch.arange(121) / 120.0)]).view(-1, 1, 1)
+    r0 = torch.tensor([0.0, 0.5, 1.0, 1.5]).view(1, -1, 1)
     q = PROBE_QUANTILE
-    err = u.abs()
-    if bound is not None:
-        err = torch.where(bound.view(1, 1, -1), torch.where(u >= 0, q * u, (q - 1) * u), err)
-    cost = (err * weight.view(1, 1, -1)).sum(-1) / weight.sum().clamp_min(1e-8)
+    target = torch.log1p(radius).view(1, 1, -1)
+    bound = torch.zeros_like(radius, dtype=torch.bool) if bound is None else bound
+    w = weight.view(1, 1, -1) / weight.sum().clamp_min(1e-8)
+    costs = []
+    for f in d_f.tolist():   # one focus hypothesis at a time: [K, r0, probes] stays small
+        model = torch.sqrt(r0 * r0 + (ks * (disp.view(1, 1, -1) - f)) ** 2)
+        u = (target - torch.log1p(model)).clamp(-0.7, 0.7)
+        err = torch.where(bound.view(1, 1, -1), torch.where(u >= 0, q * u, (q - 1) * u), u.abs())
+        costs.append((err * w).sum(-1))
+    cost = torch.stack(costs)                                           # [F, K, R0]
     i = int(cost.argmin())
-    a, k = divmod(i, ks.shape[1])
+    a, rest = divmod(i, cost.shape[1] * cost.shape[2])
+    k = rest // cost.shape[2]
     return float(d_f.flatten()[a]), float(ks.flatten()[k]), float(cost.flatten()[i])
 
 
