@@ -60,7 +60,9 @@ class SolverSettings:
         eps: TV smoothing in linear-light units.
         delta: robust data-term scale in linear-light units (residuals well above it count less).
         edge_weight: TV weight multiplier across depth discontinuities (steps above ``edge_threshold``).
-        min_side: the pyramid stops when the next halving would make the short side smaller than this.
+        coarse_radius: the pyramid halves until the input blur is at most this many px on its coarsest level...
+        coarse_side: ...and its long side at most this many px,
+        min_side: but never below this short side;
         max_levels: at most this many halvings.
         coarse: ``(outer, inner)`` IRLS and CG iterations on the coarsest level.
         fine: ``(outer, inner)`` on every finer level.
@@ -72,10 +74,12 @@ class SolverSettings:
     delta: float = 0.02
     edge_weight: float = 0.1
     edge_threshold: float = 0.03
-    min_side: int = 128
-    max_levels: int = 3
-    coarse: Tuple[int, int] = (8, 15)
-    fine: Tuple[int, int] = (3, 10)
+    coarse_radius: float = 9.0
+    coarse_side: int = 256
+    min_side: int = 32
+    max_levels: int = 4
+    coarse: Tuple[int, int] = (6, 12)
+    fine: Tuple[int, int] = (2, 5)
 
     def iterations(self, levels: int) -> int:
         """CG iterations of a solve with ``levels`` pyramid levels (the progress total)."""
@@ -176,12 +180,18 @@ def _solve_level(level: _Level, x: torch.Tensor, h: torch.Tensor, settings: Solv
     return x, h
 
 
-def pyramid_levels(height: int, width: int, settings: SolverSettings = SolverSettings()) -> int:
-    """Number of pyramid levels (1 = full resolution only) for an ``height × width`` image."""
-    n, short = 1, min(height, width)
-    while n <= settings.max_levels and short // 2 ** n >= settings.min_side:
+def pyramid_levels(height: int, width: int, max_radius: float, settings: SolverSettings = SolverSettings()) -> int:
+    """Number of pyramid levels (1 = full resolution only) for an ``height × width`` image whose input blur
+    reaches ``max_radius`` px: halve until the coarsest level's blur is at most ``settings.coarse_radius`` px
+    (measured: large blur is inverted best coarse, then refined) and its long side at most
+    ``settings.coarse_side`` px (speed), but never below ``settings.min_side`` px on the short side."""
+    s = settings
+    want = max(math.ceil(math.log2(max(max_radius, 1e-6) / s.coarse_radius)),
+               math.ceil(math.log2(max(height, width) / s.coarse_side)), 0)
+    n = 0
+    while n < min(want, s.max_levels) and min(height, width) // 2 ** (n + 1) >= s.min_side:
         n += 1
-    return n
+    return n + 1
 
 
 def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity: torch.Tensor,
@@ -210,7 +220,7 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
     coc = k * (d - d_in)
     if float(coc.abs().max()) < SHARP_PX:
         return Deconvolution(image_lin.clone(), image_lin.clone(), 0, 0)
-    n_levels = pyramid_levels(h, w, settings)
+    n_levels = pyramid_levels(h, w, float(coc.abs().max()), settings)
     total = settings.iterations(n_levels)
     progress = None if callback is None else (lambda done, _t: callback(done, total))
     # the pyramid, coarsest last
