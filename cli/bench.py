@@ -70,7 +70,7 @@ def run(args) -> int:
         return gpu_check_module().main(["--dry-run"] if args.dry_run else [])
 
     from ..comfy_adapter import Progress
-    from ..core.benchmark import run_suite
+    from ..evaluation.scoring import run_suite
 
     if args.size < 32:
         raise ValueError(f"--size {args.size} is too small; use 32 or more (256 is the reference size)")

@@ -32,7 +32,7 @@ def run(args) -> int:
     import torch
 
     from ..comfy_adapter import Progress
-    from ..core import demo as demo_core
+    from ..evaluation import demo as demo_core
 
     if args.out is None:
         args.out, n = "diffcamera_demo.png", 1

@@ -16,11 +16,8 @@ def two_planes(h=64, w=96, far=0.2, near=0.8, edge=None):
 
 
 def scene_disparity():
-    """A procedural scene from helper A's core.scenes when present, else None."""
-    try:
-        from diffcamera.core.scenes import make_scene
-    except ImportError:
-        return None
+    """The exact disparity ``[1,1,64,64]`` of a procedural scene (:mod:`diffcamera.evaluation.scenes`)."""
+    from diffcamera.evaluation.scenes import make_scene
     return make_scene(3, size=64, kind="layers").disparity
 
 
@@ -68,8 +65,6 @@ def test_point_reads_exact_plane_disparity(x, expected):
 
 def test_point_on_a_procedural_scene_matches_the_pixel_when_the_window_is_flat():
     d = scene_disparity()
-    if d is None:
-        d = two_planes(64, 64)
     # find a pixel whose 5x5 neighbourhood is constant, and click its centre
     h, w = d.shape[-2:]
     pooled_max = torch.nn.functional.max_pool2d(d, 5, 1, 2)
