@@ -6,8 +6,7 @@ cycle from Python, not from this check). Modules are the pack's own files under 
 
 Rules (the README's *How it works*):
 
-* only ``comfy_adapter`` imports ComfyUI (``comfy``, ``comfy_api``, ``folder_paths``, ``server``, ``nodes``/
-  ``comfy_extras`` of ComfyUI);
+* only ``comfy_adapter`` imports ComfyUI (``comfy``, ``comfy_api``, ``comfy_extras``, ``folder_paths``, ``server``);
 * ``core`` imports nothing of the pack outside ``core`` (no runtime, nodes, CLI, training, evaluation);
 * ``nodes`` and ``core`` never import ``evaluation``; a node module imports no other node module except the shared
   ``nodes.common`` and ``nodes.validation``;

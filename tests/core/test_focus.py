@@ -111,7 +111,7 @@ def test_batches_one_point_for_all_or_one_per_image():
     per = F.focus_from_point(d, [0.1, 0.9], [0.5, 0.2])
     assert per.disparity.tolist() == pytest.approx([0.1, 0.6])
     assert per.x.tolist() == pytest.approx([0.1, 0.9]) and per.batch == 2
-    with pytest.raises(ValueError, match="1 or 2"):
+    with pytest.raises(ValueError, match="^x: 3 values for 2 images; give one, or one per image"):
         F.focus_from_point(d, [0.1, 0.2, 0.3], 0.5)
 
 
