@@ -31,19 +31,15 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 
-from . import comfy_adapter
+from . import comfy_adapter, comfy_fallback
+from .comfy_fallback import Interrupted  # noqa: F401 - what check_interrupt raises outside ComfyUI
 from .core import safe_paths
-
-if comfy_adapter.HAS_COMFY:
-    host = comfy_adapter
-else:
-    from . import comfy_fallback as host
 
 #: Whether the pack runs inside ComfyUI.
 HAS_COMFY = comfy_adapter.HAS_COMFY
+#: The host backend every function here asks (tests may set it to :mod:`diffcamera.comfy_fallback`).
+host = comfy_adapter if HAS_COMFY else comfy_fallback
 ComfyExtension, io, ui = host.ComfyExtension, host.io, host.ui
-#: What :func:`check_interrupt` raises outside ComfyUI (inside: ComfyUI's own interrupt exception).
-from .comfy_fallback import Interrupted  # noqa: E402
 
 #: Environment setting: the most memory (MiB) the pack's up-front checks assume free; also used when the free
 #: memory of a device cannot be read.
