@@ -1,19 +1,30 @@
-"""A minimal stand-in for the part of ComfyUI's V3 node API (``comfy_api.latest``) this pack uses.
+"""The plain-Python side of the host runtime: what :mod:`diffcamera.runtime` answers when ComfyUI is not importable
+(the pack installed as a plain Python package, the CLI, CI). :mod:`diffcamera.comfy_adapter` answers the same
+questions inside ComfyUI, with the same function names.
 
-Used only when ComfyUI is not importable (the pack installed as a plain Python package, the CLI, CI).
-It mirrors the real names and behaviour that matter to us: ``io.ComfyNode`` subclasses with
-``define_schema``/``execute``/``validate_inputs``, typed ``Input``/``Output`` factories with the same
-keyword arguments, ``io.Schema``, ``io.NodeOutput``, ``io.Custom``, ``ui.PreviewImage``/``PreviewText``,
-and the V1 view (``INPUT_TYPES()``, ``RETURN_TYPES``, ...) that ComfyUI's validator reads. Nothing here
-saves files or talks to a server. Written from the public API description, not copied. It offers only names
-that ComfyUI exports publicly (``__all__`` of ``comfy_api.latest``, ``io`` and ``ui``; checked against the
-0.38 lists in ``tests/data/comfy_api_public.json``).
+* **Runtime**: devices (``$DIFFCAMERA_DEVICE``, else CUDA if available, else the CPU), :class:`PlainModelHandle`
+  (the parts of ComfyUI's ``ModelPatcher`` we use: ``model``, ``load_device``, ``offload_device``), a tqdm
+  progress bar, a Cancel flag (:func:`request_interrupt` makes the next :func:`check_interrupt` raise
+  :class:`Interrupted`), model folders under ``$DIFFCAMERA_MODELS`` (default ``~/.cache/diffcamera/models``),
+  ``./input`` and ``./output``, and free memory from ``torch.cuda.mem_get_info`` or ``/proc/meminfo``.
+* **V3 node API**: a minimal stand-in for the part of ComfyUI's ``comfy_api.latest`` this pack uses. It mirrors the
+  real names and behaviour that matter to us: ``io.ComfyNode`` subclasses with ``define_schema``/``execute``/
+  ``validate_inputs``, typed ``Input``/``Output`` factories with the same keyword arguments, ``io.Schema``,
+  ``io.NodeOutput``, ``io.Custom``, ``ui.PreviewImage``/``PreviewText``, and the V1 view (``INPUT_TYPES()``,
+  ``RETURN_TYPES``, ...) that ComfyUI's validator reads. Nothing here saves files or talks to a server. Written
+  from the public API description, not copied. It offers only names that ComfyUI exports publicly (``__all__`` of
+  ``comfy_api.latest``, ``io`` and ``ui``; checked against the 0.38 lists in ``tests/data/comfy_api_public.json``).
+
+Nothing here imports ComfyUI.
 """
 from __future__ import annotations
 
+import os
 import types
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
+
+import torch
 
 
 def _prune(d: dict) -> dict:
@@ -263,3 +274,154 @@ class ComfyExtension:
     async def get_node_list(self) -> list:
         raise NotImplementedError
 
+
+
+# ============================================================================================ runtime
+class Interrupted(Exception):
+    """Raised by :func:`check_interrupt` when :func:`request_interrupt` was called."""
+
+
+_interrupt_flag = False
+
+
+def compute_device() -> torch.device:
+    """``$DIFFCAMERA_DEVICE``, else CUDA if available, else the CPU."""
+    if os.environ.get("DIFFCAMERA_DEVICE"):
+        return torch.device(os.environ["DIFFCAMERA_DEVICE"])
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def intermediate_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class PlainModelHandle:
+    """The same surface as the parts of ComfyUI's ``ModelPatcher`` we use."""
+
+    def __init__(self, model: torch.nn.Module, load_device: torch.device, offload_device: torch.device):
+        self.model = model
+        self.load_device = load_device
+        self.offload_device = offload_device
+
+    def load(self) -> None:
+        self.model.to(self.load_device)
+
+    def offload(self) -> None:
+        self.model.to(self.offload_device)
+
+
+def wrap_model(model: torch.nn.Module, load_device: torch.device, offload_device: torch.device) -> PlainModelHandle:
+    return PlainModelHandle(model, load_device, offload_device)
+
+
+def load_models(handles: Iterable, memory_required: int = 0) -> None:
+    for h in handles:
+        h.load()
+
+
+def offload_models(handles: Iterable) -> None:
+    for h in handles:
+        h.offload()
+
+
+def free_memory_for(handles: Iterable) -> None:
+    offload_models(handles)
+
+
+def check_interrupt() -> None:
+    global _interrupt_flag
+    if _interrupt_flag:
+        _interrupt_flag = False
+        raise Interrupted("interrupted")
+
+
+def request_interrupt() -> None:
+    global _interrupt_flag
+    _interrupt_flag = True
+
+
+class ProgressBar:
+    """A tqdm bar set to absolute positions; previews are not shown."""
+
+    shows_previews = False
+
+    def __init__(self, total: int, desc: str = "", node_id: Optional[str] = None, enable: bool = True):
+        from tqdm.auto import tqdm
+        self._tqdm = tqdm(total=int(total), desc=desc, disable=not enable, leave=False)
+
+    def update(self, done: int, total: int, preview=None) -> None:
+        self._tqdm.total = int(total)
+        self._tqdm.n = int(done)
+        self._tqdm.refresh()
+
+    def close(self) -> None:
+        self._tqdm.close()
+
+
+def _models_dir() -> str:
+    return os.environ.get("DIFFCAMERA_MODELS", os.path.join(os.path.expanduser("~"), ".cache", "diffcamera", "models"))
+
+
+def register_model_folders() -> None:
+    """Nothing to register outside ComfyUI."""
+
+
+def model_folder_paths(name: str) -> List[str]:
+    return [os.path.join(_models_dir(), name)]
+
+
+def list_model_files(name: str) -> List[str]:
+    out = []
+    for root in model_folder_paths(name):
+        if os.path.isdir(root):
+            for dirpath, _, files in os.walk(root):
+                out += [os.path.relpath(os.path.join(dirpath, f), root) for f in files]
+    return sorted(out)
+
+
+def input_directory() -> str:
+    return os.path.abspath("input")
+
+
+def output_directory() -> str:
+    return os.path.abspath("output")
+
+
+def _meminfo_available() -> Optional[int]:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (Linux), else ``None``."""
+    try:
+        with open("/proc/meminfo", "r", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def device_free_memory(device: torch.device) -> Optional[int]:
+    """``torch.cuda.mem_get_info`` plus torch's cached free blocks on CUDA, ``MemAvailable`` for the CPU on Linux,
+    ``None`` elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free_driver, _ = torch.cuda.mem_get_info(device)
+        return int(free_driver + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        return _meminfo_available()
+    return None
+
+
+def is_comfy_flux_model(obj) -> bool:
+    return False
+
+
+def flux_velocity_fn(model_patcher, lora_tensors: Optional[dict] = None, strength: float = 1.0):
+    raise RuntimeError("a ComfyUI MODEL can only be used inside ComfyUI")

@@ -10,11 +10,11 @@ every column alike, so the ratios are the robust part):
 1. **Classical vs the direct scatter** (BokehMe's formula, the loop in ``tests/core/test_bokeh_reference.py``):
    MAE in 1/255 on random images (uniform noise / smooth) × random disparities (smooth / blocks / noise),
    radii up to 24 px, gamma 1–5. Target: worst ≤ 0.5/255.
-2. **Layered vs classical against the thin-lens reference** (:mod:`diffcamera.core.thin_lens`) on the
-   benchmark scenes (:func:`diffcamera.core.scenes.make_scene`): PSNR and PSNR in the band around depth
-   edges (:func:`diffcamera.core.metrics.edge_band_psnr`).
+2. **Layered vs classical against the thin-lens reference** (:mod:`diffcamera.evaluation.thin_lens`) on the
+   benchmark scenes (:func:`diffcamera.evaluation.scenes.make_scene`): PSNR and PSNR in the band around depth
+   edges (:func:`diffcamera.evaluation.metrics.edge_band_psnr`).
 3. **Speed against the peer's method** at 1024² and 2048², blur radius ≤ 32 px, for each thread count:
-   classical, layered, the project's gather-and-mix renderer (:func:`diffcamera.core.benchmark.gather_and_mix`,
+   classical, layered, the project's gather-and-mix renderer (:func:`diffcamera.evaluation.scoring.gather_and_mix`,
    what today's ComfyUI depth-of-field nodes do, torch) and a **16-level Gaussian stack done with OpenCV**
    (``cv2.GaussianBlur`` of the whole image at 16 radii evenly spaced in ``0..r_max``, σ = r/2, each pixel
    mixing the two levels that bracket its radius), with the ratio of each to the stack. Targets at 1024²,
@@ -169,7 +169,7 @@ def accuracy_table(size: int) -> str:
 
 
 def thin_lens_table(size: int, seeds) -> str:
-    from diffcamera.core import metrics, scenes, thin_lens
+    from diffcamera.evaluation import metrics, scenes, thin_lens
     from diffcamera.core.bokeh import render_bokeh
     rows = {"classical": ([], []), "layered": ([], [])}
     n = 0
@@ -201,7 +201,7 @@ def thin_lens_table(size: int, seeds) -> str:
 
 def _renderers(img, d, K):
     """``{name: fn()}`` of everything timed at one setting (the cv2 stack only when OpenCV is installed)."""
-    from diffcamera.core.benchmark import gather_and_mix
+    from diffcamera.evaluation.scoring import gather_and_mix
     from diffcamera.core.bokeh import render_bokeh
     fns = {"classical": lambda: render_bokeh(img, d, 0.5, K, mode="classical"),
            "layered": lambda: render_bokeh(img, d, 0.5, K, mode="layered"),

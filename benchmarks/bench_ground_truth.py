@@ -40,9 +40,9 @@ def main(argv=None):
     parser.add_argument("--skip-suite", action="store_true", help="skip the whole-suite timing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from diffcamera.core import benchmark as B
-    from diffcamera.core import scenes
-    from diffcamera.core import thin_lens as tl
+    from diffcamera.evaluation import scoring as B
+    from diffcamera.evaluation import scenes
+    from diffcamera.evaluation import thin_lens as tl
 
     print(f"torch threads: {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}\n")
     print("| kind | make_scene 256² s | make_scene 512² s | layers |")

@@ -71,7 +71,7 @@ if kind.startswith("depth"):
     D.disparity_preview(D.estimate_disparity(model, image, res, batch))
 elif kind == "simulate":
     from diffcamera.core.bokeh import estimate_render_bytes
-    from diffcamera.core.scenes import make_scene
+    from diffcamera.evaluation.scenes import make_scene
     from diffcamera.training.simulate import SimulateOptions, build_shard, estimate_simulate_bytes, procedural_sources
     size, groups = args
     opts = SimulateOptions(size=size, variants=groups, level_range=(256.0, 256.0), num_scenes=1, shard_size=64)

@@ -74,7 +74,7 @@ def main(argv=None):
     from diffcamera.core import video
     from diffcamera.core.conventions import comfy_to_core, core_to_comfy
     from diffcamera.core.focus import focus_from_point
-    from diffcamera.core.scenes import make_scene
+    from diffcamera.evaluation.scenes import make_scene
     from diffcamera.core.values import DepthMap, Focus
     from diffcamera.nodes.bokeh import BokehSimulate
 

@@ -69,8 +69,8 @@ def run(args) -> int:
             torch.set_num_threads(args.threads)
         return gpu_check_module().main(["--dry-run"] if args.dry_run else [])
 
-    from ..comfy_adapter import Progress
-    from ..core.benchmark import run_suite
+    from ..evaluation.scoring import run_suite
+    from ..runtime import Progress
 
     if args.size < 32:
         raise ValueError(f"--size {args.size} is too small; use 32 or more (256 is the reference size)")
@@ -78,13 +78,10 @@ def run(args) -> int:
         raise ValueError("--model only applies to --suite refocus")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    progress = Progress(1, desc=f"bench {args.suite}")
-    try:
-        kw = {"renderers": args.only} if args.suite == "bokeh" else {"models": args.only}
+    kw = {"renderers": args.only} if args.suite == "bokeh" else {"models": args.only}
+    with Progress(1, desc=f"bench {args.suite}") as progress:
         res = run_suite(args.suite, args.size, out_dir=args.out, cases=args.cases, model_paths=args.model,
                         steps=args.steps, use_cache=not args.no_cache, overwrite=args.force, callback=progress, **kw)
-    finally:
-        progress.close()
     h, w = res["size"]
     print(f"\n## diffcamera bench --suite {args.suite} ({w}x{h}, {len(res['cases'])} cases, "
           f"{res['seconds']:.1f} s)\n")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import parse_point, refuse_existing, require_file
+
 CONVENTIONS = {"disparity": "disparity (near bright)", "depth": "depth (near dark)", "metric": "metric depth"}
 
 
@@ -47,107 +49,55 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _load_rgb(path):
-    import numpy as np
-    import torch
-    from PIL import Image
-    with Image.open(path) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
-
-
-def _load_grey(path):
-    import numpy as np
-    import torch
-    from PIL import Image
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float32) / 65535.0
-        elif im.mode == "F":
-            arr = np.asarray(im, dtype=np.float32)
-        else:
-            arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr)[None, None]
-
-
-def _save(tensor, path):
-    import numpy as np
-    from PIL import Image
-    arr = tensor.clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    img = Image.fromarray(arr.transpose(1, 2, 0) if arr.shape[0] == 3 else arr[0])  # [C, H, W] in
-    img.save(path)
-
-
-def _targets(images, out, suffix, force):
+def _targets(images, out, suffix, force, flag):
     import os
     if len(images) == 1 and not out.endswith(os.sep) and not os.path.isdir(out):
         paths = [out]
     else:
         os.makedirs(out, exist_ok=True)
         paths = [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + suffix + ".png") for p in images]
-    for p in paths:
-        if os.path.exists(p) and not force:
-            raise ValueError(f"{p} exists; pass --force to overwrite it or choose another --out")
-    return paths
+    return [refuse_existing(p, force, flag) for p in paths]
 
 
 def run(args) -> int:
     import math
-    import os
 
-    import torch
-
-    from .. import comfy_adapter as ca
-    from ..core import depth as core_depth
+    from .. import runtime as rt
     from ..core import focus as core_focus
-    from ..core.bokeh import render_bokeh
+    from ..core.bokeh import coc_to_mask
+    from ..core.checks import check_batch
     from ..core.conventions import level_to_K
+    from ..core.files import read_disparity, read_image, write_image
+    from ..core.video import render_frames
 
-    for p in list(args.images) + list(args.depth):
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"{p!r} not found")
-    if len(args.depth) not in (1, len(args.images)):
-        raise ValueError(f"--depth: {len(args.depth)} depth maps for {len(args.images)} images; give one or one each")
-    outs = _targets(args.images, args.out, "_bokeh", args.force)
-    cocs = _targets(args.images, args.coc, "_coc", args.force) if args.coc else None
-    point = None
-    if args.focus_disparity is None:
-        try:
-            x, y = (float(v) for v in args.focus.split(","))
-        except ValueError:
-            raise ValueError(f"--focus: expected x,y (normalised 0..1), got {args.focus!r}") from None
-        if not (0 <= x <= 1 and 0 <= y <= 1):
-            raise ValueError(f"--focus: x and y must be in 0..1, got {args.focus!r}")
-        point = (x, y)
-    elif not 0 <= args.focus_disparity <= 1:
+    for i, p in enumerate(list(args.images) + list(args.depth)):
+        require_file(p, "image" if i < len(args.images) else "--depth")
+    check_batch(len(args.depth), len(args.images), "--depth", "depth maps")
+    outs = _targets(args.images, args.out, "_bokeh", args.force, "--out")
+    cocs = _targets(args.images, args.coc, "_coc", args.force, "--coc") if args.coc else None
+    point = None if args.focus_disparity is not None else parse_point(args.focus, "--focus")
+    if point is None and not 0 <= args.focus_disparity <= 1:
         raise ValueError(f"--focus-disparity must be in 0..1, got {args.focus_disparity}")
     if not (math.isfinite(args.level) and args.level >= 0):
         raise ValueError(f"--level must be >= 0, got {args.level}")
-    device = ca.compute_device() if args.device == "auto" else torch.device(args.device)
+    device = rt.device_for(args.device)
     options = dict(mode=args.mode, gamma=args.gamma, blades=args.blades, rotation=math.radians(args.rotation),
                    curvature=args.curvature, highlight_gain=args.highlight_gain,
                    highlight_threshold=args.highlight_threshold, catseye=args.catseye,
                    chromatic_aberration=args.chromatic_aberration, focus_range=args.focus_range)
-    progress = ca.Progress(len(args.images), desc="bokeh")
-    try:
+    with rt.Progress(len(args.images), desc="bokeh") as progress:
         for i, path in enumerate(args.images):
-            image = _load_rgb(path)
+            image = read_image(path)
             h, w = image.shape[-2:]
-            raw = _load_grey(args.depth[i if len(args.depth) > 1 else 0])
-            disp = core_depth.convert_depth_map(raw, CONVENTIONS[args.convention], normalise=True, size=(h, w),
-                                                name="--depth")
-            if point is not None:
-                d_f = float(core_focus.focus_from_point(disp, point[0], point[1]).disparity[0])
-            else:
-                d_f = args.focus_disparity
+            disp = read_disparity(args.depth[i if len(args.depth) > 1 else 0], CONVENTIONS[args.convention],
+                                  size=(h, w), name="--depth")
+            d_f = args.focus_disparity if point is None else float(core_focus.focus_from_point(disp, *point).disparity[0])
             K = level_to_K(args.level, h, w)
-            out, coc = render_bokeh(image.to(device), disp.to(device), d_f, K, return_coc=True, **options)
-            _save(out[0], outs[i])
+            out = render_frames(image, disp, d_f, K, depth_name="--depth", device=device, **options)
+            write_image(out.image, outs[i])
             if cocs:
-                _save((0.5 + coc[0] / (2 * K)).clamp(0, 1) if K > 0 else torch.full_like(coc[0], 0.5), cocs[i])
+                write_image(coc_to_mask(out.coc, K), cocs[i])
             progress(i + 1, len(args.images))
-    finally:
-        progress.close()
     for p in outs:
         print(f"wrote {p}")
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import refuse_existing
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run scene → depth → focus → bokeh → refocus on a built-in scene",
@@ -31,22 +33,18 @@ def run(args) -> int:
 
     import torch
 
-    from ..comfy_adapter import Progress
-    from ..core import demo as demo_core
+    from ..evaluation import demo as demo_core
+    from ..runtime import Progress
 
     if args.out is None:
         args.out, n = "diffcamera_demo.png", 1
         while os.path.exists(args.out):
             args.out, n = f"diffcamera_demo_{n}.png", n + 1
-    elif os.path.exists(args.out) and not args.force:
-        raise ValueError(f"--out {args.out} exists; pass --force to overwrite it or choose another name")
+    refuse_existing(args.out, args.force)
     torch.manual_seed(args.seed)
-    progress = Progress(1, desc="refocus")
-    try:
+    with Progress(1, desc="refocus") as progress:
         result = demo_core.run_demo(seed=args.seed, size=args.size, level=args.level, steps=args.steps,
                                     model_path=args.model, depth_model_path=args.depth_model, callback=progress)
-    finally:
-        progress.close()
     demo_core.save_contact_sheet(result, args.out)
     print(demo_core.summary_table(result))
     print(f"wrote {args.out}")

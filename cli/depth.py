@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import refuse_existing, require_file
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("depth", help="estimate a depth (disparity) PNG with Depth Anything V2",
@@ -30,47 +32,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import os
 
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from .. import comfy_adapter as ca
+    from .. import runtime as rt
     from ..core import depth as core_depth
+    from ..core.files import read_image, write_image
 
-    if not os.path.isfile(args.image):
-        raise FileNotFoundError(f"image {args.image!r} not found")
-    if os.path.exists(args.out) and not args.force:
-        raise ValueError(f"--out {args.out} exists; pass --force to overwrite it or choose another name")
+    require_file(args.image, "image")
+    refuse_existing(args.out, args.force)
     folder = args.model
     if not os.path.isdir(folder):  # a name in the depth_anything model folder, else load_depth_model says what is wrong
         try:
-            folder = ca.find_model("depth_anything", args.model, "--model", kind="dir")
+            folder = rt.find_model("depth_anything", args.model, "--model", kind="dir")
         except ValueError:
             folder = args.model
-    device = ca.compute_device() if args.device == "auto" else torch.device(args.device)
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(args.dtype)
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    model = core_depth.load_depth_model(folder, dtype=dtype)
-    handle = ca.PlainModelHandle(model, device, torch.device("cpu"))
-
-    with Image.open(args.image) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
-    handle.load()
-    progress = ca.Progress(1, desc="depth")
-    try:
-        disparity = core_depth.estimate_disparity(model, image, args.process_res, 1, callback=progress)
-    finally:
-        progress.close()
-        handle.offload()
-    d = disparity[0, 0].clamp(0, 1).numpy()
-    if args.bits == 16:
-        out = Image.fromarray(np.round(d * 65535).astype(np.uint16))
-    else:
-        out = Image.fromarray(np.round(d * 255).astype(np.uint8))
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    out.save(args.out)
-    print(f"wrote {args.out} ({d.shape[1]}x{d.shape[0]}, {args.bits}-bit, near = white)")
+    handle = rt.load_depth_model(folder, dtype=args.dtype, device=args.device)
+    image = read_image(args.image)
+    with rt.Progress(1, desc="depth") as progress:
+        disparity = core_depth.estimate_disparity_placed(rt.ModelPlacement([handle]), handle.model, image,
+                                                         args.process_res, 1, callback=progress)
+    write_image(disparity, args.out, bits=args.bits)
+    print(f"wrote {args.out} ({disparity.shape[-1]}x{disparity.shape[-2]}, {args.bits}-bit, near = white)")
     return 0

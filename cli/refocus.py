@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import parse_point, refuse_existing, require_file
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("refocus", help="refocus an image with the DiT refocus model",
@@ -49,99 +51,42 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def read_image(path: str):
-    """RGB file -> ``[1,3,H,W]`` 0..1."""
-    import numpy as np
-    import torch
-    from PIL import Image
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def read_disparity(path: str):
-    """Grey disparity file (8/16-bit, near = white) -> ``[1,1,H,W]`` 0..1."""
-    import numpy as np
-    import torch
-    from PIL import Image
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float64)
-            arr = arr / (65535.0 if arr.max() <= 65535 else arr.max())
-        else:
-            arr = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-    return torch.from_numpy(arr.astype(np.float32))[None, None].clamp(0, 1)
-
-
-def parse_focus(text: str, flag: str = "--focus"):
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{flag} must be 'x,y' with numbers in 0..1, got {text!r}") from None
-    if not (0 <= x <= 1 and 0 <= y <= 1):
-        raise ValueError(f"{flag} {text}: x and y must be in 0..1")
-    return x, y
-
-
-def _write_png(image, path: str) -> None:
-    import os
-
-    import numpy as np
-    from PIL import Image
-    arr = (image[0].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
 def run(args) -> int:
-    import os
-
-    from ..comfy_adapter import Progress, compute_device
+    from .. import runtime as rt
+    from ..core.checks import check_same_size
     from ..core.conventions import level_to_K
+    from ..core.files import read_disparity, read_image, write_image
     from ..core.focus import focus_from_point
-    from ..core.pipeline import RefocusPipeline
+    from ..core.pipeline import PhysicsOnly
 
     for out in (args.out, args.all_in_focus):
-        if out and os.path.exists(out) and not args.force:
-            raise ValueError(f"{out} exists; pass --force to overwrite it or choose another name")
-    for name, path in (("image", args.image), ("--depth", args.depth)):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{name}: {os.path.basename(path)!r} not found in "
-                                    f"{os.path.dirname(os.path.abspath(path))}")
-    x, y = parse_focus(args.focus, "--focus")
-    image = read_image(args.image)
-    disp = read_disparity(args.depth)
-    if disp.shape[-2:] != image.shape[-2:]:
-        raise ValueError(f"--depth is {disp.shape[-1]}×{disp.shape[-2]} px but the image is "
-                         f"{image.shape[-1]}×{image.shape[-2]}; use the depth of this image")
-    focus = focus_from_point(disp, x, y)
+        refuse_existing(out, args.force)
+    image = read_image(require_file(args.image, "image"))
+    disp = read_disparity(require_file(args.depth, "--depth"), normalise=False, name="--depth")
+    check_same_size(disp, image.shape[-2:], "--depth", "use the depth of this image")
+    focus = focus_from_point(disp, *parse_point(args.focus, "--focus"))
     h, w = image.shape[-2:]
     K = level_to_K(args.level, h, w)
-    input_d = None if args.input_focus is None else focus_from_point(disp, *parse_focus(args.input_focus,
+    input_d = None if args.input_focus is None else focus_from_point(disp, *parse_point(args.input_focus,
                                                                                        "--input-focus")).disparity
     if args.input_level is not None and not args.input_level >= 0:
         raise ValueError(f"--input-level must be >= 0 (0 = the input is all in focus), got {args.input_level}")
     input_K = None if args.input_level is None else level_to_K(args.input_level, h, w)
     if args.model == "physics":
-        pipe = RefocusPipeline(device=compute_device())
-        tile = None
+        pipe = rt.refocus_pipeline(PhysicsOnly())
     else:
-        from ..core.dit.loading import describe, load_refocus_model
-        from ..core.dit.tiling import tile_size_for
-        model = load_refocus_model(args.model, args.vae, args.lora, family=args.family, dtype=args.dtype,
-                                   storage=args.storage, offload=args.offload, device=compute_device())
-        print(describe(model))
-        pipe = RefocusPipeline(model)
-        tile = None if args.tile < 0 else tile_size_for(model, h, w, "on" if args.tile else "auto", args.tile)
-    progress = Progress(1, desc="refocus")
-    try:
+        from ..core.dit.loading import describe
+        handle = rt.load_refocus_model(args.model, args.vae, args.lora, family=args.family, dtype=args.dtype,
+                                       storage=args.storage, offload=args.offload)
+        print(describe(handle.model))
+        pipe = rt.refocus_pipeline(handle)
+    tile = pipe.tile_size(h, w, "off" if args.tile < 0 else "on" if args.tile else "auto", max(args.tile, 0))
+    with rt.Progress(1, desc="refocus") as progress:
         result = pipe(image, disp, focus, K, input_focus_disparity=input_d, input_K=input_K, steps=args.steps,
                       seed=args.seed, guidance=args.guidance, denoise=args.denoise, tile_size=tile, callback=progress)
-    finally:
-        progress.close()
-    _write_png(result.image, args.out)
+    write_image(result.image, args.out)
     if args.all_in_focus:
-        _write_png(result.all_in_focus, args.all_in_focus)
+        write_image(result.all_in_focus, args.all_in_focus)
     print(result.describe())
     print(f"wrote {args.out} (focus disparity {float(focus.disparity[0]):.3f}, K {K:.1f} px)")
     return 0

@@ -46,22 +46,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import os
 
-    from .. import comfy_adapter as ca
+    from .. import runtime as rt
     from ..training.simulate import SimulateOptions, simulate_dataset
 
     depth_model = args.depth_model
     if depth_model and not os.path.isdir(depth_model):  # a local user: any folder, else a name in the model folder
-        depth_model = ca.find_model("depth_anything", depth_model, "--depth-model", kind="dir")
+        depth_model = rt.find_model("depth_anything", depth_model, "--depth-model", kind="dir")
     opts = SimulateOptions(size=args.size, variants=args.variants, level_range=(args.level_min, args.level_max),
                            min_plane_separation=args.min_separation, p_aif=args.p_aif,
                            min_sharpness=args.min_sharpness, shard_size=args.shard_size, seed=args.seed,
                            depth_is_metric=args.depth_is_metric, num_scenes=args.scenes or 0,
                            scene_kinds=tuple(k.strip() for k in args.scene_kinds.split(",") if k.strip()),
                            scene_seed=args.scene_seed, depth_model=depth_model)
-    progress = ca.Progress(1, desc="simulate (shards)")
-    try:
+    with rt.Progress(1, desc="simulate (shards)") as progress:
         simulate_dataset(args.out, opts, image_folder=args.images, workers=args.workers, callback=progress,
                          what="--out")
-    finally:
-        progress.close()
     return 0

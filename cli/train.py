@@ -39,7 +39,7 @@ def parse_overrides(items) -> dict:
 
 
 def run(args) -> int:
-    from .. import comfy_adapter as ca
+    from .. import runtime as rt
     from ..training.config import TrainConfig
     from ..training.trainer import train
 
@@ -48,10 +48,7 @@ def run(args) -> int:
         if val is not None:
             overrides[key] = val
     config = TrainConfig.load(args.config, overrides)
-    progress = ca.Progress(config.steps, desc="train")
-    try:
+    with rt.Progress(config.steps, desc="train") as progress:
         result = train(config, resume=args.resume, callback=progress)
-    finally:
-        progress.close()
     print(f"trained {result.steps_done} steps -> {result.lora_path or result.checkpoint}")
     return 0

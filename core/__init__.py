@@ -1,5 +1,7 @@
-"""The pure-torch core: conventions, scenes, bokeh rendering, depth, focus, the DiT sampler.
+"""The pure-torch core (the product): conventions, checks, files, bokeh rendering, depth, focus, video, the refocus
+pipeline, physics and the DiT. Evaluation (scenes, thin lens, metrics, scoring) is :mod:`diffcamera.evaluation`.
 
-No module under ``core`` imports ComfyUI. Long loops take a ``callback(done, total, preview=None)``
-that reports progress and may raise to interrupt; the node layer passes ComfyUI's, the CLI tqdm's.
+No module under ``core`` imports anything of the pack outside ``core`` (ComfyUI included). Long loops take a
+``callback(done, total, preview=None)`` that reports progress and may raise to interrupt (the host runtime's
+``Progress``: ComfyUI's bar, or tqdm).
 """

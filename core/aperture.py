@@ -6,7 +6,7 @@ the aperture's boundary in units of ``r``:
 
 * circle (``blades=0``): ``ρ = 1`` (exactly BokehMe's classical kernel);
 * ``blades`` = 3..12: a regular polygon (an iris of straight blades) with circumradius ``r`` (as
-  :mod:`diffcamera.core.thin_lens`), a vertex at angle ``rotation`` radians from +x towards +y (down),
+  :mod:`diffcamera.evaluation.thin_lens`), a vertex at angle ``rotation`` radians from +x towards +y (down),
   its sides bent outwards towards the circumscribed circle by ``curvature`` in ``0..1`` (``1`` = circle);
 * cat's-eye: the aperture intersected with a second disk of the same size shifted by ``catseye``
   (a 2-vector, in units of ``r``) — the mechanical vignetting seen towards the frame edges.

@@ -23,6 +23,7 @@ import torch
 
 from .aperture import Aperture, validate_aperture
 from .bokeh_classical import STRIP_BYTES
+from .checks import check_image_and_depth, check_values
 from .conventions import as_batch, linear_to_srgb, srgb_to_linear
 
 Number = Union[float, int]
@@ -30,39 +31,34 @@ Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 MODES = ("classical", "layered")
 
 
-def _check_inputs(image, disparity, focus_disparity, K, mode, gamma):
-    if not torch.is_tensor(image) or image.dim() != 4 or image.shape[1] != 3:
-        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
-        raise ValueError(f"image must be a [B,3,H,W] tensor (sRGB 0..1), got {shape}")
-    if not torch.is_tensor(disparity) or disparity.dim() != 4 or disparity.shape[1] != 1:
-        shape = tuple(disparity.shape) if torch.is_tensor(disparity) else type(disparity).__name__
-        raise ValueError(f"disparity must be a [B,1,H,W] tensor (0..1, near = 1), got {shape}")
-    b, _, h, w = image.shape
-    if h == 0 or w == 0 or b == 0:
-        raise ValueError(f"image is empty ({tuple(image.shape)}); give at least one 1x1 image")
-    if disparity.shape[-2:] != image.shape[-2:]:
-        raise ValueError(f"disparity size {tuple(disparity.shape[-2:])} differs from image size {(h, w)}; "
-                         "resize the depth map to the image (the BokehSimulate node does this for you)")
-    if disparity.shape[0] not in (1, b):
-        raise ValueError(f"disparity batch {disparity.shape[0]} does not match image batch {b}; "
-                         "give one depth map per image or a single one for all")
-    if not torch.isfinite(disparity).all():
-        raise ValueError("disparity contains NaN or infinite values; clean or re-estimate the depth map")
-    if not torch.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
-    for name, value in (("focus_disparity", focus_disparity), ("K", K)):
-        t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
-        if t.numel() not in (1, b):
-            raise ValueError(f"{name} has {t.numel()} values but the batch has {b} images; "
-                             "give one value or one per image")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name} must be finite, got {value}")
-    if (torch.as_tensor(K, dtype=torch.float64) < 0).any():
-        raise ValueError(f"K (blur radius in px per unit disparity) must be >= 0, got {K}")
+def check_bokeh_options(*, mode: str = "classical", gamma: float = 4.0, blades: int = 0, rotation: float = 0.0,
+                        curvature: float = 0.0, highlight_threshold: float = 1.0, highlight_gain: float = 0.0,
+                        catseye: float = 0.0, chromatic_aberration: float = 0.0, focus_range: float = 0.0,
+                        focus_falloff: float = 0.05, **layered_options) -> None:
+    """Raise ``ValueError`` naming the option for anything :func:`render_bokeh` would refuse among its keyword
+    options (no image needed: callers that render frame by frame check once, before any work)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
         raise ValueError(f"gamma must be a positive number (BokehMe uses 4), got {gamma}")
+    validate_aperture(blades, curvature)
+    for name, value, lo, hi in (("highlight_threshold", highlight_threshold, 0.0, 1.0),
+                                ("highlight_gain", highlight_gain, 0.0, 1000.0),
+                                ("catseye", catseye, 0.0, 1.0),
+                                ("chromatic_aberration", chromatic_aberration, -0.1, 0.1),
+                                ("focus_range", focus_range, 0.0, 1.0),
+                                ("focus_falloff", focus_falloff, 0.0, 1.0)):
+        if not (isinstance(value, (int, float)) and lo <= value <= hi):
+            raise ValueError(f"{name} must be a number in {lo}..{hi}, got {value}")
+    if layered_options and mode != "layered":
+        raise ValueError(f"unknown option(s) {sorted(layered_options)} for mode {mode!r}")
+
+
+def _check_inputs(image, disparity, focus_disparity, K) -> None:
+    b = check_image_and_depth(image, disparity, "disparity",
+                              "resize the depth map to the image (the BokehSimulate node does this for you)")
+    check_values(focus_disparity, b, "focus_disparity")
+    check_values(K, b, "K (blur radius in px per unit disparity)", lo=0.0)
 
 
 def coc_map(disparity: torch.Tensor, focus_disparity, K, focus_range: float = 0.0,
@@ -80,6 +76,14 @@ def coc_map(disparity: torch.Tensor, focus_disparity, K, focus_range: float = 0.
     fw = max(float(focus_falloff), 1e-6)
     ramp = torch.where(e < fw, e * e / (2 * fw), e - fw / 2)
     return k * torch.sign(delta) * ramp
+
+
+def coc_to_mask(coc: torch.Tensor, K: Union[Number, torch.Tensor]) -> torch.Tensor:
+    """Signed CoC ``[B,1,H,W]`` px -> the ``0..1`` CoC map (BokehSimulate's MASK output, ``diffcamera bokeh --coc``):
+    ``clamp(0.5 + c / (2·K), 0, 1)``, i.e. 0.5 = sharp, 1 = ``c = +K`` (in front of the focus), 0 = ``c = −K``;
+    ``K = 0`` gives 0.5 everywhere. ``K``: float or ``[B]``."""
+    k = as_batch(K, coc.shape[0], coc).view(-1, 1, 1, 1)
+    return torch.where(k > 0, 0.5 + coc / (2 * k.clamp_min(1e-12)), torch.full_like(coc, 0.5)).clamp(0, 1)
 
 
 def _highlight_boost(image: torch.Tensor, threshold: float, gain: float) -> torch.Tensor:
@@ -142,18 +146,11 @@ def render_bokeh(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: 
         ``[B,3,H,W]`` sRGB ``0..1`` (and the signed CoC map when ``return_coc``). ``K = 0`` returns the
         input unchanged (exactly); a constant disparity at the focus returns it unchanged too.
     """
-    _check_inputs(image, disparity, focus_disparity, K, mode, gamma)
-    validate_aperture(blades, curvature)
-    for name, value, lo, hi in (("highlight_threshold", highlight_threshold, 0.0, 1.0),
-                                ("highlight_gain", highlight_gain, 0.0, 1000.0),
-                                ("catseye", catseye, 0.0, 1.0),
-                                ("chromatic_aberration", chromatic_aberration, -0.1, 0.1),
-                                ("focus_range", focus_range, 0.0, 1.0),
-                                ("focus_falloff", focus_falloff, 0.0, 1.0)):
-        if not (isinstance(value, (int, float)) and lo <= value <= hi):
-            raise ValueError(f"{name} must be a number in {lo}..{hi}, got {value}")
-    if layered_options and mode != "layered":
-        raise ValueError(f"unknown option(s) {sorted(layered_options)} for mode {mode!r}")
+    _check_inputs(image, disparity, focus_disparity, K)
+    check_bokeh_options(mode=mode, gamma=gamma, blades=blades, rotation=rotation, curvature=curvature,
+                        highlight_threshold=highlight_threshold, highlight_gain=highlight_gain, catseye=catseye,
+                        chromatic_aberration=chromatic_aberration, focus_range=focus_range,
+                        focus_falloff=focus_falloff, **layered_options)
     b, _, h, w = image.shape
     if disparity.shape[0] != b:
         disparity = disparity.expand(b, -1, -1, -1)

@@ -4,7 +4,7 @@ Tensors
 -------
 * **Image** (core): ``[B, 3, H, W]`` float32, **sRGB-encoded**, values in ``0..1``.
   ComfyUI's ``IMAGE`` is ``[B, H, W, C]``; the node layer converts with :func:`comfy_to_core` /
-  :func:`core_to_comfy`, nothing else does.
+  :func:`core_to_comfy` (and MASKs with :func:`comfy_mask_to_core` / :func:`core_to_comfy_mask`), nothing else does.
 * **Linear light**: blur, compositing and highlight maths run on linear RGB, obtained with
   :func:`srgb_to_linear` (kornia's exact sRGB transfer curve) and undone with :func:`linear_to_srgb`.
 * **Disparity** ``d``: ``[B, 1, H, W]`` float32 in ``0..1``, **near = 1, far = 0** (normalised inverse
@@ -122,15 +122,30 @@ def linear_to_srgb(image: torch.Tensor) -> torch.Tensor:
 
 
 def comfy_to_core(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI ``IMAGE`` ``[B,H,W,C]`` (C = 3 or 4) -> core image ``[B,3,H,W]`` (alpha dropped)."""
+    """ComfyUI ``IMAGE`` ``[B,H,W,C]`` (or ``[H,W,C]``; C = 1, 3 or 4) -> core image ``[B,3,H,W]`` (alpha dropped,
+    grey repeated over RGB)."""
     if image.dim() == 3:
         image = image.unsqueeze(0)
+    if image.shape[-1] == 1:
+        image = image.expand(*image.shape[:-1], 3)
     return image[..., :3].permute(0, 3, 1, 2).contiguous().float()
 
 
 def core_to_comfy(image: torch.Tensor) -> torch.Tensor:
     """Core image ``[B,C,H,W]`` -> ComfyUI ``IMAGE`` ``[B,H,W,C]`` float32 on the CPU."""
     return image.permute(0, 2, 3, 1).contiguous().float().cpu()
+
+
+def comfy_mask_to_core(mask: torch.Tensor) -> torch.Tensor:
+    """ComfyUI ``MASK`` ``[B,H,W]`` (or ``[H,W]``) -> core mask ``[B,1,H,W]`` float32."""
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(0)
+    return mask.unsqueeze(1).float()
+
+
+def core_to_comfy_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Core mask ``[B,1,H,W]`` -> ComfyUI ``MASK`` ``[B,H,W]`` float32 on the CPU."""
+    return mask[:, 0].contiguous().float().cpu()
 
 
 def point_to_pixel(x: float, y: float, height: int, width: int) -> Tuple[int, int]:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from .checks import check_finite, check_map
 from .conventions import metric_depth_to_disparity, normalise_disparity
 
 #: Default processing resolution (short side, px) of Depth Anything V2; must be a multiple of :data:`PATCH`.
@@ -42,6 +43,20 @@ VARIANTS = (
     ("Depth Anything V2 Base", "depth-anything/Depth-Anything-V2-Base-hf", "CC-BY-NC-4.0 (non-commercial)"),
     ("Depth Anything V2 Large", "depth-anything/Depth-Anything-V2-Large-hf", "CC-BY-NC-4.0 (non-commercial)"),
 )
+
+
+#: Weight precisions of a depth model by name; ``"auto"`` is resolved by :func:`resolve_dtype`.
+DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str, device) -> torch.dtype:
+    """The weight dtype of :data:`DTYPES` ``name`` for a model running on ``device``: ``"auto"`` = float16 on CUDA,
+    float32 elsewhere."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    if DTYPES[name] is not None:
+        return DTYPES[name]
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
 #: Disparity step between neighbouring pixels that counts as a depth discontinuity (a surface edge).
@@ -243,6 +258,30 @@ def estimate_disparity(model: torch.nn.Module, image: torch.Tensor, process_res:
     return torch.cat(out, 0)
 
 
+def estimate_disparity_placed(placement, model: torch.nn.Module, image: torch.Tensor,
+                              process_res: int = DEFAULT_PROCESS_RES, batch_size: int = 4,
+                              callback: Optional[Callable[[int, int, Optional[torch.Tensor]], None]] = None
+                              ) -> torch.Tensor:
+    """:func:`estimate_disparity` with ``model`` placed by the host.
+
+    ``placement`` (the host runtime's, e.g. :class:`diffcamera.runtime.ModelPlacement`): ``load()`` brings the model
+    to its device first; a CUDA out-of-memory error with ``batch_size > 1`` is answered by ``release()``, ``load()``
+    and one image at a time; ``unload()`` when done (also after an error).
+    """
+    placement.load()
+    try:
+        try:
+            return estimate_disparity(model, image, process_res, batch_size, callback=callback)
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            placement.release()
+            placement.load()
+            return estimate_disparity(model, image, process_res, 1, callback=callback)
+    finally:
+        placement.unload()
+
+
 #: Fixed working memory of one depth forward beyond its tensors (allocator, interpolation scratch), measured.
 DEPTH_OVERHEAD_BYTES = 64 * 1024 * 1024
 
@@ -312,6 +351,8 @@ def convert_depth_map(values: torch.Tensor, convention: str = CONVENTIONS[0], no
         normalise: min-max normalise per image (always done for metric depth; between ``1/far`` and ``1/near``
             when both are given).
         size: ``(H, W)`` to resize to (bilinear), e.g. the image the depth belongs to.
+        near, far: metric depth only: the distances mapped to disparity 1 and 0 (both, or neither: ``None`` or 0 =
+            not set, then the map's own nearest and farthest).
         name: the input's name, used in error messages.
     """
     if values.dim() != 4 or values.shape[1] != 1:
@@ -329,7 +370,9 @@ def convert_depth_map(values: torch.Tensor, convention: str = CONVENTIONS[0], no
         b = v.shape[0]
         fmax = torch.where(finite, v, torch.zeros_like(v)).reshape(b, -1).amax(1).view(-1, 1, 1, 1)
         v = torch.where(finite, v, fmax * 1e6)  # +inf (sky) -> far beyond everything: disparity ~ 0
-        if near is not None and far is not None:
+        if bool(near) != bool(far):
+            raise ValueError("near / far: set both (the metric depth range) or leave both at 0")
+        if near and far:
             if not 0 < near < far:
                 raise ValueError(f"{name}: need 0 < near < far, got near={near}, far={far}")
             d = metric_depth_to_disparity(v, near=near, far=far)
@@ -345,3 +388,22 @@ def convert_depth_map(values: torch.Tensor, convention: str = CONVENTIONS[0], no
     if size is not None and tuple(d.shape[-2:]) != tuple(int(s) for s in size):
         d = F.interpolate(d, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
     return d.clamp(0.0, 1.0).contiguous()
+
+
+def depth_for_image(values: torch.Tensor, size: Sequence[int], name: str = "depth",
+                    convention: Optional[str] = None) -> Tuple[torch.Tensor, List[str]]:
+    """Disparity ``[F,1,H,W]`` 0..1 for an image of ``size`` ``(H, W)`` from a depth input, and notes for the user.
+
+    ``values`` ``[F,1,h,w]``: our disparity already (``convention=None``, e.g. a DEPTH) or a map in ``convention``
+    (converted and normalised by :func:`convert_depth_map`). A map of another size is resized (bilinear) and a
+    note says so (the renderer itself refuses a size mismatch). Raises ``ValueError`` naming ``name``.
+    """
+    check_map(values, name, "depth map")
+    disp = values.float() if convention is None else convert_depth_map(values, convention, normalise=True, name=name)
+    check_finite(disp, name, "clean the depth map or estimate it again")
+    notes = []
+    h, w = int(size[0]), int(size[1])
+    if tuple(disp.shape[-2:]) != (h, w):
+        notes.append(f"{name} was {disp.shape[-1]}x{disp.shape[-2]}, resized to the image's {w}x{h}")
+        disp = F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+    return disp, notes

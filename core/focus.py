@@ -17,6 +17,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from .checks import (check_batch, check_finite, check_image, check_map, check_same_size,
+                     check_values)
 from .conventions import as_batch, point_to_pixel
 from .values import Focus
 
@@ -129,14 +131,8 @@ def point_json(x: float, y: float) -> str:
 # --------------------------------------------------------------------------------------- validation
 def check_disparity(disparity: torch.Tensor, name: str = "depth") -> torch.Tensor:
     """``[B,1,H,W]`` finite disparity, else a ValueError naming ``name``."""
-    if not isinstance(disparity, torch.Tensor) or disparity.dim() != 4 or disparity.shape[1] != 1:
-        shape = tuple(disparity.shape) if isinstance(disparity, torch.Tensor) else type(disparity).__name__
-        raise ValueError(f"{name}: disparity must be [B,1,H,W], got {shape}")
-    bad = ~torch.isfinite(disparity)
-    if bad.any():
-        raise ValueError(f"{name}: the depth map has {int(bad.sum())} NaN/infinite values; "
-                         f"re-estimate it or clean it (e.g. with DepthFromImage) before picking a focus")
-    return disparity
+    check_map(disparity, name)
+    return check_finite(disparity, name, "re-estimate it or clean it (e.g. with DepthFromImage) before picking a focus")
 
 
 def default_window(height: int, width: int) -> int:
@@ -147,13 +143,10 @@ def default_window(height: int, width: int) -> int:
 
 def _points(value: Floats, batch: int, name: str) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.float32).reshape(-1).cpu()
-    if t.numel() == 1:
-        t = t.expand(batch)
-    if t.numel() != batch:
-        raise ValueError(f"{name}: expected 1 or {batch} values (one per image), got {t.numel()}")
+    check_batch(t.numel(), batch, name, "values")
     if not torch.isfinite(t).all() or (t < 0).any() or (t > 1).any():
         raise ValueError(f"{name}: normalised coordinates must lie in 0..1, got {t.tolist()}")
-    return t.clone()
+    return t.expand(batch).clone()
 
 
 # ------------------------------------------------------------------------------------- reading focus
@@ -219,16 +212,12 @@ def focus_from_point(disparity: torch.Tensor, x: Floats, y: Floats, window: Opti
 
 
 def _check_mask(mask: torch.Tensor, disparity: torch.Tensor, name: str) -> torch.Tensor:
-    if mask.dim() == 3:
+    if isinstance(mask, torch.Tensor) and mask.dim() == 3:
         mask = mask.unsqueeze(1)
-    if mask.dim() != 4 or mask.shape[1] != 1:
-        raise ValueError(f"{name}: expected a [B,1,H,W] (or [B,H,W]) mask, got {tuple(mask.shape)}")
-    if tuple(mask.shape[-2:]) != tuple(disparity.shape[-2:]):
-        raise ValueError(f"{name}: mask is {mask.shape[-1]}x{mask.shape[-2]} px but the depth is "
-                         f"{disparity.shape[-1]}x{disparity.shape[-2]}; resize the mask to the image first")
+    check_map(mask, name, "mask (0..1; or [B,H,W])")
+    check_same_size(mask, disparity.shape[-2:], name, "resize the mask to the image first")
     b = disparity.shape[0]
-    if mask.shape[0] not in (1, b):
-        raise ValueError(f"{name}: {mask.shape[0]} masks for {b} images; give one mask or one per image")
+    check_batch(mask.shape[0], b, name, "masks")
     return mask.expand(b, -1, -1, -1)
 
 
@@ -265,13 +254,48 @@ def focus_from_mask(disparity: torch.Tensor, mask: torch.Tensor, threshold: floa
     return Focus(torch.stack(xs), torch.stack(ys), torch.stack(ds), ["mask"] * b)
 
 
-def focus_override(value: Floats, batch: int, x: Floats = 0.5, y: Floats = 0.5) -> Focus:
+def focus_override(value: Floats, batch: int, x: Floats = 0.5, y: Floats = 0.5,
+                   name: str = "focus disparity override") -> Focus:
     """A focus given directly as disparity (``0..1``), recording the point it is shown at."""
-    d = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
-    d = d.expand(batch).clone() if d.numel() == 1 else d
-    if d.numel() != batch or not torch.isfinite(d).all() or (d < 0).any() or (d > 1).any():
-        raise ValueError(f"focus disparity override must be one value or {batch} values in 0..1, got {d.tolist()}")
+    d = check_values(value, batch, name, 0.0, 1.0).float().expand(batch).clone()
     return Focus(_points(x, batch, "x"), _points(y, batch, "y"), d, ["override"] * batch)
+
+
+def focus_disparities(focus: Union[Focus, float], name: str = "focus") -> torch.Tensor:
+    """The focus disparities ``[F]`` (one for all images/frames, or one each) of a :class:`Focus` (FocusPicker,
+    RackFocus) or of a plain disparity in ``0..1``."""
+    if isinstance(focus, Focus):
+        return check_values(focus.disparity, focus.batch, name, 0.0, 1.0).float()
+    return check_values(focus, 1, name, 0.0, 1.0).float()
+
+
+def pick_focus(image: torch.Tensor, disparity: torch.Tensor, focus_point: str, window: int = 0,
+               mask: Optional[torch.Tensor] = None, override: Optional[float] = None,
+               widget: str = "focus_point") -> Tuple[Focus, torch.Tensor]:
+    """What FocusPicker picks: ``(Focus, disparity [B,1,H,W] on the CPU)``.
+
+    ``image`` ``[B,3,H,W]``; ``disparity`` ``[1|B,1,H,W]`` of the same size; ``focus_point`` the point widget's JSON
+    (one point, or one per image; :func:`parse_points_json`); ``window`` the median window (0 = automatic);
+    ``mask`` ``[1|B,1,H,W]``. Precedence: ``override`` (a disparity in ``0..1``; ``None`` or negative = off) >
+    ``mask`` > ``focus_point``.
+    """
+    b, h, w = check_image(image)
+    disparity = check_disparity(disparity, "depth")
+    check_same_size(disparity, (h, w), "depth",
+                    "estimate depth on this image or resize it with DepthFromImage (image input)")
+    check_batch(disparity.shape[0], b, "depth", "depth maps")
+    disparity = disparity.expand(b, -1, -1, -1).float().cpu()
+    points = parse_points_json(focus_point, widget)
+    check_batch(len(points), b, widget, "points")
+    xs = torch.tensor([p[0] for p in points], dtype=torch.float32).expand(b)
+    ys = torch.tensor([p[1] for p in points], dtype=torch.float32).expand(b)
+    if mask is not None:
+        focus = focus_from_mask(disparity, mask.float().cpu(), name="mask")
+    else:
+        focus = focus_from_point(disparity, xs, ys, window=int(window) or None)
+    if override is not None and override >= 0:
+        focus = focus_override(override, b, focus.x, focus.y, name="focus_disparity_override")
+    return focus, disparity
 
 
 # ------------------------------------------------------------------------------------------ preview

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Protocol, Tuple, Union
 
 import torch
 
+from .checks import check_batch, check_image_and_depth
 from .conventions import as_batch
 from .physics import BlurEstimate, SolverSettings, check_physics_inputs, refocus_physics
 from .values import Focus
@@ -122,13 +123,22 @@ class RefocusPipeline:
         """Refuse bad input (``ValueError`` naming it) before any work; returns the batch size."""
         if not isinstance(focus, Focus):
             raise ValueError(f"focus must be a Focus (FocusPicker), got {type(focus).__name__}")
+        check_image_and_depth(image, disparity)
         b = check_physics_inputs(image, disparity, focus.disparity, K, input_focus_disparity, input_K)
-        if focus.batch not in (1, b):
-            raise ValueError(f"focus has {focus.batch} entries for {b} images; give one, or one per image")
+        check_batch(focus.batch, b, "focus", "entries")
         if self.denoiser is not None:
             from .dit.sampler import check_inputs
             check_inputs(self.denoiser, image, disparity, focus, K, steps, denoise)
         return b
+
+    def tile_size(self, height: int, width: int, tiling: str = "auto", size: int = 0) -> Optional[int]:
+        """The denoiser's tile side for an ``height × width`` image (:func:`diffcamera.core.dit.tiling.tile_size_for`:
+        ``tiling`` ``"auto"``/``"on"``/``"off"``, ``size`` 0 = the trained size), ``None`` for one pass or without
+        a denoiser."""
+        if self.denoiser is None:
+            return None
+        from .dit.tiling import tile_size_for
+        return tile_size_for(self.denoiser, height, width, tiling, size)
 
     def __call__(self, image: torch.Tensor, disparity: torch.Tensor, focus: Focus,
                  K: Union[float, torch.Tensor], *, input_focus_disparity=None, input_K=None, steps: int = 28,

@@ -17,6 +17,10 @@ focus (with no transition frames the focus cuts). Easing curves of the progress 
 ``ease-in-out`` ``3t² − 2t³`` (smoothstep)  starts and settles slowly (the classic focus pull)
 =============  ===========================  ============================================
 
+**Rendering frames.** :func:`render_frames` is BokehSimulate's job on core tensors: ``image``, depth and focus
+each carry one frame (used for every frame) or ``N``; the output has ``N`` frames, rendered one by one with
+:func:`diffcamera.core.bokeh.render_bokeh` after the optional temporal smoothing of the depth and the focus.
+
 **Temporal stability.** :func:`smooth_frames` is a centred moving average over the frame axis: frame ``i``
 becomes the mean of frames ``i − r … i + r`` (the window is cut at the ends of the shot and renormalised).
 It has no lag: a symmetric window leaves a linear ramp in place and moves the midpoint of a symmetric focus
@@ -27,11 +31,14 @@ blurred over ``2r + 1`` frames, so keep ``r`` small for moving shots.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import focus as core_focus
+from .bokeh import check_bokeh_options, estimate_render_bytes, render_bokeh
+from .checks import check_batch, check_image, check_map, check_same_size
 from .values import Focus
 
 EASINGS = ("ease-in-out", "linear", "ease-in", "ease-out")
@@ -82,8 +89,8 @@ def _focus_at(disparity: torch.Tensor, end: End, frames: int, window: Optional[i
         mask = end.float()
         if mask.dim() == 3:
             mask = mask.unsqueeze(1)
-        if mask.dim() != 4 or mask.shape[0] not in (1, frames):
-            raise ValueError(f"{name}: expected one mask or one per frame ({frames}), got shape {tuple(end.shape)}")
+        check_map(mask, name, "mask (0..1; or [N,H,W])")
+        check_batch(mask.shape[0], frames, name, "masks", "frames")
         if mask.shape[0] > disparity.shape[0]:  # a mask per frame over a still's depth
             disparity = disparity.expand(mask.shape[0], -1, -1, -1)
         picked = core_focus.focus_from_mask(disparity, mask, name=name)
@@ -111,9 +118,7 @@ def rack_focus(disparity: torch.Tensor, start: End, end: End, frames: int, hold_
     """
     check_schedule(frames, hold_start, hold_end)
     disparity = core_focus.check_disparity(disparity, "depth")
-    if disparity.shape[0] not in (1, frames):
-        raise ValueError(f"depth: {disparity.shape[0]} depth maps for {frames} frames; give one (a still) or one "
-                         f"per frame")
+    check_batch(disparity.shape[0], frames, "depth", "depth maps", "frames")
     progress = rack_schedule(frames, hold_start, hold_end, curve)
     d0, x0, y0 = _focus_at(disparity, start, frames, window, "start")
     d1, x1, y1 = _focus_at(disparity, end, frames, window, "end")
@@ -157,3 +162,81 @@ def frame_counts(name_batches: Sequence[Tuple[str, int]]) -> int:
         raise ValueError(f"frame counts differ ({counts}): give each input 1 frame (used for every frame) or the "
                          f"same number of frames")
     return n
+
+
+#: Bytes per pixel and frame of :func:`render_frames` beyond the renderer's own buffers (float32): the image and
+#: depth in core layout, each frame's output and CoC, the concatenated result and CoC, and the caller's
+#: ComfyUI copies (IMAGE, MASK).
+FRAME_BYTES_PER_PIXEL = 4 * (3 + 1 + 3 + 1 + 3 + 1 + 3)
+
+
+def estimate_frames_bytes(frames: int, height: int, width: int, mode: str = "layered", K: float = 0.0,
+                          catseye: float = 0.0) -> int:
+    """Peak bytes of :func:`render_frames` for ``frames`` frames of ``height × width`` (frames render one at a
+    time: the renderer's estimate for one image, :func:`~diffcamera.core.bokeh.estimate_render_bytes`, plus
+    :data:`FRAME_BYTES_PER_PIXEL` for every frame)."""
+    return (frames * height * width * FRAME_BYTES_PER_PIXEL
+            + estimate_render_bytes(1, height, width, mode, K, catseye=float(catseye)))
+
+
+@dataclass
+class Frames:
+    """What :func:`render_frames` made: ``image`` ``[N,3,H,W]`` sRGB 0..1 and ``coc`` ``[N,1,H,W]`` (signed circle of
+    confusion in px) on the CPU, the focus disparity ``[1|N]`` each frame was rendered at (after smoothing), ``K``
+    and notes for the user (resized depth, smoothing)."""
+
+    image: torch.Tensor
+    coc: torch.Tensor
+    focus_disparity: torch.Tensor
+    K: float
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return int(self.image.shape[0])
+
+    def describe_focus(self, shown: int = 4) -> str:
+        d = self.focus_disparity.reshape(-1)
+        return ", ".join(f"{float(x):.3f}" for x in d[:shown]) + (" ..." if d.numel() > shown else "")
+
+
+def render_frames(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: torch.Tensor, K: float, *,
+                  depth_name: str = "depth", temporal_smoothing: int = 0, device: Optional[torch.device] = None,
+                  callback: Optional[Callable[[int, int, Optional[torch.Tensor]], None]] = None,
+                  notes: Sequence[str] = (), **options) -> Frames:
+    """Lens blur of ``N`` frames, one at a time (see the module text).
+
+    Args:
+        image: ``[1|N,3,H,W]`` sRGB 0..1; disparity: ``[1|N,1,H,W]`` 0..1 at the image's size
+            (:func:`diffcamera.core.depth.depth_for_image` resizes a depth input); focus_disparity: ``[1|N]``
+            (:func:`diffcamera.core.focus.focus_disparities`); K: px per unit disparity at this resolution.
+        depth_name: the depth input's name in messages. temporal_smoothing: radius in frames of
+            :func:`smooth_frames` over the depth and the focus (0 = off).
+        device: where the frames render (default: the image's); callback: ``callback(done, total, None)`` per
+            frame, may raise to cancel. notes: notes to keep in the result (e.g. from the depth conversion).
+        **options: :func:`~diffcamera.core.bokeh.render_bokeh`'s keyword options, checked before any work.
+
+    Raises ``ValueError`` naming the input (frame counts that differ, bad options) before any rendering.
+    """
+    check_image(image)
+    check_map(disparity, depth_name)
+    check_same_size(disparity, image.shape[-2:], depth_name, "resize it to the image first")
+    d_f = torch.as_tensor(focus_disparity, dtype=torch.float32).reshape(-1)
+    n = frame_counts([("image", image.shape[0]), (depth_name, disparity.shape[0]), ("focus", d_f.numel())])
+    check_bokeh_options(**options)
+    disparity = smooth_frames(disparity, temporal_smoothing)
+    d_f = smooth_frames(d_f, temporal_smoothing)
+    notes = list(notes)
+    if temporal_smoothing and max(disparity.shape[0], d_f.numel()) > 1:
+        notes.append(f"focus and depth smoothed over ±{int(temporal_smoothing)} frames")
+    device = image.device if device is None else device
+    frame = lambda t, i: t[i:i + 1] if t.shape[0] > 1 else t[:1]  # noqa: E731 - one frame, or the only one
+    outs, cocs = [], []
+    for i in range(n):
+        out, coc = render_bokeh(frame(image, i).to(device), frame(disparity, i).to(device), float(frame(d_f, i)), K,
+                                return_coc=True, **options)
+        outs.append(out.cpu())
+        cocs.append(coc.cpu())
+        if callback is not None:
+            callback(i + 1, n, None)
+    return Frames(torch.cat(outs), torch.cat(cocs), d_f, float(K), notes)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..comfy_adapter import ComfyExtension, register_model_folders
+from ..runtime import ComfyExtension, register_model_folders
 
 #: Modules under ``nodes/`` whose ``NODES`` lists are exposed, in menu order.
 NODE_MODULES = ("depth", "focus", "video", "bokeh", "refocus", "training")

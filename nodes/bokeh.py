@@ -6,93 +6,32 @@ nearest possible surface (d = 1 in front of d_f = 0), 0 = the farthest**; ``|mas
 radius in px. With K = 0 the mask is 0.5 everywhere.
 
 A depth map of another size than the image is resized (bilinear) to the image, and the node says so
-in its text output; the core function :func:`diffcamera.core.bokeh.render_bokeh` refuses such input.
+in its text output (:func:`diffcamera.core.depth.depth_for_image`); the renderer
+:func:`diffcamera.core.bokeh.render_bokeh` refuses such input.
 
 Video: the batch axis is the frame axis. ``image``, the depth and ``focus`` each carry one frame (used for every
 frame) or ``N``; the output has ``N`` frames, so one image with a FOCUS batch from RackFocus renders a rack focus
-(one image in, ``N`` frames out), and a clip with per-frame depth and focus renders frame by frame.
-``temporal_smoothing`` (radius in frames) smooths the focus disparity and the depth over the frame axis first
-(:func:`diffcamera.core.video.smooth_frames`, a centred moving average: no lag) so noisy per-frame depth does
-not make the focus flicker.
+(one image in, ``N`` frames out), and a clip with per-frame depth and focus renders frame by frame
+(:func:`diffcamera.core.video.render_frames`). ``temporal_smoothing`` (radius in frames) smooths the focus
+disparity and the depth over the frame axis first (:func:`diffcamera.core.video.smooth_frames`, a centred moving
+average: no lag) so noisy per-frame depth does not make the focus flicker.
 """
 from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-
-from .. import comfy_adapter as ca
-from ..comfy_adapter import io, ui
+from .. import runtime as rt
 from ..core import depth as core_depth
-from ..core.bokeh import MODES, estimate_render_bytes, render_bokeh
-from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
-from ..core.values import DepthMap, Focus
-from ..core.video import frame_counts, smooth_frames
-from .common import CATEGORY, Depth, FocusType, core_to_mask, mask_to_core
+from ..core import video as core_video
+from ..core.bokeh import MODES, coc_to_mask
+from ..core.conventions import comfy_to_core, core_to_comfy, core_to_comfy_mask, level_to_K
+from ..core.focus import focus_disparities
+from ..runtime import io, ui
+from .common import CATEGORY, Depth, FocusType, combine_ui, depth_values, frames_of, node_progress, one_depth_input
 from .validation import checked_inputs, require_memory
-
-#: Bytes per pixel per image of the node's own float32 buffers: the core image and depth, each image's output and
-#: CoC, the concatenated result, CoC mask and IMAGE.
-NODE_BYTES_PER_PIXEL = 4 * (3 + 1 + 3 + 1 + 3 + 1 + 3)
 
 MODE_OPTIONS = ["layered", "classical"]
 assert set(MODE_OPTIONS) == set(MODES)
-
-
-def coc_to_mask(coc: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Signed CoC ``[B,1,H,W]`` px -> ``0..1`` (0.5 = sharp, 1 = c = +K, 0 = c = −K)."""
-    k = K.view(-1, 1, 1, 1).to(coc)
-    return torch.where(k > 0, 0.5 + coc / (2 * k.clamp_min(1e-12)), torch.full_like(coc, 0.5)).clamp(0, 1)
-
-
-def resolve_depth(depth, depth_image, depth_mask, convention: str, size) -> tuple:
-    """The disparity ``[F, 1, H, W]`` (``F`` maps: one, or one per frame) at the image ``size`` from exactly one
-    depth input, the input's name, and notes."""
-    given = [n for n, v in (("depth", depth), ("depth_image", depth_image), ("depth_mask", depth_mask))
-             if v is not None]
-    if len(given) != 1:
-        raise ValueError("depth / depth_image / depth_mask: connect exactly one depth input "
-                         f"(got {', '.join(given) if given else 'none'})")
-    name = given[0]
-    notes = []
-    if depth is not None:
-        if not isinstance(depth, DepthMap):
-            raise ValueError(f"depth: expected a DEPTH value (DepthEstimate / DepthFromImage), got {type(depth).__name__}")
-        disp = depth.disparity.float()
-    else:
-        if depth_image is not None:
-            if not isinstance(depth_image, torch.Tensor) or depth_image.dim() not in (3, 4):
-                raise ValueError("depth_image: expected a ComfyUI IMAGE [B,H,W,C]")
-            values = comfy_to_core(depth_image[..., :3] if depth_image.shape[-1] >= 3
-                                   else depth_image.expand(*depth_image.shape[:-1], 3)).mean(1, keepdim=True)
-        else:
-            if not isinstance(depth_mask, torch.Tensor) or depth_mask.dim() not in (2, 3):
-                raise ValueError("depth_mask: expected a ComfyUI MASK [B,H,W]")
-            values = mask_to_core(depth_mask)
-        if values.numel() == 0:
-            raise ValueError(f"{name}: the depth map is empty")
-        disp = core_depth.convert_depth_map(values, convention, normalise=True, name=name)
-    if not torch.isfinite(disp).all():
-        raise ValueError(f"{name}: the depth map contains NaN or infinite values")
-    if tuple(disp.shape[-2:]) != tuple(size):
-        notes.append(f"{name} was {disp.shape[-1]}x{disp.shape[-2]}, resized to the image's {size[1]}x{size[0]}")
-        disp = F.interpolate(disp, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
-    return disp, name, notes
-
-
-def resolve_focus(focus, focus_disparity: float) -> torch.Tensor:
-    """``[F]`` focus disparities (one, or one per frame) from a FOCUS or the plain value."""
-    if focus is None:
-        if not 0.0 <= float(focus_disparity) <= 1.0:
-            raise ValueError(f"focus_disparity: must be in 0..1, got {focus_disparity}")
-        return torch.full((1,), float(focus_disparity))
-    if not isinstance(focus, Focus):
-        raise ValueError(f"focus: expected a FOCUS value (FocusPicker, RackFocus), got {type(focus).__name__}")
-    d = focus.disparity.float().reshape(-1)
-    if d.numel() == 0 or not torch.isfinite(d).all():
-        raise ValueError("focus: the FOCUS holds no (finite) focus disparity")
-    return d
 
 
 class BokehSimulate(io.ComfyNode):
@@ -171,57 +110,29 @@ class BokehSimulate(io.ComfyNode):
                 convention=core_depth.CONVENTIONS[0], focus=None, focus_disparity=0.5, focus_range=0.0, blades=0,
                 blade_rotation=0.0, blade_curvature=0.0, highlight_threshold=0.9, highlight_gain=0.0, catseye=0.0,
                 chromatic_aberration=0.0, gamma=4.0, temporal_smoothing=0):
-        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] not in (3, 4):
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise ValueError(f"image: expected a ComfyUI IMAGE [B,H,W,3], got {shape}")
-        if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
-            raise ValueError(f"image: the image is empty ({tuple(image.shape)})")
         img = comfy_to_core(image)
-        _, _, h, w = img.shape
-        if not (isinstance(bokeh_level, (int, float)) and math.isfinite(bokeh_level) and bokeh_level >= 0):
-            raise ValueError(f"bokeh_level: must be >= 0, got {bokeh_level}")
-        if blades not in (0,) and not 3 <= int(blades) <= 12:
-            raise ValueError(f"blades: 0 (circular) or 3..12, got {blades}")
+        h, w = img.shape[-2:]
         K = level_to_K(bokeh_level, h, w)
-        given = next((v for v in (depth, depth_image, depth_mask) if v is not None), None)
-        depth_frames = given.disparity.shape[0] if isinstance(given, DepthMap) else (
-            given.shape[0] if isinstance(given, torch.Tensor) and given.dim() >= 3 else 1)
-        frames = max(img.shape[0], depth_frames, focus.batch if isinstance(focus, Focus) else 1)
-        need = frames * h * w * NODE_BYTES_PER_PIXEL + estimate_render_bytes(1, h, w, mode, K, catseye=float(catseye))
-        require_memory(need, ca.compute_device(), f"BokehSimulate ({frames} frame(s) {w}x{h}, mode {mode}, "
-                       f"K {K:.0f} px)", "use a smaller image (or fewer frames)")  # renders frame by frame
-        disp, depth_name, notes = resolve_depth(depth, depth_image, depth_mask, convention, (h, w))
-        d_f = resolve_focus(focus, focus_disparity)
-        b = frame_counts([("image", img.shape[0]), (depth_name, disp.shape[0]), ("focus", d_f.numel())])
-        disp = smooth_frames(disp, temporal_smoothing)
-        d_f = smooth_frames(d_f, temporal_smoothing)
-        if temporal_smoothing and max(disp.shape[0], d_f.numel()) > 1:
-            notes.append(f"focus and depth smoothed over ±{int(temporal_smoothing)} frames")
-        options = dict(mode=mode, gamma=float(gamma), blades=int(blades),
-                       rotation=math.radians(float(blade_rotation)), curvature=float(blade_curvature),
-                       highlight_threshold=float(highlight_threshold), highlight_gain=float(highlight_gain),
-                       catseye=float(catseye), chromatic_aberration=float(chromatic_aberration),
-                       focus_range=float(focus_range))
-        # validate everything on the first image before any work (raises ValueError naming the input)
-        render_bokeh(img[:1, :, :1, :1], disp[:1, :, :1, :1], float(d_f[0]), 0.0, **options)
-        device = ca.compute_device()
-        progress = ca.Progress(b, desc="bokeh", node_id=getattr(cls.hidden, "unique_id", None))
-        outs, masks = [], []
-        frame = lambda t, i: t[i:i + 1] if t.shape[0] > 1 else t[:1]  # noqa: E731 - one frame, or the only one
-        for i in range(b):
-            out, coc = render_bokeh(frame(img, i).to(device), frame(disp, i).to(device),
-                                    float(frame(d_f, i)), K, return_coc=True, **options)
-            outs.append(out.cpu())
-            masks.append(coc_to_mask(coc.cpu(), torch.tensor([K])))
-            progress(i + 1, b, None)
-        progress.close() if hasattr(progress, "close") else None
-        result = core_to_comfy(torch.cat(outs))
-        mask = core_to_mask(torch.cat(masks))
-        text = (f"BokehSimulate: {b} frame(s) {w}x{h}, mode {mode}, level {bokeh_level:g} -> K = {K:.2f} px, "
-                f"focus disparity {', '.join(f'{float(x):.3f}' for x in d_f[:4])}{' ...' if d_f.numel() > 4 else ''}"
-                + ("".join("; " + n for n in notes)))
-        return io.NodeOutput(result, mask, ui=ca.combine_ui(ui.PreviewImage(image=result, cls=cls),
-                                                            ui.PreviewText(value=text)))
+        depth_name, given = one_depth_input(depth=depth, depth_image=depth_image, depth_mask=depth_mask)
+        frames = max(img.shape[0], frames_of(given), 1 if focus is None else focus.batch)
+        require_memory(core_video.estimate_frames_bytes(frames, h, w, mode, K, catseye), rt.compute_device(),
+                       f"BokehSimulate ({frames} frame(s) {w}x{h}, mode {mode}, K {K:.0f} px)",
+                       "use a smaller image (or fewer frames)")
+        disp, notes = core_depth.depth_for_image(depth_values(given), (h, w), depth_name,
+                                                 None if depth is not None else convention)
+        options = dict(mode=mode, gamma=gamma, blades=blades, rotation=math.radians(blade_rotation),
+                       curvature=blade_curvature, highlight_threshold=highlight_threshold,
+                       highlight_gain=highlight_gain, catseye=catseye, chromatic_aberration=chromatic_aberration,
+                       focus_range=focus_range)
+        with node_progress(cls, frames, "bokeh") as progress:
+            out = core_video.render_frames(img, disp, focus_disparities(focus_disparity if focus is None else focus),
+                                           K, depth_name=depth_name, temporal_smoothing=temporal_smoothing,
+                                           device=rt.compute_device(), callback=progress, notes=notes, **options)
+        result = core_to_comfy(out.image)
+        text = (f"BokehSimulate: {out.frames} frame(s) {w}x{h}, mode {mode}, level {bokeh_level:g} -> K = {K:.2f} px, "
+                f"focus disparity {out.describe_focus()}" + "".join("; " + n for n in out.notes))
+        return io.NodeOutput(result, core_to_comfy_mask(coc_to_mask(out.coc, K)),
+                             ui=combine_ui(ui.PreviewImage(image=result, cls=cls), ui.PreviewText(value=text)))
 
 
 NODES = [BokehSimulate]

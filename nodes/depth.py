@@ -8,35 +8,27 @@ from __future__ import annotations
 
 import os
 
-import torch
-
-from .. import comfy_adapter as ca
-from ..comfy_adapter import io, ui
+from .. import runtime as rt
 from ..core import depth as core_depth
+from ..core.checks import check_batch
 from ..core.conventions import comfy_to_core, core_to_comfy
 from ..core.values import DepthMap
-from .common import CATEGORY, Depth, DepthModel, mask_to_core
+from ..runtime import io, ui
+from .common import CATEGORY, Depth, DepthModel, depth_values, node_progress, one_depth_input
 from .validation import checked_inputs, require_memory
 
 MODEL_FOLDER = "depth_anything"
 NONE_FOUND = "(no model found: see tooltip)"
-DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LICENCE_TEXT = ("Depth Anything V2 Small (depth-anything/Depth-Anything-V2-Small-hf) is Apache-2.0; "
                 "Base and Large are CC-BY-NC-4.0 (non-commercial use only).")
+#: ``DepthMap.source`` tag of each convention DepthFromImage converts from.
+SOURCE_TAGS = {"disparity (near bright)": "disparity", "depth (near dark)": "inverted", "metric depth": "metric"}
+assert set(SOURCE_TAGS) == set(core_depth.CONVENTIONS)
 
 
 def _model_choices() -> list:
-    found = ca.list_model_dirs(MODEL_FOLDER)
+    found = rt.list_model_dirs(MODEL_FOLDER)
     return found or [NONE_FOUND]
-
-
-def _image_batch(image, name: str) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or image.shape[-1] not in (1, 3, 4):
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"{name}: expected a ComfyUI IMAGE [B,H,W,C], got {shape}")
-    if image.shape[-1] == 1:
-        image = image.expand(*image.shape[:-1], 3)
-    return comfy_to_core(image)
 
 
 class DepthModelLoader(io.ComfyNode):
@@ -44,7 +36,7 @@ class DepthModelLoader(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        folders = ", ".join(ca.model_folder_paths(MODEL_FOLDER)) or "models/depth_anything"
+        folders = ", ".join(rt.model_folder_paths(MODEL_FOLDER)) or "models/depth_anything"
         return io.Schema(
             node_id="DiffCamera_DepthModelLoader",
             display_name="DepthModelLoader",
@@ -60,7 +52,7 @@ class DepthModelLoader(io.ComfyNode):
                                 tooltip=("Optional: a model folder inside models/depth_anything (its name, or its "
                                          "full path); when set it is used instead of model_name. Folders elsewhere "
                                          "only with DIFFCAMERA_ALLOW_EXTERNAL_MODELS=1 (README: Security).")),
-                io.Combo.Input(id="dtype", options=list(DTYPES), default="auto",
+                io.Combo.Input(id="dtype", options=list(core_depth.DTYPES), default="auto",
                                tooltip="Weight precision. auto = float16 on a GPU, float32 on the CPU."),
                 io.Combo.Input(id="device", options=["auto", "cpu"], default="auto",
                                tooltip="auto = ComfyUI's GPU (the model is offloaded when others need memory); "
@@ -73,47 +65,12 @@ class DepthModelLoader(io.ComfyNode):
     @checked_inputs
     def execute(cls, model_name, dtype="auto", device="auto", path=""):
         path = (path or "").strip()
-        if path:
-            folder = ca.find_model(MODEL_FOLDER, path, "path", kind="dir")
-        elif model_name == NONE_FOUND:
+        if not path and model_name == NONE_FOUND:
             raise core_depth.DepthModelError(
-                "model_name: no Depth Anything model found in " + ", ".join(ca.model_folder_paths(MODEL_FOLDER))
+                "model_name: no Depth Anything model found in " + ", ".join(rt.model_folder_paths(MODEL_FOLDER))
                 + ".\n" + core_depth.download_hint())
-        else:
-            folder = ca.find_model(MODEL_FOLDER, model_name, "model_name", kind="dir")
-        load_device = torch.device("cpu") if device == "cpu" else ca.compute_device()
-        torch_dtype = DTYPES.get(dtype)
-        if torch_dtype is None:
-            torch_dtype = torch.float16 if load_device.type == "cuda" else torch.float32
-        model = core_depth.load_depth_model(folder, dtype=torch_dtype)
-        offload = torch.device("cpu") if device == "cpu" else ca.offload_device()
-        return io.NodeOutput(ca.wrap_model(model, load_device=load_device, offload_device_=offload))
-
-
-def run_depth_model(handle, image: torch.Tensor, process_res: int, batch_size: int, node_id=None) -> torch.Tensor:
-    """Load ``handle`` through ComfyUI's model management, estimate disparity ``[B,1,H,W]``, offload.
-
-    Inside ComfyUI the model stays where model management put it (it is freed when another model
-    needs the memory); outside ComfyUI it goes back to its offload device right after use.
-    """
-    ca.load_models([handle])
-    model = handle.model
-    target = torch.device(handle.load_device)
-    if any(p.device != target for p in model.parameters()):  # partial (low-VRAM) loads: run it whole
-        model.to(target)
-    progress = ca.Progress(image.shape[0], desc="depth", node_id=node_id)
-    try:
-        try:
-            return core_depth.estimate_disparity(model, image, process_res, batch_size, callback=progress)
-        except torch.cuda.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            ca.free_memory_for([handle])
-            ca.load_models([handle])
-            return core_depth.estimate_disparity(model, image, process_res, 1, callback=progress)
-    finally:
-        progress.close()
-        ca.offload_models([handle])
+        folder = rt.find_model(MODEL_FOLDER, path or model_name, "path" if path else "model_name", kind="dir")
+        return io.NodeOutput(rt.load_depth_model(folder, dtype=dtype, device=device))
 
 
 class DepthEstimate(io.ComfyNode):
@@ -144,19 +101,19 @@ class DepthEstimate(io.ComfyNode):
     @classmethod
     @checked_inputs
     def execute(cls, depth_model, image, process_res=core_depth.DEFAULT_PROCESS_RES, batch_size=4):
-        img = _image_batch(image, "image")
-        chunk = min(int(batch_size), img.shape[0])
-        need = core_depth.estimate_depth_bytes(depth_model.model, img.shape[0], chunk, img.shape[-2], img.shape[-1],
-                                               int(process_res))
-        require_memory(need, depth_model.load_device, f"DepthEstimate ({img.shape[0]} image(s) "
-                       f"{img.shape[-1]}x{img.shape[-2]}, process_res {process_res}, batch_size {batch_size})",
-                       "lower process_res or batch_size, or use smaller images")
-        disparity = run_depth_model(depth_model, img, int(process_res), int(batch_size),
-                                    node_id=getattr(cls.hidden, "unique_id", None))
+        img = comfy_to_core(image)
+        b, h, w = img.shape[0], img.shape[-2], img.shape[-1]
+        need = core_depth.estimate_depth_bytes(depth_model.model, b, min(int(batch_size), b), h, w, int(process_res))
+        require_memory(need, depth_model.load_device, f"DepthEstimate ({b} image(s) {w}x{h}, process_res "
+                       f"{process_res}, batch_size {batch_size})", "lower process_res or batch_size, or use smaller "
+                       "images")
+        with node_progress(cls, b, "depth") as progress:
+            disparity = core_depth.estimate_disparity_placed(rt.ModelPlacement([depth_model]), depth_model.model, img,
+                                                             int(process_res), int(batch_size), callback=progress)
         name = os.path.basename(getattr(depth_model.model, "diffcamera_info", {}).get("path", "")) or "model"
-        depth = DepthMap(disparity, source=f"depth_anything_v2:{name}")
         preview = core_to_comfy(core_depth.disparity_preview(disparity))
-        return io.NodeOutput(depth, preview, ui=ui.PreviewImage(image=preview, cls=cls))
+        return io.NodeOutput(DepthMap(disparity, source=f"depth_anything_v2:{name}"), preview,
+                             ui=ui.PreviewImage(image=preview, cls=cls))
 
 
 class DepthFromImage(io.ComfyNode):
@@ -198,32 +155,16 @@ class DepthFromImage(io.ComfyNode):
     @checked_inputs
     def execute(cls, convention=core_depth.CONVENTIONS[0], depth_image=None, depth_mask=None, image=None,
                 normalise=True, near=0.0, far=0.0):
-        if (depth_image is None) == (depth_mask is None):
-            raise ValueError("depth_image / depth_mask: connect exactly one of them (the depth map to convert)")
-        if depth_image is not None:
-            values = _image_batch(depth_image, "depth_image").mean(1, keepdim=True)
-            name = "depth_image"
-        else:
-            if not isinstance(depth_mask, torch.Tensor) or depth_mask.dim() not in (2, 3):
-                raise ValueError("depth_mask: expected a ComfyUI MASK [B,H,W]")
-            values = mask_to_core(depth_mask)
-            name = "depth_mask"
+        name, given = one_depth_input(depth_image=depth_image, depth_mask=depth_mask)
+        values = depth_values(given)
         size = None
         if image is not None:
-            ref = _image_batch(image, "image")
+            ref = comfy_to_core(image)
             size = tuple(ref.shape[-2:])
-            if values.shape[0] not in (1, ref.shape[0]):
-                raise ValueError(f"{name}: {values.shape[0]} depth maps for {ref.shape[0]} images; give one or "
-                                 f"one per image")
-        use_range = convention == "metric depth" and near > 0 and far > 0
-        if convention == "metric depth" and (near > 0) != (far > 0):
-            raise ValueError("near / far: set both (metric depth range) or leave both at 0")
+            check_batch(values.shape[0], ref.shape[0], name, "depth maps")
         disparity = core_depth.convert_depth_map(values, convention, normalise=bool(normalise), size=size,
-                                                 near=near if use_range else None, far=far if use_range else None,
-                                                 name=name)
-        tag = {"disparity (near bright)": "disparity", "depth (near dark)": "inverted",
-               "metric depth": "metric"}[convention]
-        depth = DepthMap(disparity.cpu(), source=f"converted:{tag}")
+                                                 near=near, far=far, name=name)
+        depth = DepthMap(disparity.cpu(), source=f"converted:{SOURCE_TAGS[convention]}")
         return io.NodeOutput(depth, core_to_comfy(core_depth.disparity_preview(disparity)))
 
 

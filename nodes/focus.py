@@ -6,14 +6,11 @@ writes it when the artist clicks the node's preview; API users set it directly.
 """
 from __future__ import annotations
 
-import torch
-
-from .. import comfy_adapter as ca
-from ..comfy_adapter import io, ui
 from ..core import focus as core_focus
-from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
-from ..core.values import DepthMap, Focus
-from .common import CATEGORY, Depth, FocusType, mask_to_core
+from ..core.conventions import comfy_mask_to_core, comfy_to_core, core_to_comfy, level_to_K
+from ..core.values import Focus
+from ..runtime import io, ui
+from .common import CATEGORY, Depth, FocusType
 from .validation import checked_inputs
 
 POINT_WIDGET = "focus_point"
@@ -25,55 +22,10 @@ PREVIEW_UI_KEY = "diffcamera_preview"
 FOCUS_UI_KEY = "diffcamera_focus"
 
 
-def _points_for_batch(text: str, batch: int):
-    points = core_focus.parse_points_json(text, POINT_WIDGET)
-    if len(points) not in (1, batch):
-        raise ValueError(f"{POINT_WIDGET}: {len(points)} points for {batch} images; give one point for all "
-                         f"images or exactly one per image")
-    if len(points) == 1:
-        points = points * batch
-    xs = torch.tensor([p[0] for p in points], dtype=torch.float32)
-    ys = torch.tensor([p[1] for p in points], dtype=torch.float32)
-    return xs, ys
-
-
 def _focus_json(focus: Focus) -> list:
     return [{"x": round(float(focus.x[i]), 4), "y": round(float(focus.y[i]), 4),
              "disparity": round(float(focus.disparity[i]), 4), "method": focus.method[i]}
             for i in range(focus.batch)]
-
-
-def pick_focus(image: torch.Tensor, depth: DepthMap, focus_point: str, window: int = 0, mask=None,
-               override: float = OVERRIDE_OFF):
-    """Core of the node on core tensors: returns ``(Focus, disparity [B,1,H,W])``.
-
-    ``image`` ``[B,3,H,W]``; ``depth.disparity`` ``[1|B,1,H,W]`` of the same size; ``mask`` ``[1|B,1,H,W]``.
-    Precedence: ``override`` (>= 0) > ``mask`` > ``focus_point``.
-    """
-    if not isinstance(depth, DepthMap):
-        raise ValueError("depth: connect a DEPTH (DepthEstimate or DepthFromImage)")
-    b, _, h, w = image.shape
-    disparity = core_focus.check_disparity(depth.disparity, "depth")
-    if tuple(disparity.shape[-2:]) != (h, w):
-        raise ValueError(f"depth: the depth map is {disparity.shape[-1]}x{disparity.shape[-2]} px but the image is "
-                         f"{w}x{h}; estimate depth on this image or resize it with DepthFromImage (image input)")
-    if disparity.shape[0] not in (1, b):
-        raise ValueError(f"depth: {disparity.shape[0]} depth maps for {b} images; give one or one per image")
-    disparity = disparity.expand(b, -1, -1, -1).float().cpu()
-    xs, ys = _points_for_batch(focus_point, b)
-    if mask is not None:
-        m = mask.float().cpu()
-        if tuple(m.shape[-2:]) != (h, w):
-            raise ValueError(f"mask: the mask is {m.shape[-1]}x{m.shape[-2]} px but the image is {w}x{h}; "
-                             f"resize the mask to the image")
-        focus = core_focus.focus_from_mask(disparity, m, name="mask")
-    else:
-        focus = core_focus.focus_from_point(disparity, xs, ys, window=int(window) or None)
-    if override is not None and override >= 0:
-        if override > 1:
-            raise ValueError(f"focus_disparity_override: must be in 0..1 (or negative = off), got {override}")
-        focus = core_focus.focus_override(float(override), b, focus.x, focus.y)
-    return focus, disparity
 
 
 class FocusPicker(io.ComfyNode):
@@ -132,13 +84,11 @@ class FocusPicker(io.ComfyNode):
     @checked_inputs
     def execute(cls, image, depth, focus_point=core_focus.DEFAULT_POINT_JSON, bokeh_level=20.0, window=0,
                 mask=None, focus_disparity_override=OVERRIDE_OFF):
-        if not isinstance(image, torch.Tensor) or image.dim() != 4:
-            raise ValueError("image: expected a ComfyUI IMAGE [B,H,W,C]")
         img = comfy_to_core(image)
-        m = mask_to_core(mask) if mask is not None else None
-        focus, disparity = pick_focus(img, depth, focus_point, window, m, focus_disparity_override)
-        h, w = img.shape[-2:]
-        K = level_to_K(bokeh_level, h, w)
+        focus, disparity = core_focus.pick_focus(img, depth.disparity, focus_point, window,
+                                                 None if mask is None else comfy_mask_to_core(mask),
+                                                 focus_disparity_override, widget=POINT_WIDGET)
+        K = level_to_K(bokeh_level, *img.shape[-2:])
         preview = core_to_comfy(core_focus.focus_preview(img, disparity, focus, K))
         saved = ui.PreviewImage(image=preview, cls=cls).as_dict()["images"]
         ui_out = {PREVIEW_UI_KEY: saved, FOCUS_UI_KEY: _focus_json(focus), "diffcamera_level": [float(bokeh_level)]}

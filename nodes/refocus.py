@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import os
 
-import torch
-
-from .. import comfy_adapter as ca
-from ..comfy_adapter import io, ui
+from .. import runtime as rt
 from ..core.conventions import comfy_to_core, core_to_comfy, level_to_K
 from ..core.dit import memory as dit_memory
 from ..core.pipeline import PhysicsOnly
 from ..core.safe_paths import PathRefused
-from .common import CATEGORY, Depth, DiffCameraModel, FocusType
+from ..runtime import io, ui
+from .common import CATEGORY, Depth, DiffCameraModel, FocusType, node_progress
 from .validation import checked_inputs
 
 PHYSICS = "physics (no model)"
@@ -34,11 +32,11 @@ SEP = "/"
 
 
 def _files(folder: str, exts=(".safetensors", ".sft")) -> list:
-    return [f for f in ca.list_model_files(folder) if f.lower().endswith(exts)]
+    return [f for f in rt.list_model_files(folder) if f.lower().endswith(exts)]
 
 
 def _dirs(folder: str) -> list:
-    return ca.list_model_dirs(folder, "config.json")
+    return rt.list_model_dirs(folder, "config.json")
 
 
 def _folders_and_files(folder: str) -> list:
@@ -75,7 +73,7 @@ def lora_choices(own_loras: list = None) -> list:
 def _is_whole_model(folder: str, name: str) -> bool:
     from ..core.dit.loading import is_diffcamera_model
     try:
-        path = ca.find_model(folder, name, "file", kind="file")
+        path = rt.find_model(folder, name, "file", kind="file")
     except PathRefused:  # a link leaving the folder: listed, refused when picked, never opened here
         return False
     return is_diffcamera_model(path)
@@ -83,9 +81,9 @@ def _is_whole_model(folder: str, name: str) -> bool:
 
 def resolve_choice(choice: str, what: str) -> str:
     """``"<folder>/<relative>"`` (one of the node's options) -> real path inside that model folder, by the pack's
-    path policy (:func:`diffcamera.comfy_adapter.find_model`); a refusal names ``what`` and the folder."""
+    path policy (:func:`diffcamera.runtime.find_model`); a refusal names ``what`` and the folder."""
     folder, _, rel = choice.partition(SEP)
-    return ca.find_model(folder, rel, what)
+    return rt.find_model(folder, rel, what)
 
 
 class ModelLoader(io.ComfyNode):
@@ -141,7 +139,6 @@ class ModelLoader(io.ComfyNode):
     @checked_inputs
     def execute(cls, base, vae=AUTO_VAE, lora=NO_LORA, family="auto", dtype="auto", weight_storage="default",
                 offload="none"):
-        from ..core.dit.loading import describe, load_refocus_model
         if base == PHYSICS:
             return io.NodeOutput(PhysicsOnly())
         vae_path = None if vae == AUTO_VAE else resolve_choice(vae, "vae")
@@ -151,36 +148,11 @@ class ModelLoader(io.ComfyNode):
             if lora_path is None or vae_path is None:
                 raise ValueError("lora/vae: with a ComfyUI MODEL as the base, pick the DiffCamera LoRA and the FLUX "
                                  "VAE (ae.safetensors) here")
-            bundle = load_condition_bundle(lora_path, vae_path)
-            bundle.diffcamera_info = {"base": base, "lora": lora, "summary": f"conditions of {lora} (external FLUX)"}
-            return io.NodeOutput(ca.wrap_model(bundle, load_device=ca.compute_device(),
-                                               offload_device_=ca.offload_device()))
+            return io.NodeOutput(rt.wrap_model(load_condition_bundle(lora_path, vae_path)))
         base_path = "toy" if base == TOY else resolve_choice(base, "base")
-        device = ca.compute_device()
-        dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[
-            dit_memory.resolve_dtype(dtype, device)]
-        # offload none: the model waits on the offload device and ComfyUI moves it when the refocus node runs;
-        # group/leaf: diffusers' hooks move blocks themselves, so ComfyUI must never move the whole model
-        none = offload == "none"
-        load_device = device if none else ca.offload_device()
-        model = load_refocus_model(base_path, vae_path, lora_path, family=None if family == "auto" else family,
-                                   dtype=dtype_name, storage=weight_storage, offload=offload,
-                                   device=ca.offload_device() if none else device)
-        model.diffcamera_info = {"base": base, "lora": lora, "summary": describe(model), "device": str(device)}
-        return io.NodeOutput(ca.wrap_model(model, load_device=load_device, offload_device_=ca.offload_device()))
-
-
-def _preview_tuple(preview):
-    """Core preview ``[B,3,h,w]`` -> what ComfyUI's progress bar shows (``("JPEG", PIL image, max size)``)."""
-    if preview is None or not ca.HAS_COMFY:
-        return None
-    from PIL import Image
-    arr = (preview[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    img = Image.fromarray(arr)
-    scale = max(1, 256 // max(img.size))
-    if scale > 1:
-        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
-    return ("JPEG", img, 512)
+        return io.NodeOutput(rt.load_refocus_model(base_path, vae_path, lora_path,
+                                                   family=None if family == "auto" else family, dtype=dtype,
+                                                   storage=weight_storage, offload=offload))
 
 
 def _prompt_from_conditioning(conditioning):
@@ -192,25 +164,6 @@ def _prompt_from_conditioning(conditioning):
     if pooled is None:
         raise ValueError("conditioning: no pooled_output (it must come from a FLUX text encoder: T5 + CLIP-L)")
     return cond[:1].float().cpu(), pooled[:1].float().cpu()
-
-
-def _pipeline(diffcamera_model, flux_model, node_interrupt):
-    """The :class:`~diffcamera.core.pipeline.RefocusPipeline` for the loader's choice (and ComfyUI's FLUX)."""
-    from ..core.pipeline import RefocusPipeline
-    if isinstance(diffcamera_model, PhysicsOnly):
-        if flux_model is not None:
-            raise ValueError("flux_model: the physics refocus uses no model; pick a DiffCamera LoRA in the loader "
-                             "to refine it with this FLUX, or disconnect flux_model")
-        return RefocusPipeline(device=ca.compute_device())
-    bundle = model = diffcamera_model.model
-    handles = [diffcamera_model]
-    if flux_model is None and bundle.transformer is None:
-        raise ValueError("flux_model: this DiffCamera model was loaded without a transformer; connect the FLUX "
-                         "MODEL of your graph (Load Diffusion Model) to flux_model")
-    if flux_model is not None:
-        model, patcher = _external(bundle, flux_model)
-        handles = [patcher, diffcamera_model]
-    return RefocusPipeline(model, ca.RefocusPlacement(handles, bundle), interrupt=node_interrupt)
 
 
 class Refocus(io.ComfyNode):
@@ -281,42 +234,20 @@ class Refocus(io.ComfyNode):
     def execute(cls, diffcamera_model, image, depth, focus, bokeh_level=20.0, steps=28, seed=0, guidance=2.5,
                 denoise=0.5, tiling="auto", tile_size=0, input_focus=None, input_level=-1.0, conditioning=None,
                 flux_model=None):
-        from ..core.dit.tiling import tile_size_for
         img = comfy_to_core(image)
         h, w = img.shape[-2:]
-        pipe = _pipeline(diffcamera_model, flux_model, ca.check_interrupt)
-        input_d = None if input_focus is None else input_focus.disparity
-        input_K = None if input_level is None or input_level < 0 else level_to_K(input_level, h, w)
-        pipe.check(img, depth.disparity, focus, level_to_K(bokeh_level, h, w), steps=steps, denoise=denoise,
-                   input_focus_disparity=input_d, input_K=input_K)
-        tile = None if pipe.weight_free else tile_size_for(pipe.denoiser, h, w, tiling, tile_size)
-        progress = ca.Progress(1, desc="refocus", node_id=getattr(cls.hidden, "unique_id", None))
-        try:
-            out = pipe(img, depth.disparity, focus, level_to_K(bokeh_level, h, w), input_focus_disparity=input_d,
-                       input_K=input_K, steps=steps, seed=seed, guidance=guidance, denoise=denoise, tile_size=tile,
-                       prompt=_prompt_from_conditioning(conditioning), preview=ca.HAS_COMFY,
-                       callback=lambda done, total, pv: progress(done, total, _preview_tuple(pv)))
-        finally:
-            progress.close()
+        pipe = rt.refocus_pipeline(diffcamera_model, flux_model)
+        given = dict(input_focus_disparity=None if input_focus is None else input_focus.disparity,
+                     input_K=None if input_level is None or input_level < 0 else level_to_K(input_level, h, w))
+        K = level_to_K(bokeh_level, h, w)
+        pipe.check(img, depth.disparity, focus, K, steps=steps, denoise=denoise, **given)
+        tile = pipe.tile_size(h, w, tiling, tile_size)
+        with node_progress(cls, 1, "refocus") as progress:
+            out = pipe(img, depth.disparity, focus, K, steps=steps, seed=seed, guidance=guidance, denoise=denoise,
+                       tile_size=tile, prompt=_prompt_from_conditioning(conditioning),
+                       preview=progress.shows_previews, callback=progress, **given)
         return io.NodeOutput(core_to_comfy(out.image), core_to_comfy(out.all_in_focus),
                              ui=ui.PreviewText(value=f"DiffCameraRefocus: {out.describe()}"))
-
-
-def _external(bundle, flux_model):
-    """``(ExternalRefocusModel, patcher)``: our conditions + LoRA on ComfyUI's FLUX MODEL."""
-    from ..core.dit.external import ExternalRefocusModel
-    from ..core.dit.lora import has_adapter, lora_state_dict
-    if bundle.config.family == "toy":
-        raise ValueError("flux_model: the toy model has no FLUX counterpart; disconnect flux_model or load a FLUX "
-                         "DiffCamera LoRA")
-    if not ca.is_comfy_flux_model(flux_model):
-        raise ValueError("flux_model: expected a FLUX.1 MODEL (Load Diffusion Model with a FLUX.1 Kontext [dev] / "
-                         "[dev] file)")
-    lora = getattr(bundle, "lora_tensors", None)
-    if lora is None and bundle.transformer is not None and has_adapter(bundle):
-        lora = lora_state_dict(bundle)
-    patcher, fn = ca.flux_velocity_fn(flux_model, lora)
-    return ExternalRefocusModel(bundle, fn), patcher
 
 
 NODES = [ModelLoader, Refocus]

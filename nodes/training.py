@@ -9,24 +9,21 @@ model folder (a new name, never overwriting) so the refocus model loader lists i
 """
 from __future__ import annotations
 
+import functools
 import os
 
-import torch
-
-from .. import comfy_adapter as ca
-from ..comfy_adapter import io, ui
+from .. import runtime as rt
+from ..core import depth as core_depth
 from ..core import safe_paths
 from ..core.conventions import core_to_comfy
 from ..core.values import SimulatedDataset
-from .common import CATEGORY, DepthModel, DiffCameraDataset
+from ..runtime import io, ui
+from .common import CATEGORY, DepthModel, DiffCameraDataset, node_progress
 from .validation import InputError, checked_inputs, require_memory
 
 SOURCES = ["procedural", "image_folder"]
 DATASETS_FOLDER = "diffcamera_datasets"
 RUNS_FOLDER = "diffcamera_train"
-IMAGE_FOLDER_HINT = ("put the photos (with NAME_depth.png beside them) in a folder inside ComfyUI's input folder and "
-                     "give its name, or set " + safe_paths.ALLOW_EXTERNAL_IMAGE_FOLDERS + "=1 in ComfyUI's "
-                     "environment to read folders anywhere")
 
 
 def _bundled_configs() -> list:
@@ -87,52 +84,61 @@ class SimulateDataset(io.ComfyNode):
     @checked_inputs
     def execute(cls, source, num_scenes, variants, size, level_min, level_max, seed, name,
                 image_folder="", depth_model=None, min_sharpness=0.0):
-        from ..training.simulate import SimulateOptions, estimate_simulate_bytes, simulate_dataset
+        from ..training.simulate import simulate_dataset
         name = safe_paths.plain_name(name, "name")
-        if int(size) % 16:
-            raise InputError(f"size: must be a multiple of 16, got {size}")
-        if level_min > level_max:
-            raise InputError(f"level_min ({level_min}) must not exceed level_max ({level_max})")
-        folder = root = None
-        if source == "image_folder":
-            if not (image_folder or "").strip():
-                raise InputError("image_folder: empty; give the name of a folder of all-in-focus images inside "
-                                 "ComfyUI's input folder (or choose source = procedural)")
-            external = safe_paths.opted_in(safe_paths.ALLOW_EXTERNAL_IMAGE_FOLDERS)
-            root = ca.input_directory()
-            folder = safe_paths.resolve_in_roots([root], image_folder, "image_folder", kind="dir",
-                                                 allow_external=external, hint=IMAGE_FOLDER_HINT)
-            if external:
-                root = None
-        workers = 1
-        from ..core.bokeh import estimate_render_bytes
-        render = estimate_render_bytes(1, int(size), int(size), "classical", float(level_max) * int(size) / 1024.0)
-        opts = SimulateOptions(size=int(size), variants=int(variants), level_range=(float(level_min), float(level_max)),
-                               seed=int(seed), min_sharpness=float(min_sharpness or 0.0),
-                               num_scenes=int(num_scenes) if source == "procedural" else 0,
-                               depth_model="(node input)" if depth_model is not None else None)
-        groups = opts.shard_size if folder else min(opts.shard_size, opts.num_scenes * opts.variants)
-        require_memory(estimate_simulate_bytes(opts.size, workers, groups, render), torch.device("cpu"),
+        opts = _simulate_options(source, num_scenes, variants, size, level_min, level_max, seed, min_sharpness,
+                                 depth_model)
+        folder, root = _image_folder(image_folder) if source == "image_folder" else (None, None)
+        require_memory(_simulate_bytes(opts, folder is not None), "cpu",  # the simulator renders on the CPU
                        f"SimulateRefocusDataset at size {size}", "lower size")
-        out = safe_paths.make_dirs_inside(ca.output_directory(), [DATASETS_FOLDER, name], "name")
-        estimator = None
-        if depth_model is not None:
-            from .depth import run_depth_model
-
-            def estimator(img):
-                return run_depth_model(depth_model, img, 518, 1)
+        out = rt.output_folder([DATASETS_FOLDER, name], "name")
+        estimator = None if depth_model is None else functools.partial(_estimate_depth, depth_model)
         lines = []
-        progress = ca.Progress(1, desc="simulate", node_id=getattr(cls.hidden, "unique_id", None))
-        try:
-            manifest = simulate_dataset(out, opts, image_folder=folder, workers=workers, callback=progress,
+        with node_progress(cls, 1, "simulate") as progress:
+            manifest = simulate_dataset(out, opts, image_folder=folder, workers=1, callback=progress,
                                         log=lines.append, depth_estimator=estimator, source_root=root,
-                                        interrupt=ca.check_interrupt, what="name")
-        finally:
-            progress.close()
+                                        interrupt=rt.check_interrupt, what="name")
         summary = "\n".join(lines + [f"{manifest['groups']} groups at {manifest['size']} px in "
                                      f"output/{DATASETS_FOLDER}/{name}"])
         dataset = SimulatedDataset(folder=out, size=int(manifest["size"]), groups=int(manifest["groups"]))
         return io.NodeOutput(dataset, summary, ui=ui.PreviewText(value=summary))
+
+
+def _simulate_options(source, num_scenes, variants, size, level_min, level_max, seed, min_sharpness, depth_model):
+    """The simulator's options from the node's inputs (checked first: what the widgets' min/max cannot say)."""
+    from ..training.simulate import SimulateOptions
+    if int(size) % 16:
+        raise InputError(f"size: must be a multiple of 16, got {size}")
+    if level_min > level_max:
+        raise InputError(f"level_min ({level_min}) must not exceed level_max ({level_max})")
+    return SimulateOptions(size=int(size), variants=int(variants), level_range=(float(level_min), float(level_max)),
+                           seed=int(seed), min_sharpness=float(min_sharpness or 0.0),
+                           num_scenes=int(num_scenes) if source == "procedural" else 0,
+                           depth_model="(node input)" if depth_model is not None else None)
+
+
+def _image_folder(image_folder: str):
+    """``(folder, root)`` of the image_folder input inside ComfyUI's input folder (:func:`~diffcamera.runtime.input_folder`)."""
+    if not (image_folder or "").strip():
+        raise InputError("image_folder: empty; give the name of a folder of all-in-focus images inside "
+                         "ComfyUI's input folder (or choose source = procedural)")
+    return rt.input_folder(image_folder, "image_folder")
+
+
+def _simulate_bytes(opts, from_folder: bool) -> int:
+    """The simulator's peak memory (one process) for ``opts``: a shard of groups with the renderer's estimate at the
+    highest level (:func:`diffcamera.training.simulate.estimate_simulate_bytes`)."""
+    from ..core.bokeh import estimate_render_bytes
+    from ..training.simulate import estimate_simulate_bytes
+    render = estimate_render_bytes(1, opts.size, opts.size, "classical", opts.level_range[1] * opts.size / 1024.0)
+    groups = opts.shard_size if from_folder else min(opts.shard_size, opts.num_scenes * opts.variants)
+    return estimate_simulate_bytes(opts.size, 1, groups, render)
+
+
+def _estimate_depth(handle, image):
+    """Disparity of a source image without a depth file, by the DEPTH_MODEL input (Cancel checked per image)."""
+    return core_depth.estimate_disparity_placed(rt.ModelPlacement([handle]), handle.model, image, batch_size=1,
+                                                callback=lambda done, total, preview: rt.check_interrupt())
 
 
 class TrainRefocusLoRA(io.ComfyNode):
@@ -189,60 +195,48 @@ class TrainRefocusLoRA(io.ComfyNode):
     @checked_inputs
     def execute(cls, dataset, config, steps, batch_size, learning_rate, lambda_stack, depth_dropout, seed,
                 run_name, checkpoint_every, base_path="", vae_path=""):
-        from ..training.config import CONFIG_DIR, TrainConfig
         from ..training.memory import check_fits
         from ..training.trainer import loss_curve_image, train
-        datasets = os.path.join(ca.output_directory(), DATASETS_FOLDER)
-        if not (safe_paths.is_inside(dataset.folder, datasets)
-                and os.path.isfile(os.path.join(dataset.folder, "manifest.json"))):
-            raise InputError(f"dataset: not a finished dataset in output/{DATASETS_FOLDER}; connect a "
-                             "SimulateRefocusDataset node")
         run_name = safe_paths.plain_name(run_name, "run_name")
-        out = os.path.join(ca.output_directory(), RUNS_FOLDER, run_name)
-        overrides = {"dataset": os.path.realpath(dataset.folder), "size": int(dataset.size), "steps": int(steps),
-                     "batch_size": int(batch_size), "lr": float(learning_rate), "lambda_stack": float(lambda_stack),
-                     "depth_dropout": float(depth_dropout), "seed": int(seed), "checkpoint_every": int(checkpoint_every),
-                     "output_dir": out}
-        if (base_path or "").strip():
-            overrides["base_path"] = ca.find_model("diffusion_models", base_path, "base_path")
-        if (vae_path or "").strip():
-            overrides["vae_path"] = ca.find_model("vae", vae_path, "vae_path")
-        cfg = TrainConfig.load(os.path.join(CONFIG_DIR, config + ".json"), overrides)
-        if cfg.model_kind == "flux" and not cfg.base_path:
-            raise InputError("base_path: the FLUX config needs a local FLUX.1 Kontext [dev] transformer in "
-                             "models/diffusion_models (its file or folder name)")
-        if cfg.init_lora:
-            cfg = cfg.replace(init_lora=ca.find_model(("diffcamera", "loras"), cfg.init_lora, f"config {config}: init_lora",
-                                                      kind="file"))
+        cfg = _train_config(dataset, config, run_name, base_path, vae_path, {
+            "steps": int(steps), "batch_size": int(batch_size), "lr": float(learning_rate),
+            "lambda_stack": float(lambda_stack), "depth_dropout": float(depth_dropout), "seed": int(seed),
+            "checkpoint_every": int(checkpoint_every)})
         # the trainer's own memory plan, before the run folder exists (train() checks again before loading weights)
-        check_fits(cfg, torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-        safe_paths.make_dirs_inside(ca.output_directory(), [RUNS_FOLDER, run_name], "run_name")
-        progress = ca.Progress(cfg.steps, desc="train", node_id=getattr(cls.hidden, "unique_id", None))
-        try:
-            with ca.gradients_enabled():
-                result = train(cfg, resume="auto", callback=progress, log=lambda s: None,
-                               interrupt=ca.check_interrupt, what="run_name")
-        finally:
-            progress.close()
-        path = result.lora_path
-        if path:
-            path = _publish(path, run_name)
-        curve = core_to_comfy(loss_curve_image(result.losses))
+        check_fits(cfg, rt.training_device())
+        rt.output_folder([RUNS_FOLDER, run_name], "run_name")
+        with node_progress(cls, cfg.steps, "train") as progress, rt.gradients_enabled():
+            result = train(cfg, resume="auto", callback=progress, log=lambda s: None, interrupt=rt.check_interrupt,
+                           what="run_name")
+        path = rt.publish_model(result.lora_path, run_name) if result.lora_path else result.lora_path
         last = result.losses[-1] if result.losses else {}
         text = f"{result.steps_done} steps, loss {last.get('loss')}, file {path}"
-        return io.NodeOutput(path or "", curve, ui=ui.PreviewText(value=text))
+        return io.NodeOutput(path or "", core_to_comfy(loss_curve_image(result.losses)), ui=ui.PreviewText(value=text))
 
 
-def _publish(path: str, run_name: str) -> str:
-    """Copy the trained file (+ its .json) into the ``diffcamera`` model folder under a new name (``run_name``,
-    else ``run_name_2``...): an existing file is never replaced (:func:`diffcamera.core.safe_paths.copy_new`)."""
-    folders = ca.model_folder_paths("diffcamera")
-    if not folders:
-        return path
-    dest_dir = folders[0]
-    os.makedirs(dest_dir, exist_ok=True)
-    suffixes = [".safetensors"] + ([".json"] if os.path.isfile(os.path.splitext(path)[0] + ".json") else [])
-    return safe_paths.copy_new(path, dest_dir, run_name, suffixes) + ".safetensors"
+def _train_config(dataset, config: str, run_name: str, base_path: str, vae_path: str, overrides: dict):
+    """The bundled config ``config`` with the node's inputs, its dataset (a finished one in ComfyUI's output folder)
+    and its model files resolved by the pack's path policy (:func:`diffcamera.runtime.find_model`)."""
+    from ..training.config import CONFIG_DIR, TrainConfig
+    datasets = os.path.join(rt.output_directory(), DATASETS_FOLDER)
+    if not (safe_paths.is_inside(dataset.folder, datasets)
+            and os.path.isfile(os.path.join(dataset.folder, "manifest.json"))):
+        raise InputError(f"dataset: not a finished dataset in output/{DATASETS_FOLDER}; connect a "
+                         "SimulateRefocusDataset node")
+    overrides = dict(overrides, dataset=os.path.realpath(dataset.folder), size=int(dataset.size),
+                     output_dir=os.path.join(rt.output_directory(), RUNS_FOLDER, run_name))
+    if (base_path or "").strip():
+        overrides["base_path"] = rt.find_model("diffusion_models", base_path, "base_path")
+    if (vae_path or "").strip():
+        overrides["vae_path"] = rt.find_model("vae", vae_path, "vae_path")
+    cfg = TrainConfig.load(os.path.join(CONFIG_DIR, config + ".json"), overrides)
+    if cfg.model_kind == "flux" and not cfg.base_path:
+        raise InputError("base_path: the FLUX config needs a local FLUX.1 Kontext [dev] transformer in "
+                         "models/diffusion_models (its file or folder name)")
+    if cfg.init_lora:
+        cfg = cfg.replace(init_lora=rt.find_model(("diffcamera", "loras"), cfg.init_lora,
+                                                  f"config {config}: init_lora", kind="file"))
+    return cfg
 
 
 NODES = [SimulateDataset, TrainRefocusLoRA]

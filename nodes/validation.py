@@ -17,7 +17,7 @@ naming the input and the fix:
 * a required input that is missing (``None``).
 
 :func:`require_memory` is the shared up-front memory refusal (the free memory comes from
-:func:`diffcamera.comfy_adapter.free_memory`).
+:func:`diffcamera.runtime.free_memory`).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import comfy_adapter as ca
+from .. import runtime as rt
 from ..core.pipeline import PhysicsOnly
 from ..core.values import DepthMap, Focus, SimulatedDataset
 
@@ -233,11 +233,11 @@ def format_bytes(n: float) -> str:
 
 def require_memory(needed_bytes: int, device, what: str, fix: str) -> Optional[int]:
     """Refuse (:class:`NotEnoughMemory`) before starting when ``needed_bytes`` exceed the free memory of
-    ``device`` (:func:`diffcamera.comfy_adapter.free_memory`); ``fix`` names the setting to change. Unknown free
+    ``device`` (:func:`diffcamera.runtime.free_memory`); ``fix`` names the setting to change. Unknown free
     memory (no ``/proc/meminfo``, no CUDA query, no ``DIFFCAMERA_MEMORY_LIMIT_MB``) lets the work run. Returns the
     free memory it compared with."""
-    device = torch.device(device) if device is not None else ca.compute_device()
-    free = ca.free_memory(device)
+    device = torch.device(device) if device is not None else rt.compute_device()
+    free = rt.free_memory(device)
     if free is not None and needed_bytes > free:
         raise NotEnoughMemory(f"{what} needs about {format_bytes(needed_bytes)} of {device.type.upper()} memory but "
                               f"only {format_bytes(free)} is free; {fix}")

@@ -6,11 +6,11 @@ frames out) or with a clip and its per-frame depth, then to a video or animated-
 """
 from __future__ import annotations
 
-from ..comfy_adapter import io, ui
 from ..core import focus as core_focus
 from ..core import video as core_video
-from ..core.values import DepthMap
-from .common import CATEGORY, Depth, FocusType, mask_to_core
+from ..core.conventions import comfy_mask_to_core
+from ..runtime import io, ui
+from .common import CATEGORY, Depth, FocusType
 from .validation import checked_inputs
 
 
@@ -69,13 +69,9 @@ class RackFocus(io.ComfyNode):
     @checked_inputs
     def execute(cls, depth, frames=24, start_point='{"x": 0.3, "y": 0.5}', end_point='{"x": 0.7, "y": 0.5}',
                 easing=core_video.EASINGS[0], hold_start=6, hold_end=6, window=0, start_mask=None, end_mask=None):
-        if not isinstance(depth, DepthMap):
-            raise ValueError("depth: connect a DEPTH (DepthEstimate or DepthFromImage)")
-        if easing not in core_video.EASINGS:
-            raise ValueError(f"easing: unknown curve {easing!r}; use one of {', '.join(core_video.EASINGS)}")
-        start = mask_to_core(start_mask) if start_mask is not None else core_focus.parse_point_json(start_point,
-                                                                                                   "start_point")
-        end = mask_to_core(end_mask) if end_mask is not None else core_focus.parse_point_json(end_point, "end_point")
+        start = (comfy_mask_to_core(start_mask) if start_mask is not None
+                 else core_focus.parse_point_json(start_point, "start_point"))
+        end = comfy_mask_to_core(end_mask) if end_mask is not None else core_focus.parse_point_json(end_point, "end_point")
         focus = core_video.rack_focus(depth.disparity, start, end, int(frames), int(hold_start), int(hold_end),
                                       easing, window=int(window) or None)
         d = focus.disparity

@@ -2,7 +2,7 @@
 """Thumbnails for ComfyUI's template browser: ``workflows/<name>.jpg`` beside each UI workflow.
 
 The browser asks for ``/api/workflow_templates/<pack>/<name>.jpg``. Each thumbnail is made by the pack itself on a
-procedural scene with exact depth (``core.scenes``), 384×256: what the workflow produces, computed with the same
+procedural scene with exact depth (``evaluation.scenes``), 384×256: what the workflow produces, computed with the same
 core functions its nodes call (the ground-truth disparity stands in for Depth Anything's estimate, and a
 toy-refocus thumbnail is only made when the trained toy model is bundled; the rack-focus one shows the first, middle and
 last frame of a pull as thirds side by side). Run: ``python scripts/workflow_thumbnails.py``.
@@ -62,7 +62,7 @@ def make(names=None) -> list:
     from diffcamera.core.bokeh import render_bokeh
     from diffcamera.core.conventions import level_to_K
     from diffcamera.core.focus import focus_from_point, focus_preview
-    from diffcamera.core.scenes import make_scene
+    from diffcamera.evaluation.scenes import make_scene
     from diffcamera.core.video import rack_focus
 
     torch.manual_seed(0)

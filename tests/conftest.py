@@ -1,9 +1,10 @@
 """Test set-up shared by the three tiers.
 
-Tier a (``tests/core``…): pure torch. Tier b (node layer): the fake ComfyUI in ``tests/fake_comfy`` is
-put first on ``sys.path`` *before anything imports the pack*, so ``diffcamera.comfy_adapter`` takes its
-ComfyUI branch against the fake. Tier c (``tests/comfyui``): a real ComfyUI in a subprocess, only when
-``COMFYUI_DIR`` is set. The no-ComfyUI fallback branch is tested in subprocesses.
+Tier a (``tests/core``, ``tests/evaluation``): pure torch. Tier b (node layer): the fake ComfyUI in
+``tests/fake_comfy`` is put first on ``sys.path`` *before anything imports the pack*, so
+``diffcamera.comfy_adapter`` finds ComfyUI (the fake) and ``diffcamera.runtime`` takes it as its host. Tier c
+(``tests/comfyui``): a real ComfyUI in a subprocess, only when ``COMFYUI_DIR`` is set. The no-ComfyUI fallback
+(``comfy_fallback``) is tested in subprocesses and by setting ``runtime.host``.
 """
 import os
 import sys

@@ -31,7 +31,7 @@ def test_import_is_cheap_and_touches_nothing():
 
 def test_plain_python_uses_fallbacks():
     out = _run_plain(
-        "import json, diffcamera.nodes, diffcamera.core, diffcamera.training, diffcamera.comfy_adapter as a;"
+        "import json, diffcamera.nodes, diffcamera.core, diffcamera.training, diffcamera.runtime as a;"
         "p = a.Progress(3, enable_tqdm=False); p(1); p(3); p.close();"
         "a.request_interrupt();\n"
         "try:\n    a.check_interrupt(); r = 'no'\nexcept a.Interrupted:\n    r = 'yes'\n"
@@ -41,8 +41,8 @@ def test_plain_python_uses_fallbacks():
 
 
 def test_fake_comfy_branch_is_taken_in_tests():
-    from diffcamera import comfy_adapter
-    assert comfy_adapter.HAS_COMFY
+    from diffcamera import comfy_adapter, runtime
+    assert comfy_adapter.HAS_COMFY and runtime.host is comfy_adapter
 
 
 def test_comfy_entrypoint_lists_nodes_and_web_directory():

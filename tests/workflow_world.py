@@ -43,7 +43,7 @@ def build(base: str) -> dict:
     for name in MODEL_FOLDERS:
         os.makedirs(os.path.join(models, name), exist_ok=True)
 
-    from diffcamera.core.scenes import make_scene
+    from diffcamera.evaluation.scenes import make_scene
 
     scene = make_scene(seed=7, size=SCENE_SIZE, kind="layers")
     _save_png(scene.image[0], os.path.join(base, "input", SCENE_IMAGE))

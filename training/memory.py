@@ -3,7 +3,7 @@
 :func:`plan` estimates one training step of a :class:`~diffcamera.training.config.TrainConfig` on a device with
 :func:`diffcamera.core.dit.memory.estimate_training_bytes` (exact parameter counts, activations from the
 architecture); :func:`check_fits` compares it with the device's free memory (:func:`free_bytes`, the pack's one
-query in :mod:`diffcamera.comfy_adapter`; skipped where it is unknown) and raises
+query in :mod:`diffcamera.runtime`; skipped where it is unknown) and raises
 :class:`~diffcamera.core.dit.memory.InsufficientMemoryError` before any weight is loaded, naming the setting that
 would make it fit (gradient checkpointing, fp8 base storage, batch size, resolution). ``memory_check: false`` in the
 config skips it.
@@ -53,10 +53,10 @@ def plan(config: TrainConfig, device) -> TrainingMemory:
 
 def free_bytes(device) -> Optional[int]:
     """Free memory of ``device`` in bytes, or ``None`` where unknown: the pack's one query,
-    :func:`diffcamera.comfy_adapter.free_memory` (ComfyUI's own inside ComfyUI; ``torch.cuda.mem_get_info`` on CUDA and
+    :func:`diffcamera.runtime.free_memory` (ComfyUI's own inside ComfyUI; ``torch.cuda.mem_get_info`` on CUDA and
     ``MemAvailable`` of ``/proc/meminfo`` for a Linux CPU outside it; capped by ``DIFFCAMERA_MEMORY_LIMIT_MB``)."""
-    from .. import comfy_adapter as ca
-    return ca.free_memory(torch.device(device))
+    from .. import runtime
+    return runtime.free_memory(torch.device(device))
 
 
 def _alternatives(config: TrainConfig) -> List[Tuple[str, TrainConfig]]:

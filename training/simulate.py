@@ -361,7 +361,7 @@ def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict,
                  interrupt: Optional[Callable[[], None]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """A source description -> ``(image [1,3,S,S], disparity [1,1,S,S])`` at the simulation size."""
     if source["kind"] == "scene":
-        from ..core.scenes import make_scene
+        from ..evaluation.scenes import make_scene
         scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"], check=interrupt)
         return scene.image.float().clamp(0, 1), scene.disparity.float().clamp(0, 1)
     image = load_image(source["path"])
@@ -433,7 +433,7 @@ def sharpness_filter(sources: List[Dict], options: SimulateOptions, depth_cache:
     simulation size) is below ``options.min_sharpness``. Returns ``(kept, dropped[(name, value)], bad)``."""
     if options.min_sharpness <= 0:
         return sources, [], []
-    from ..core.metrics import laplacian_variance
+    from ..evaluation.metrics import laplacian_variance
     kept, dropped, bad = [], [], []
     for src in sources:
         name = src.get("path") or f"scene:{src['scene_kind']}:{src['seed']}"

@@ -38,8 +38,8 @@ def corrupt_disparity(disparity: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def make_cases(n: int = 24, size: int = 64, levels=(64.0, 128.0, 192.0), seed0: int = 0) -> List[Dict]:
     """Evaluation cases (see the module docstring)."""
     from ..core.conventions import level_to_K
-    from ..core.scenes import make_scene
-    from ..core.thin_lens import render_thin_lens
+    from ..evaluation.scenes import make_scene
+    from ..evaluation.thin_lens import render_thin_lens
     kinds = ("layers", "slanted", "ground", "mixed")
     cases = []
     for i in range(n):
@@ -125,9 +125,9 @@ class _LocalMetrics:
 def _metrics():
     import importlib
     try:
-        return importlib.import_module("diffcamera.core.metrics")
+        return importlib.import_module("diffcamera.evaluation.metrics")
     except ModuleNotFoundError as exc:
-        if exc.name != "diffcamera.core.metrics":
+        if exc.name != "diffcamera.evaluation.metrics":
             raise
         return _LocalMetrics
 

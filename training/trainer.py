@@ -214,7 +214,7 @@ def sample_preview(model, size: int, steps: int = 8) -> torch.Tensor:
     """Refocus a fixed unseen procedural scene at a near and a far plane: ``[1,3,size,4·size]``
     (input | near-focus output | far-focus output | thin-lens-free reference AIF)."""
     from ..core.dit.sampler import refocus
-    from ..core.scenes import make_scene
+    from ..evaluation.scenes import make_scene
     from ..core.values import Focus
     from ..core.conventions import level_to_K
     scene = make_scene(987_654, size=size, kind="layers")

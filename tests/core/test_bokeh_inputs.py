@@ -18,7 +18,7 @@ def _no_work(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    (dict(disparity=torch.rand(2, 1, 8, 8)), "disparity size"),
+    (dict(disparity=torch.rand(2, 1, 8, 8)), "^disparity is 8×8 px but the image is 16×16"),
     (dict(disparity=torch.full((2, 1, 16, 16), float("nan"))), "NaN"),
     (dict(disparity=torch.full((2, 1, 16, 16), float("inf"))), "infinite"),
     (dict(K=-1.0), "K"),
@@ -29,7 +29,7 @@ def _no_work(monkeypatch):
     (dict(blades=13), "blades"),
     (dict(blades=4.5), "blades"),
     (dict(curvature=1.5), "curvature"),
-    (dict(disparity=torch.rand(3, 1, 16, 16)), "batch"),
+    (dict(disparity=torch.rand(3, 1, 16, 16)), "^disparity: 3 depth maps for 2 images"),
     (dict(focus_disparity=torch.tensor([0.1, 0.2, 0.3])), "focus_disparity"),
     (dict(K=torch.tensor([1.0, 2.0, 3.0])), "K"),
     (dict(mode="fancy"), "mode"),

@@ -44,8 +44,8 @@ def test_blurred_foreground_rim_shows_background():
 
 
 def test_beats_classical_against_thin_lens_reference():
-    pytest.importorskip("diffcamera.core.thin_lens")
-    from diffcamera.core import metrics, scenes, thin_lens
+    pytest.importorskip("diffcamera.evaluation.thin_lens")
+    from diffcamera.evaluation import metrics, scenes, thin_lens
     sc = scenes.make_scene(0, 96, "layers")
     fd = float(sc.disparity.max())
     ref = thin_lens.render_thin_lens(sc, fd, 16.0)

@@ -16,11 +16,8 @@ def two_planes(h=64, w=96, far=0.2, near=0.8, edge=None):
 
 
 def scene_disparity():
-    """A procedural scene from helper A's core.scenes when present, else None."""
-    try:
-        from diffcamera.core.scenes import make_scene
-    except ImportError:
-        return None
+    """The exact disparity ``[1,1,64,64]`` of a procedural scene (:mod:`diffcamera.evaluation.scenes`)."""
+    from diffcamera.evaluation.scenes import make_scene
     return make_scene(3, size=64, kind="layers").disparity
 
 
@@ -68,8 +65,6 @@ def test_point_reads_exact_plane_disparity(x, expected):
 
 def test_point_on_a_procedural_scene_matches_the_pixel_when_the_window_is_flat():
     d = scene_disparity()
-    if d is None:
-        d = two_planes(64, 64)
     # find a pixel whose 5x5 neighbourhood is constant, and click its centre
     h, w = d.shape[-2:]
     pooled_max = torch.nn.functional.max_pool2d(d, 5, 1, 2)
@@ -116,7 +111,7 @@ def test_batches_one_point_for_all_or_one_per_image():
     per = F.focus_from_point(d, [0.1, 0.9], [0.5, 0.2])
     assert per.disparity.tolist() == pytest.approx([0.1, 0.6])
     assert per.x.tolist() == pytest.approx([0.1, 0.9]) and per.batch == 2
-    with pytest.raises(ValueError, match="1 or 2"):
+    with pytest.raises(ValueError, match="^x: 3 values for 2 images; give one, or one per image"):
         F.focus_from_point(d, [0.1, 0.2, 0.3], 0.5)
 
 

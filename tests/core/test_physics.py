@@ -5,7 +5,7 @@ import torch
 
 from diffcamera.core.bokeh_layered import LayeredOperator
 from diffcamera.core.conventions import linear_to_srgb, srgb_to_linear
-from diffcamera.core.metrics import psnr
+from diffcamera.evaluation.metrics import psnr
 from diffcamera.core.physics import SolverSettings, deconvolve, estimate_input_blur, refocus_physics
 
 FAST = SolverSettings(coarse=(4, 8), fine=(2, 5))

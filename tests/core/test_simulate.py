@@ -99,7 +99,7 @@ def test_a_folder_of_other_files_is_never_written_into(tmp_path):
 
 
 def test_composite_is_the_two_plane_rendering_and_mask_marks_the_sharper_plane():
-    from diffcamera.core.scenes import make_scene
+    from diffcamera.evaluation.scenes import make_scene
     scene = make_scene(3, size=32, kind="layers")
     img, disp = scene.image.float(), scene.disparity.float()
 
@@ -164,7 +164,7 @@ def test_image_folder_with_depth_bad_files_listed_and_skipped(tmp_path):
 
 
 def test_sharpness_filter_drops_and_reports(tmp_path):
-    pytest.importorskip("diffcamera.core.metrics")
+    pytest.importorskip("diffcamera.evaluation.metrics")
     src = tmp_path / "imgs"
     src.mkdir()
     _png(src / "sharp.png")

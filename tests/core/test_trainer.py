@@ -315,7 +315,7 @@ def test_shipped_toy_model_is_sharpest_near_the_requested_focus():
     from diffcamera.core.conventions import level_to_K
     from diffcamera.core.dit.loading import load_refocus_model
     from diffcamera.core.dit.sampler import refocus
-    from diffcamera.core.scenes import make_scene
+    from diffcamera.evaluation.scenes import make_scene
     from diffcamera.core.values import Focus
     assert os.path.getsize(ASSET) <= 10 * 1024 * 1024
     model = load_refocus_model("toy")

@@ -4,7 +4,7 @@ import torch
 
 from fake_executor import PromptError, run_prompt
 
-from diffcamera.comfy_adapter import io
+from diffcamera.runtime import io
 from diffcamera.core.bokeh import render_bokeh
 from diffcamera.core.conventions import level_to_K
 from diffcamera.core.values import DepthMap, Focus

@@ -24,9 +24,9 @@ import torch
 
 from fake_executor import run_prompt
 
-from diffcamera.comfy_adapter import io
+from diffcamera.runtime import io
 from diffcamera.core.conventions import metric_depth_to_disparity
-from diffcamera.core.scenes import make_scene
+from diffcamera.evaluation.scenes import make_scene
 from diffcamera.nodes import depth as D
 
 VALUES = {}

@@ -9,8 +9,8 @@ import comfy.utils
 from fake_executor import PromptError, run_prompt, validate_prompt
 from tiny_depth import save_tiny_depth_anything
 
-from diffcamera import comfy_adapter as ca
-from diffcamera.comfy_adapter import io
+from diffcamera import comfy_fallback, runtime as rt
+from diffcamera.runtime import io
 from diffcamera.core.values import DepthMap
 from diffcamera.nodes import depth as N
 
@@ -102,8 +102,8 @@ def test_explicit_path_dtype_and_cpu_device(model_dir, tmp_path):
 def test_model_is_offloaded_after_use_outside_comfyui(model_dir, monkeypatch):
     """Outside ComfyUI (plain handle) the model goes back to its offload device after the node runs."""
     from diffcamera.core.depth import load_depth_model
-    monkeypatch.setattr(ca, "HAS_COMFY", False)
-    handle = ca.PlainModelHandle(load_depth_model(model_dir), torch.device("cpu"), torch.device("meta"))
+    monkeypatch.setattr(rt, "host", comfy_fallback)
+    handle = comfy_fallback.PlainModelHandle(load_depth_model(model_dir), torch.device("cpu"), torch.device("meta"))
     seen = []
     hook = handle.model.register_forward_pre_hook(lambda m, a: seen.append(next(m.parameters()).device.type))
     N.DepthEstimate.execute(handle, _image(1, 28, 28), process_res=28)

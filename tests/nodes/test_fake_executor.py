@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fake_executor import PromptError, run_prompt, validate_prompt
-from diffcamera.comfy_adapter import io
+from diffcamera.runtime import io
 
 
 class _Source(io.ComfyNode):

@@ -4,7 +4,8 @@ import torch
 
 from fake_executor import PromptError, run_prompt, validate_prompt
 
-from diffcamera.comfy_adapter import io
+from diffcamera.runtime import io
+from diffcamera.core import focus as F
 from diffcamera.core.values import DepthMap, Focus
 from diffcamera.nodes import focus as N
 from diffcamera.nodes.common import Depth
@@ -133,10 +134,10 @@ def test_bad_masks_and_depths():
     with pytest.raises(ValueError, match="^mask: the mask is empty"):
         run_prompt(_prompt(with_mask=True), CLASSES)
     _setup(mask=torch.ones(1, 16, 24))
-    with pytest.raises(ValueError, match="^mask: .*resize the mask"):
+    with pytest.raises(ValueError, match="^mask is 24×16 px but the image is 48×32; resize the mask"):
         run_prompt(_prompt(with_mask=True), CLASSES)
     _setup(depth=planes(1, 16, 24))
-    with pytest.raises(ValueError, match="^depth: .*24x16 px but the image is 48x32"):
+    with pytest.raises(ValueError, match="^depth is 24×16 px but the image is 48×32"):
         run_prompt(_prompt(), CLASSES)
     _setup(b=2, depth=planes(3))
     with pytest.raises(ValueError, match="^depth: 3 depth maps for 2 images"):
@@ -148,10 +149,10 @@ def test_bad_masks_and_depths():
         run_prompt(_prompt("nan"), CLASSES)
     with pytest.raises(ValueError, match="NaN"):
         DepthMap(nan.disparity)
-    with pytest.raises(ValueError, match="^focus_disparity_override"):
-        N.pick_focus(torch.zeros(1, 3, 32, 48), DepthMap(planes(1)), '{"x": 0.5, "y": 0.5}', override=1.5)
-    with pytest.raises(ValueError, match="^depth: connect"):
-        N.pick_focus(torch.zeros(1, 3, 32, 48), planes(1), '{"x": 0.5, "y": 0.5}')
+    with pytest.raises(ValueError, match="^focus_disparity_override: must be finite and in 0..1"):
+        F.pick_focus(torch.zeros(1, 3, 32, 48), planes(1), '{"x": 0.5, "y": 0.5}', override=1.5)
+    with pytest.raises(ValueError, match=r"^depth: expected a \[B,1,H,W\] disparity map"):
+        F.pick_focus(torch.zeros(1, 3, 32, 48), DepthMap(planes(1)), '{"x": 0.5, "y": 0.5}')
 
 
 def test_schema_has_tooltips_and_a_plain_string_widget():

@@ -6,7 +6,7 @@ import comfy.model_management as mm
 import comfy.utils as cu
 from fake_executor import run_prompt
 
-from diffcamera.comfy_adapter import io
+from diffcamera.runtime import io
 from diffcamera.core.conventions import level_to_K
 from diffcamera.core.pipeline import RefocusPipeline
 from diffcamera.core.values import DepthMap, Focus
@@ -159,7 +159,7 @@ def test_depth_of_another_size_is_refused_before_loading(toy_file):
     v = _values(depth_hw=(16, 48))
     handle = N.ModelLoader.execute("diffcamera/toy_test.safetensors").result[0]
     mm.load_calls.clear()
-    with pytest.raises(ValueError, match="depth is 48×16 px but the image is 48×32"):
+    with pytest.raises(ValueError, match="^depth is 48×16 px but the image is 48×32"):
         N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], steps=2)
     assert mm.load_calls == []
 
@@ -193,7 +193,7 @@ def test_weight_free_physics_is_the_default_and_the_toy_next():
 def test_external_flux_model_path_wiring(tiny_bundle, monkeypatch):
     """With base = ComfyUI MODEL, the loader keeps only conditions + VAE and the refocus node runs the MODEL given
     to flux_model (stood in for here by our own tiny transformer; tier c checks real ComfyUI) with our LoRA."""
-    import diffcamera.comfy_adapter as ca
+    from diffcamera import runtime as rt
     from diffcamera.core.dit.external import diffusers_velocity_fn
     paths, model = tiny_bundle
     v = _values()
@@ -210,8 +210,8 @@ def test_external_flux_model_path_wiring(tiny_bundle, monkeypatch):
         seen["lora"] = lora
         return FakePatcher(mp.model), diffusers_velocity_fn(model.transformer)
 
-    monkeypatch.setattr(ca, "flux_velocity_fn", fake_fn)
-    monkeypatch.setattr(ca, "is_comfy_flux_model", lambda obj: True)
+    monkeypatch.setattr(rt.host, "flux_velocity_fn", fake_fn)
+    monkeypatch.setattr(rt.host, "is_comfy_flux_model", lambda obj: True)
     handle = N.ModelLoader.execute(N.EXTERNAL, vae="vae/tiny-flux-vae", lora="loras/tiny_refocus.safetensors").result[0]
     assert handle.model.transformer is None
     with pytest.raises(ValueError, match="flux_model"):

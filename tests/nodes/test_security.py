@@ -17,7 +17,7 @@ import comfy.model_management as mm
 from tiny_depth import save_tiny_depth_anything
 from tiny_dit import save_toy_model
 
-from diffcamera import comfy_adapter as ca
+from diffcamera import comfy_fallback, runtime as rt
 from diffcamera.core import safe_paths
 from diffcamera.core.values import DepthMap, Focus, SimulatedDataset
 from diffcamera.nodes import all_nodes
@@ -418,7 +418,7 @@ def test_simulation_cancel_acts_inside_a_render(world, monkeypatch):
             raise mm.InterruptProcessingException()
 
     monkeypatch.setattr(bokeh, "render_bokeh", render)
-    monkeypatch.setattr(ca, "check_interrupt", check)
+    monkeypatch.setattr(rt, "check_interrupt", check)
     with pytest.raises(mm.InterruptProcessingException):
         NT.SimulateDataset.execute("procedural", 2, 2, 32, 64.0, 128.0, 0, "cancelled")
     assert state["inside_checks"] == 1
@@ -439,7 +439,7 @@ def test_refocus_cancel_acts_inside_one_model_call(world, toy_handle, monkeypatc
         if ran:  # the first block has run: the user presses Cancel
             raise mm.InterruptProcessingException()
 
-    monkeypatch.setattr(ca, "check_interrupt", check)
+    monkeypatch.setattr(rt, "check_interrupt", check)
     with pytest.raises(mm.InterruptProcessingException):
         NR.Refocus.execute(handle, _img(32, 48), _depth(32, 48), _focus(), steps=3, tiling="off")
     assert ran == [0] and len(blocks) > 1
@@ -457,7 +457,7 @@ def test_depth_cancel_per_chunk(world, monkeypatch):
         if forwards:
             raise mm.InterruptProcessingException()
 
-    monkeypatch.setattr(ca, "check_interrupt", check)
+    monkeypatch.setattr(rt, "check_interrupt", check)
     with pytest.raises(mm.InterruptProcessingException):
         ND.DepthEstimate.execute(handle, torch.rand(3, 28, 28, 3), process_res=28, batch_size=1)
     assert len(forwards) == 1
@@ -472,17 +472,18 @@ def little_memory(monkeypatch):
 
 
 def test_bokeh_refused_before_rendering(world, little_memory, monkeypatch):
-    from diffcamera.core import bokeh
+    from diffcamera.core import video
     rendered = []
-    real = bokeh.render_bokeh
-    monkeypatch.setattr(NB, "render_bokeh", lambda *a, **k: rendered.append(a[0].shape) or real(*a, **k))
+    real = video.render_bokeh
+    monkeypatch.setattr(video, "render_bokeh", lambda *a, **k: rendered.append(a[0].shape) or real(*a, **k))
     little_memory(1 << 20)
     with pytest.raises(NotEnoughMemory, match=r"^BokehSimulate \(1 frame\(s\) 256x256, mode layered.* needs about "
                                               r".* but only 1.0 MiB is free; use a smaller image"):
         NB.BokehSimulate.execute(torch.rand(1, 256, 256, 3), depth=_depth(256, 256))
-    assert all(tuple(s[-2:]) == (1, 1) for s in rendered)  # only the 1x1 input check ran
+    assert rendered == []  # nothing rendered, not even a check on a crop
     little_memory(1 << 34)
     assert NB.BokehSimulate.execute(torch.rand(1, 16, 16, 3), depth=_depth()).result[0].shape == (1, 16, 16, 3)
+    assert rendered == [(1, 3, 16, 16)]  # the one frame, once
 
 
 def test_depth_estimate_refused_before_running(world, little_memory):
@@ -518,16 +519,16 @@ def test_training_512_batch_32_refused_before_it_starts(world, little_memory):
 
 
 def test_free_memory_outside_comfyui(monkeypatch):
-    monkeypatch.setattr(ca, "HAS_COMFY", False)
-    monkeypatch.delenv(ca.MEMORY_LIMIT, raising=False)
+    monkeypatch.setattr(rt, "host", comfy_fallback)
+    monkeypatch.delenv(rt.MEMORY_LIMIT, raising=False)
     with open("/proc/meminfo") as fh:
         avail = next(int(l.split()[1]) * 1024 for l in fh if l.startswith("MemAvailable:"))
-    got = ca.free_memory(torch.device("cpu"))
+    got = rt.free_memory(torch.device("cpu"))
     assert abs(got - avail) < 0.2 * avail
-    assert ca.free_memory(torch.device("meta")) is None  # unknown: the checks let work run
-    monkeypatch.setenv(ca.MEMORY_LIMIT, "512")
-    assert ca.free_memory(torch.device("cpu")) == 512 * 2 ** 20
-    assert ca.free_memory(torch.device("meta")) == 512 * 2 ** 20
-    monkeypatch.setenv(ca.MEMORY_LIMIT, "lots")
+    assert rt.free_memory(torch.device("meta")) is None  # unknown: the checks let work run
+    monkeypatch.setenv(rt.MEMORY_LIMIT, "512")
+    assert rt.free_memory(torch.device("cpu")) == 512 * 2 ** 20
+    assert rt.free_memory(torch.device("meta")) == 512 * 2 ** 20
+    monkeypatch.setenv(rt.MEMORY_LIMIT, "lots")
     with pytest.raises(ValueError, match="DIFFCAMERA_MEMORY_LIMIT_MB"):
-        ca.free_memory(torch.device("cpu"))
+        rt.free_memory(torch.device("cpu"))

@@ -65,20 +65,20 @@ def test_simulate_then_train_in_inference_mode(comfy_models_dir, tiny_bundled_co
 
 def test_cancel_saves_a_checkpoint_and_requeue_resumes(comfy_models_dir, tiny_bundled_config, monkeypatch):
     import comfy.model_management as mm
-    import diffcamera.comfy_adapter as ca
+    from diffcamera import runtime as rt
     dataset = run_prompt({"1": _prompt()["1"]}, CLASSES)["1"].result[0]
     train_inputs = {k: v for k, v in _prompt(steps=3, run_name="cancelled")["2"]["inputs"].items() if k != "dataset"}
-    progress_call = ca.Progress.__call__
+    progress_call = rt.Progress.__call__
 
     def cancel_after_first_step(self, done, total=None, preview=None):
         if done >= 1:  # the user presses Cancel once the first step is done
             mm.interrupt_current_processing(True)
         return progress_call(self, done, total, preview)
 
-    monkeypatch.setattr(ca.Progress, "__call__", cancel_after_first_step)
+    monkeypatch.setattr(rt.Progress, "__call__", cancel_after_first_step)
     with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
         CLASSES["DiffCamera_TrainRefocusLoRA"].execute(dataset=dataset, **train_inputs)
-    monkeypatch.setattr(ca.Progress, "__call__", progress_call)
+    monkeypatch.setattr(rt.Progress, "__call__", progress_call)
     run_dir = comfy_models_dir.parent / "output" / "diffcamera_train" / "cancelled"
     assert (run_dir / "checkpoints" / "latest.json").is_file()
     out = run_prompt(_prompt(steps=3, run_name="cancelled"), CLASSES)

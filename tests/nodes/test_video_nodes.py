@@ -4,7 +4,7 @@ import torch
 
 from fake_executor import PromptError, run_prompt
 
-from diffcamera.comfy_adapter import io
+from diffcamera.runtime import io
 from diffcamera.core import video
 from diffcamera.core.values import DepthMap, Focus
 from diffcamera.nodes import bokeh as B

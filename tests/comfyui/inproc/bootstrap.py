@@ -45,8 +45,9 @@ def bootstrap(model_base: str = None, load_nodes: bool = False):
         sys.modules["diffcamera"] = module
         spec.loader.exec_module(module)
     import diffcamera.comfy_adapter as ca
+    import diffcamera.runtime as rt
 
-    assert ca.HAS_COMFY, "the pack did not find the real comfy_api"
+    assert ca.HAS_COMFY and rt.host is ca, "the pack did not find the real comfy_api"
     import comfy_api.latest
 
     assert os.path.abspath(comfy_api.latest.__file__).startswith(os.path.abspath(comfy_dir)), comfy_api.latest.__file__

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from diffcamera.core import benchmark as B
-from diffcamera.core.scenes import Layer, depth_for_disparity, scene_from_layers
-from diffcamera.core.thin_lens import render_thin_lens
+from diffcamera.evaluation import scoring as B
+from diffcamera.evaluation.scenes import Layer, depth_for_disparity, scene_from_layers
+from diffcamera.evaluation.thin_lens import render_thin_lens
 
 
 @pytest.fixture(autouse=True)
@@ -16,8 +16,8 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_cases_are_fixed_and_focus_points_sit_on_their_disparity():
-    a = B.benchmark_cases(64, 3)
-    b = B.benchmark_cases(64, 3)
+    a = B.scoring_cases(64, 3)
+    b = B.scoring_cases(64, 3)
     assert [(c.name, c.d1, c.d2, c.point1) for c in a] == [(c.name, c.d1, c.d2, c.point1) for c in b]
     for c in a:
         assert abs(c.d1 - c.d2) > 0.2
@@ -28,7 +28,7 @@ def test_cases_are_fixed_and_focus_points_sit_on_their_disparity():
 
 
 def test_ground_truth_is_cached(tmp_path):
-    c = B.benchmark_cases(48, 1)[0]
+    c = B.scoring_cases(48, 1)[0]
     g1 = B.ground_truth(c, c.d1, c.K)
     assert len(os.listdir(tmp_path / "cache")) == 1
     assert torch.equal(B.ground_truth(c, c.d1, c.K), g1)
@@ -57,7 +57,7 @@ def test_gather_and_mix_is_the_naive_baseline():
 
 @pytest.mark.parametrize("how", B.CORRUPTIONS)
 def test_corrupt_depth(how):
-    d = B.benchmark_cases(64, 1)[0].scene.disparity
+    d = B.scoring_cases(64, 1)[0].scene.disparity
     bad = B.corrupt_depth(d, how)
     assert bad.shape == d.shape and bad.min() >= 0 and bad.max() <= 1
     assert (bad - d).abs().mean() > 1e-3
@@ -85,7 +85,7 @@ def test_bokeh_suite_runs_small_and_writes_results(tmp_path):
 
 def test_refocus_suite_scores_models(tmp_path):
     def perfect():  # re-renders the scene through the thin lens: knows the truth
-        cases = {c.name: c for c in B.benchmark_cases(96, 2)}
+        cases = {c.name: c for c in B.scoring_cases(96, 2)}
 
         def fn(image, disparity, focus, K, aif=None):
             c = next(c for c in cases.values() if torch.equal(c.scene.image, aif))

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from diffcamera.core import metrics as M
-from diffcamera.core import scenes
-from diffcamera.core.thin_lens import render_thin_lens
+from diffcamera.evaluation import metrics as M
+from diffcamera.evaluation import scenes
+from diffcamera.evaluation.thin_lens import render_thin_lens
 
 
 @pytest.fixture(scope="module")

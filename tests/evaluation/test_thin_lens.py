@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from diffcamera.core import conventions as cv
-from diffcamera.core import scenes
-from diffcamera.core.scenes import Layer, depth_for_disparity, scene_from_layers
-from diffcamera.core.thin_lens import aperture_cells, render_thin_lens
+from diffcamera.evaluation import scenes
+from diffcamera.evaluation.scenes import Layer, depth_for_disparity, scene_from_layers
+from diffcamera.evaluation.thin_lens import aperture_cells, render_thin_lens
 
 N = 64
 

@@ -1,9 +1,10 @@
-"""Benchmark set and suites: bokeh renderers and refocus models against thin-lens ground truth.
+"""Scoring suites: bokeh renderers and refocus models scored against thin-lens ground truth.
 
-The **benchmark set** is a fixed list of procedural scenes (:mod:`diffcamera.core.scenes`, fixed seeds), each with
-two focus points on different surfaces (focus disparities ``d1``, ``d2``) and a bokeh level; ``K`` follows
-:func:`conventions.level_to_K` at the benchmark size (``256²`` by default). Ground truth comes from
-:func:`diffcamera.core.thin_lens.render_thin_lens` and is cached on disk (``$DIFFCAMERA_CACHE`` or
+What ``diffcamera bench --suite bokeh|refocus`` runs (quality; the speed and memory benchmarks are the scripts in
+``benchmarks/``). The **scoring set** is a fixed list of procedural scenes (:mod:`diffcamera.evaluation.scenes`,
+fixed seeds), each with two focus points on different surfaces (focus disparities ``d1``, ``d2``) and a bokeh
+level; ``K`` follows :func:`conventions.level_to_K` at the scoring size (``256²`` by default). Ground truth comes from
+:func:`diffcamera.evaluation.thin_lens.render_thin_lens` and is cached on disk (``$DIFFCAMERA_CACHE`` or
 ``~/.cache/diffcamera/bench``; safetensors only).
 
 Tasks
@@ -16,7 +17,7 @@ Suites
 ------
 * ``"bokeh"``: every known bokeh renderer (``fn(image, disparity, focus_disparity, K) -> image``): the
   gather-and-mix baseline (:func:`gather_and_mix`, what today's ComfyUI depth-of-field nodes do), and
-  ``core.bokeh.render_bokeh`` modes ``classical`` / ``layered`` when importable, on the bokeh task with PSNR, SSIM,
+  ``core.bokeh.render_bokeh`` modes ``classical`` / ``layered``, on the bokeh task with PSNR, SSIM,
   edge-band PSNR, MAE/255, LVCorr (over a K sweep) and time per image.
 * ``"refocus"``: refocus models (``fn(image, disparity, focus: values.Focus, K) -> image``): ``copy-input``,
   ``reblur-input`` (classical blur applied to the defocused input), ``oracle-classical`` / ``oracle-layered``
@@ -39,15 +40,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from . import conventions as cv
+from ..core import conventions as cv
 from . import metrics as M
-from .values import Focus
+from ..core.values import Focus
 
 Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 BokehFn = Callable[[torch.Tensor, torch.Tensor, float, float], torch.Tensor]
 RefocusFn = Callable[[torch.Tensor, torch.Tensor, Focus, Union[float, torch.Tensor]], torch.Tensor]
 
-#: (kind, seed, bokeh level in px per 1024 px of long side) of the benchmark set, in order.
+#: (kind, seed, bokeh level in px per 1024 px of long side) of the scoring set, in order.
 CASES: Tuple[Tuple[str, int, float], ...] = (
     ("layers", 101, 48.0), ("mixed", 102, 48.0), ("slanted", 103, 40.0),
     ("ground", 104, 56.0), ("layers", 105, 64.0), ("mixed", 106, 40.0),
@@ -63,8 +64,8 @@ SUITES = ("bokeh", "refocus")
 
 # ----------------------------------------------------------------------------------------- cases
 @dataclass
-class BenchCase:
-    """One benchmark case. ``point1/2`` are normalised ``(x, y)``; ``d1/d2`` the disparities there."""
+class ScoringCase:
+    """One scoring case. ``point1/2`` are normalised ``(x, y)``; ``d1/d2`` the disparities there."""
 
     name: str
     scene: object
@@ -80,12 +81,8 @@ class BenchCase:
         x, y = self.point1 if which == 1 else self.point2
         d = self.d1 if which == 1 else self.d2
         if disparity is not None:
-            try:
-                from .focus import focus_from_point
-                return focus_from_point(disparity, x, y)
-            except ImportError:
-                r, c = cv.point_to_pixel(x, y, *disparity.shape[-2:])
-                d = float(disparity[0, 0, r, c])
+            from ..core.focus import focus_from_point
+            return focus_from_point(disparity, x, y)
         return Focus(torch.tensor([x]), torch.tensor([y]), torch.tensor([float(d)]), ["point"])
 
 
@@ -119,15 +116,15 @@ def _pick_points(scene, seed: int) -> Tuple[Tuple[float, float], Tuple[float, fl
     return pts[0], pts[1], float(d[i1]), float(d[i2])
 
 
-def benchmark_cases(size: Union[int, Tuple[int, int]] = 256, n: Optional[int] = None) -> List[BenchCase]:
-    """The benchmark set at ``size`` (first ``n`` cases of :data:`CASES`)."""
+def scoring_cases(size: Union[int, Tuple[int, int]] = 256, n: Optional[int] = None) -> List[ScoringCase]:
+    """The scoring set at ``size`` (first ``n`` cases of :data:`CASES`)."""
     from .scenes import make_scene
     out = []
     for kind, seed, level in CASES[: n or len(CASES)]:
         sc = make_scene(seed, size, kind)
         h, w = sc.size
         p1, p2, d1, d2 = _pick_points(sc, seed)
-        out.append(BenchCase(f"{kind}-{seed}", sc, level, cv.level_to_K(level, h, w), d1, d2, p1, p2))
+        out.append(ScoringCase(f"{kind}-{seed}", sc, level, cv.level_to_K(level, h, w), d1, d2, p1, p2))
     return out
 
 
@@ -136,7 +133,7 @@ def cache_dir() -> str:
     return os.environ.get("DIFFCAMERA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "diffcamera", "bench"))
 
 
-def ground_truth(case: BenchCase, focus_disparity: float, K: float, use_cache: bool = True) -> torch.Tensor:
+def ground_truth(case: ScoringCase, focus_disparity: float, K: float, use_cache: bool = True) -> torch.Tensor:
     """Thin-lens render ``[1,3,H,W]`` of the case's scene (cached on disk as safetensors)."""
     from .thin_lens import render_thin_lens
     if K == 0:
@@ -237,7 +234,7 @@ def register_refocus_model(name: str, fn_factory: Callable[[], RefocusFn]) -> No
 
 def _render_bokeh_factory(mode: str) -> Callable[[], BokehFn]:
     def factory():
-        from .bokeh import render_bokeh  # helper-owned; lazily imported
+        from ..core.bokeh import render_bokeh
 
         def fn(image, disparity, focus_disparity, K):
             return render_bokeh(image, disparity, focus_disparity, K, mode=mode)
@@ -282,8 +279,8 @@ register_refocus_model("oracle-layered", _oracle("layered"))
 def dit_model_factory(path: str, steps: int = 8, seed: int = 0, guidance: float = 1.0) -> Callable[[], RefocusFn]:
     """Factory for a DiffCamera checkpoint (``"toy"``, a whole-model file/folder) via :mod:`core.dit` (lazy)."""
     def factory():
-        from .dit.loading import load_refocus_model
-        from .dit.sampler import refocus
+        from ..core.dit.loading import load_refocus_model
+        from ..core.dit.sampler import refocus
         model = load_refocus_model(path)
 
         def fn(image, disparity, focus, K):
@@ -550,7 +547,7 @@ def run_suite(name: str, size: Union[int, Tuple[int, int]] = 256, *, out_dir: Op
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; use one of {', '.join(SUITES)}")
     t0 = time.perf_counter()
-    cs = benchmark_cases(size, cases)
+    cs = scoring_cases(size, cases)
     if name == "bokeh":
         entries = _load(_BOKEH, renderers, log)
     else:

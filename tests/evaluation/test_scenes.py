@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from diffcamera.core import conventions as cv
-from diffcamera.core import scenes
+from diffcamera.evaluation import scenes
 
 
 @pytest.mark.parametrize("kind", scenes.KINDS)

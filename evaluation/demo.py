@@ -13,8 +13,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from . import conventions as cv
-from .values import Focus
+from ..core import conventions as cv
+from ..core.values import Focus
 
 #: Default artist bokeh level (px per 1024 px of long side) of the demo: K = 10 px at 64², inside the
 #: toy model's training range (levels 32..256).
@@ -56,17 +56,17 @@ def run_demo(seed: int = 7, size: int = 64, level: Optional[float] = None, steps
              model_path: Optional[str] = None, depth_model_path: Optional[str] = None,
              callback: Optional[Callable] = None) -> DemoResult:
     """Run the chain; see the module docstring. ``level`` is the artist bokeh level (conventions)."""
-    from .bokeh import render_bokeh
-    from .dit.loading import load_refocus_model
-    from .dit.sampler import refocus
-    from .focus import focus_from_point
+    from ..core.bokeh import render_bokeh
+    from ..core.dit.loading import load_refocus_model
+    from ..core.dit.sampler import refocus
+    from ..core.focus import focus_from_point
     from .metrics import focus_plane_error, psnr
     from .scenes import make_scene
 
     scene = make_scene(seed, size, kind="layers")
     image = scene.image
     if depth_model_path:
-        from .depth import estimate_disparity, load_depth_model
+        from ..core.depth import estimate_disparity, load_depth_model
         disparity = estimate_disparity(load_depth_model(depth_model_path), image)
     else:
         disparity = scene.disparity
@@ -113,7 +113,7 @@ def save_contact_sheet(result: DemoResult, path: str, scale: int = 4) -> None:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from .focus import draw_marker
+    from ..core.focus import draw_marker
 
     tiles = [
         ("all in focus", result.all_in_focus),

@@ -11,8 +11,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from . import conventions as cv
-from .depth import EDGE_THRESHOLD, depth_edges  # noqa: F401 - re-exported for the benchmark
+from ..core import conventions as cv
+from ..core.depth import EDGE_THRESHOLD, depth_edges  # noqa: F401 - re-exported for the scoring suites
 
 _LUMA = (0.299, 0.587, 0.114)
 #: Disparity bins whose reference Laplacian energy per pixel is below this fraction of the image's mean are

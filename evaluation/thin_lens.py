@@ -41,7 +41,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import conventions as cv
+from ..core import conventions as cv
 
 #: Largest aperture-cell footprint, in pixels at the largest blur radius, for the default sample count.
 CELL_PX = 3.0
@@ -256,7 +256,7 @@ def default_cells_across(r_max: float) -> int:
 def render_layers(layers, near: float, far: float, focus_disparity: float, K: float, *,
                   samples: Optional[int] = None, blades: int = 0, rotation: float = 0.0,
                   callback: Optional[Callable[[int, int, Optional[torch.Tensor]], None]] = None) -> torch.Tensor:
-    """Thin-lens render of ``layers`` (far -> near, :class:`diffcamera.core.scenes.Layer`) -> linear RGB ``[1,3,H,W]``.
+    """Thin-lens render of ``layers`` (far -> near, :class:`diffcamera.evaluation.scenes.Layer`) -> linear RGB ``[1,3,H,W]``.
 
     See :func:`render_thin_lens` for the arguments; this returns **linear light** and has no ``K = 0`` shortcut.
     """
@@ -291,10 +291,10 @@ def render_layers(layers, near: float, far: float, focus_disparity: float, K: fl
 def render_thin_lens(scene, focus_disparity: float, K: float, *, samples: Optional[int] = None, blades: int = 0,
                      rotation: float = 0.0,
                      callback: Optional[Callable[[int, int, Optional[torch.Tensor]], None]] = None) -> torch.Tensor:
-    """Physically exact defocus of a procedural :class:`~diffcamera.core.scenes.Scene`.
+    """Physically exact defocus of a procedural :class:`~diffcamera.evaluation.scenes.Scene`.
 
     Args:
-        scene: from :func:`diffcamera.core.scenes.make_scene` (layers far -> near, metric depth).
+        scene: from :func:`diffcamera.evaluation.scenes.make_scene` (layers far -> near, metric depth).
         focus_disparity: ``d_f`` in ``0..1`` (disparity convention of :mod:`~diffcamera.core.conventions`).
         K: blur radius in px per unit ``|d − d_f|`` at the scene's resolution (``r = K·|d − d_f|``), ``>= 0``.
         samples: approximate number of aperture cells (views); None = enough for < 0.5/255 noise (see module doc).

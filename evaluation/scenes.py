@@ -2,7 +2,7 @@
 
 A :class:`Scene` is a stack of textured :class:`Layer` s, far -> near, each with its own colour, alpha and
 *metric* depth. The all-in-focus (AIF) image is their front-to-back composite in **linear light**, and the
-depth/disparity maps describe the visible surface. :mod:`diffcamera.core.thin_lens` renders the same layers
+depth/disparity maps describe the visible surface. :mod:`diffcamera.evaluation.thin_lens` renders the same layers
 through a thin lens, which gives exact defocus ground truth including partial occlusion.
 
 Conventions are those of :mod:`diffcamera.core.conventions` (not redefined here):
@@ -35,7 +35,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from . import conventions as cv
+from ..core import conventions as cv
 
 #: Metric range of every procedural scene, metres (disparity 1 at NEAR, 0 at FAR).
 NEAR = 1.0

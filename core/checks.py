@@ -1,0 +1,89 @@
+"""Input checks the core's entry points share (renderer, pipeline, focus, video, the CLI), written once.
+
+Each raises ``ValueError`` naming the input and the fix, before any work; shapes and ranges are
+those of :mod:`diffcamera.core.conventions`. What ComfyUI's own types guarantee (an IMAGE is a float tensor
+``[B,H,W,C]``, a FLOAT is in its min..max) is checked for nodes by :mod:`diffcamera.nodes.validation`; these are
+the checks the core needs from every caller: the node layer, the CLI and Python users alike.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+
+def _shape(value) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def check_image(image, name: str = "image") -> Tuple[int, int, int]:
+    """A non-empty ``[B,3,H,W]`` tensor (sRGB 0..1); returns ``(B, H, W)``."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"{name}: expected a [B,3,H,W] image tensor (sRGB 0..1), got {_shape(image)}")
+    b, _, h, w = image.shape
+    if b == 0 or h == 0 or w == 0:
+        raise ValueError(f"{name}: the image is empty ({tuple(image.shape)}); give at least one 1x1 image")
+    return b, h, w
+
+
+def check_map(value, name: str = "depth", what: str = "disparity map (0..1, near = 1)") -> torch.Tensor:
+    """A one-channel map ``[B,1,H,W]`` (disparity, mask)."""
+    if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[1] != 1:
+        raise ValueError(f"{name}: expected a [B,1,H,W] {what}, got {_shape(value)}")
+    return value
+
+
+def check_finite(value: torch.Tensor, name: str, fix: str = "clean it first") -> torch.Tensor:
+    """No NaN or infinite value in ``value``."""
+    bad = ~torch.isfinite(value)
+    if bool(bad.any()):
+        raise ValueError(f"{name}: contains {int(bad.sum())} NaN or infinite values; {fix}")
+    return value
+
+
+def check_same_size(value: torch.Tensor, size: Sequence[int], name: str = "depth",
+                    fix: str = "estimate the depth from this image, or resize it to the image") -> None:
+    """``value`` ``[..., h, w]`` has the image's ``size`` ``(H, W)``."""
+    h, w = int(size[0]), int(size[1])
+    if tuple(value.shape[-2:]) != (h, w):
+        raise ValueError(f"{name} is {value.shape[-1]}×{value.shape[-2]} px but the image is {w}×{h}; {fix}")
+
+
+def check_batch(count: int, batch: int, name: str, what: str = "maps", per: str = "images") -> None:
+    """``count`` items (maps, masks, values, points) for ``batch`` images broadcast: one for all, or one each."""
+    if int(count) not in (1, int(batch)):
+        raise ValueError(f"{name}: {count} {what} for {batch} {per}; give one, or one per {per.rstrip('s')}")
+
+
+def check_values(value, batch: int, name: str, lo: float = float("-inf"), hi: float = float("inf"),
+                 ) -> Optional[torch.Tensor]:
+    """A number or ``[1|B]`` values (``None`` passes), finite and in ``lo..hi``; returns them ``[n]`` float64."""
+    if value is None:
+        return None
+    t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    check_batch(t.numel(), batch, name, "values")
+    if not bool(torch.isfinite(t).all()) or bool((t < lo).any()) or bool((t > hi).any()):
+        raise ValueError(f"{name}: must be finite{_range(lo, hi)}, got {t.tolist()}")
+    return t
+
+
+def _range(lo: float, hi: float) -> str:
+    if lo > float("-inf") and hi < float("inf"):
+        return f" and in {lo:g}..{hi:g}"
+    if lo > float("-inf"):
+        return f" and >= {lo:g}"
+    if hi < float("inf"):
+        return f" and <= {hi:g}"
+    return ""
+
+
+def check_image_and_depth(image, disparity, name: str = "depth",
+                          fix: str = "estimate the depth from this image, or resize it to the image") -> int:
+    """An image ``[B,3,H,W]`` and its disparity ``[1|B,1,H,W]`` of the same size, both finite; returns ``B``."""
+    b, h, w = check_image(image)
+    check_map(disparity, name)
+    check_same_size(disparity, (h, w), name, fix)
+    check_batch(disparity.shape[0], b, name, "depth maps")
+    check_finite(image, "image")
+    check_finite(disparity, name, "re-estimate the depth map or clean it")
+    return b
