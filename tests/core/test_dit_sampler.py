@@ -137,7 +137,7 @@ class LocalModel(torch.nn.Module):
         h, w = ref.shape[-2:]
         return pack_latents(ref) + self.cam(cam), token_ids(h // 2, w // 2, 1)
 
-    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None):
+    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None, reference=None):
         h, w = x.shape[-2:]
         t = self.lin(torch.cat([pack_latents(x), cond], -1)) * sigma.view(-1, 1, 1)
         return unpack_latents(t, h, w)
@@ -175,7 +175,7 @@ class ContextModel(LocalModel):
     """The exact "copy the reference" velocity ``(x − ref)/σ`` plus a term from the mean of the call's tokens
     (like attention context): each tile sees another context, so naive tiling leaves steps at tile borders."""
 
-    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None):
+    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None, reference=None):
         ref = unpack_latents(cond, *x.shape[-2:])
         ctx = x.mean(dim=(-2, -1), keepdim=True) + x[..., :1, :].mean(dim=(-2, -1), keepdim=True)
         return (x - ref) / sigma.view(-1, 1, 1, 1) + 3.0 * ctx
