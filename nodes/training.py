@@ -44,10 +44,11 @@ class SimulateDataset(io.ComfyNode):
             node_id="DiffCamera_SimulateDataset",
             display_name="SimulateRefocusDataset",
             category=f"{CATEGORY}/training",
-            description=("Simulates refocus training pairs with the classical (BokehMe-style) renderer: for every "
+            description=("Simulates refocus training pairs with the layered (occlusion-aware) renderer: for every "
                          "source image, several groups of two focus planes at one bokeh level, their two-plane "
-                         "composite and the mask of the sharper plane (what the stacking constraint needs), plus "
-                         "a reference input. Sources: procedural scenes (exact depth, no download) or a folder of "
+                         "composite and the mask of the sharper plane (what the stacking constraint needs), a "
+                         "reference input and its weight-free physics refocus to both planes (what the model "
+                         "refines). Sources: procedural scenes (exact depth, no download) or a folder of "
                          "all-in-focus images with NAME_depth.png beside them (or a depth model). Written under "
                          "output/diffcamera_datasets/<name>; queueing again resumes; same seed = same data."),
             inputs=[
@@ -106,13 +107,13 @@ class SimulateDataset(io.ComfyNode):
                 root = None
         workers = 1
         from ..core.bokeh import estimate_render_bytes
-        render = estimate_render_bytes(1, int(size), int(size), "classical", float(level_max) * int(size) / 1024.0)
         opts = SimulateOptions(size=int(size), variants=int(variants), level_range=(float(level_min), float(level_max)),
                                seed=int(seed), min_sharpness=float(min_sharpness or 0.0),
                                num_scenes=int(num_scenes) if source == "procedural" else 0,
                                depth_model="(node input)" if depth_model is not None else None)
         groups = opts.shard_size if folder else min(opts.shard_size, opts.num_scenes * opts.variants)
-        require_memory(estimate_simulate_bytes(opts.size, workers, groups, render), torch.device("cpu"),
+        render = estimate_render_bytes(1, int(size), int(size), opts.renderer, float(level_max) * int(size) / 1024.0)
+        require_memory(estimate_simulate_bytes(opts.size, workers, groups, render, opts.renderer), torch.device("cpu"),
                        f"SimulateRefocusDataset at size {size}", "lower size")
         out = safe_paths.make_dirs_inside(ca.output_directory(), [DATASETS_FOLDER, name], "name")
         estimator = None

@@ -47,6 +47,10 @@ class TrainConfig:
             to simulate ``procedural_scenes`` scenes in memory at start (same code as ``simulate``).
         size: training resolution in pixels (square), a multiple of 16.
         procedural_*: scene count, kinds and variants per scene when ``dataset == "procedural"``.
+        reference_renderer: ``"same"`` (the reference input rendered like the targets) or ``"thin_lens"`` (procedural
+            data only: the input blurred by the thin-lens reference renderer, as a real lens does, so the physics
+            estimate carries the errors of a blur that is not the renderer it inverts); see
+            :mod:`diffcamera.training.simulate`.
         level_range: artist bokeh levels (px per 1024 px of long side) sampled uniformly.
     Optimisation:
         steps: optimiser steps; batch_size: scene groups per micro-batch (each group gives two focus planes,
@@ -86,6 +90,7 @@ class TrainConfig:
     procedural_kinds: List[str] = field(default_factory=lambda: ["layers", "slanted", "ground", "mixed"])
     procedural_variants: int = 4
     procedural_seed: int = 1000
+    reference_renderer: str = "same"
     level_range: List[float] = field(default_factory=lambda: [8.0, 96.0])
     # optimisation
     steps: int = 1000
@@ -125,7 +130,7 @@ class TrainConfig:
     #: fields added after the first release, hashed by :meth:`fingerprint` only when they differ from these values
     #: (so a checkpoint written before they existed still resumes)
     ADDED_LATER = {"base_storage": "default", "timestep_sampling": "logit_normal", "denoise_max": 1.0,
-                   "resolution_shift": False}
+                   "resolution_shift": False, "reference_renderer": "same"}
 
     def __post_init__(self):
         self.validate()

@@ -82,6 +82,7 @@ IMAGE_KEYS = ("aif", "reference", "target1", "target2", "physics1", "physics2", 
 #: Version 2: physics references, the layered renderer by default.
 FORMAT_VERSION = 2
 RENDERERS = ("layered", "classical")
+REFERENCE_RENDERERS = ("same", "thin_lens")
 
 
 @dataclass
@@ -104,12 +105,18 @@ class SimulateOptions:
     scene_seed: int = 0
     depth_model: Optional[str] = None
     renderer: str = "layered"
+    reference_renderer: str = "same"
     physics_coarse: Tuple[int, int] = (4, 8)
     physics_fine: Tuple[int, int] = (2, 5)
 
     def __post_init__(self):
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {RENDERERS}, got {self.renderer!r}")
+        if self.reference_renderer not in REFERENCE_RENDERERS:
+            raise ValueError(f"reference_renderer must be one of {REFERENCE_RENDERERS}, got {self.reference_renderer!r}")
+        if self.reference_renderer == "thin_lens" and self.sources:
+            raise ValueError("reference_renderer 'thin_lens' needs the layers of procedural scenes; an image folder "
+                             "has none: use reference_renderer 'same'")
         self.level_range = tuple(self.level_range)
         self.scene_kinds = tuple(self.scene_kinds)
         self.physics_coarse = tuple(int(v) for v in self.physics_coarse)
@@ -170,8 +177,8 @@ def plane_mask(disparity: torch.Tensor, d1: float, d2: float) -> torch.Tensor:
 
 
 def simulate_group(image: torch.Tensor, disparity: torch.Tensor, seed: int, options: SimulateOptions,
-                   render: Optional[Callable] = None,
-                   interrupt: Optional[Callable[[], None]] = None) -> Tuple[Dict[str, torch.Tensor], Dict]:
+                   render: Optional[Callable] = None, interrupt: Optional[Callable[[], None]] = None,
+                   scene=None) -> Tuple[Dict[str, torch.Tensor], Dict]:
     """Render one training group.
 
     Args:
@@ -181,6 +188,8 @@ def simulate_group(image: torch.Tensor, disparity: torch.Tensor, seed: int, opti
             ``render_bokeh(..., mode=options.renderer, gamma=options.gamma)``.
         interrupt: ``fn()`` that raises to stop (ComfyUI's Cancel); called before each render, by the default
             renderer during it and by the physics solver at every iteration.
+        scene: the procedural :class:`~diffcamera.core.scenes.Scene` of ``image`` (needed by
+            ``options.reference_renderer == "thin_lens"``).
     Returns:
         ``(tensors, meta)``: tensors as in the module table (without batch dimension), meta a JSON dict.
     """
@@ -222,7 +231,17 @@ def simulate_group(image: torch.Tensor, disparity: torch.Tensor, seed: int, opti
             comp = render(image, composite_disparity(disparity, d1, d2), 0.5, 2.0 * K)
         else:
             comp = mask * t1 + (1 - mask) * t2
-        ref = u8(image if use_aif else render(image, disparity, ref_d, ref_K))
+        if use_aif:
+            ref = u8(image)
+        elif options.reference_renderer == "thin_lens":
+            if scene is None:
+                raise ValueError("reference_renderer 'thin_lens' needs the procedural scene of the image")
+            from ..core.thin_lens import render_thin_lens
+            if interrupt is not None:
+                interrupt()
+            ref = u8(render_thin_lens(scene, ref_d, ref_K).float())
+        else:
+            ref = u8(render(image, disparity, ref_d, ref_K))
         # the physics refocus of the (8-bit) reference to both planes, as inference runs it on the user's input
         progress = None if interrupt is None else (lambda done, total, preview=None: interrupt())
         phys = refocus_physics((ref.float() / 255.0).unsqueeze(0).expand(2, -1, -1, -1), disparity,
@@ -399,19 +418,20 @@ def shard_done(out_dir: str, index: int) -> bool:
 
 
 def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict,
-                 interrupt: Optional[Callable[[], None]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A source description -> ``(image [1,3,S,S], disparity [1,1,S,S])`` at the simulation size."""
+                 interrupt: Optional[Callable[[], None]] = None) -> Tuple[torch.Tensor, torch.Tensor, object]:
+    """A source description -> ``(image [1,3,S,S], disparity [1,1,S,S], scene or None)`` at the simulation size."""
     if source["kind"] == "scene":
         from ..core.scenes import make_scene
         scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"], check=interrupt)
-        return scene.image.float().clamp(0, 1), scene.disparity.float().clamp(0, 1)
+        return scene.image.float().clamp(0, 1), scene.disparity.float().clamp(0, 1), scene
     image = load_image(source["path"])
     if source.get("depth"):
         disp = load_depth(source["depth"], metric=options.depth_is_metric)
     else:
         disp = depth_cache[source["path"]]
     disp = torch.nn.functional.interpolate(disp, size=image.shape[-2:], mode="bilinear", align_corners=False)
-    return _square(image, options.size, "bicubic").clamp(0, 1), _square(disp, options.size, "bilinear").clamp(0, 1)
+    return (_square(image, options.size, "bicubic").clamp(0, 1), _square(disp, options.size, "bilinear").clamp(0, 1),
+            None)
 
 
 def build_shard(index: int, sources: Sequence[Dict], options: SimulateOptions, out_dir: Optional[str] = None,
@@ -442,7 +462,7 @@ def build_shard(index: int, sources: Sequence[Dict], options: SimulateOptions, o
         if cache_val is None:
             continue
         tensors, meta = simulate_group(cache_val[0], cache_val[1], group_seed(options.seed, si, var), options, render,
-                                       interrupt)
+                                       interrupt, scene=cache_val[2])
         meta.update({"group": g, "source_index": si, "variant": var,
                      "source": src.get("path") or f"scene:{src['scene_kind']}:{src['seed']}"})
         for k, v in tensors.items():
@@ -479,7 +499,7 @@ def sharpness_filter(sources: List[Dict], options: SimulateOptions, depth_cache:
     for src in sources:
         name = src.get("path") or f"scene:{src['scene_kind']}:{src['seed']}"
         try:
-            img, _ = _load_source(src, options, depth_cache)
+            img, _, _ = _load_source(src, options, depth_cache)
         except ValueError as exc:
             bad.append((name, str(exc)))
             continue
@@ -596,6 +616,9 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
         raise ValueError(f"level_range must be low <= high, got {options.level_range}")
     if bool(image_folder) == bool(options.num_scenes > 0):
         raise ValueError("give either an image folder or a number of procedural scenes (--scenes N), not both/neither")
+    if image_folder and options.reference_renderer == "thin_lens":
+        raise ValueError("reference_renderer 'thin_lens' needs the layers of procedural scenes; an image folder has "
+                         "none: use reference_renderer 'same'")
     os.makedirs(out_dir, exist_ok=True)
     if image_folder:
         options.sources = os.path.abspath(image_folder)

@@ -119,6 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     s = sub.add_parser("simulate")
     s.add_argument("--config", default="toy")
     s.add_argument("--out", required=True)
+    s.add_argument("--reference-renderer", choices=("same", "thin_lens"), default=None)
     t = sub.add_parser("train")
     t.add_argument("--config", default="toy")
     t.add_argument("--out", required=True, help="ablation root folder (the run goes to OUT/<variant>_s<seed>)")
@@ -141,7 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.cmd == "simulate":
-        simulate_data(TrainConfig.load(a.config), a.out)
+        over = {"reference_renderer": a.reference_renderer} if a.reference_renderer else {}
+        simulate_data(TrainConfig.load(a.config, over), a.out)
     elif a.cmd == "train":
         from .trainer import train
         over = {"num_threads": a.threads}

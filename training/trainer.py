@@ -110,7 +110,7 @@ def procedural_options(config: TrainConfig):
     return SimulateOptions(size=config.size, variants=config.procedural_variants, level_range=tuple(config.level_range),
                            seed=config.procedural_seed, num_scenes=config.procedural_scenes,
                            scene_kinds=tuple(config.procedural_kinds), scene_seed=config.procedural_seed,
-                           shard_size=64)
+                           shard_size=64, reference_renderer=config.reference_renderer)
 
 
 def build_dataset(config: TrainConfig, callback=None) -> PairDataset:
@@ -447,7 +447,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     if main and step >= config.steps:
         lora_path = save_result(model, out)
         save_png(loss_curve_image(records), os.path.join(out, "loss_curve.png"))
-        log(f"train: {step} steps in {elapsed:.1f} s; LoRA -> {lora_path}")
+        log(f"train: {step} steps in {elapsed:.1f} s; {'LoRA' if lora_path.endswith(LORA_NAME) else 'model'} -> "
+            f"{lora_path}")
     accelerator.wait_for_everyone()
     return TrainResult(out, lora_path, step, records, last_ckpt, time.perf_counter() - t_start, interrupted)
 

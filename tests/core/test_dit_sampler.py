@@ -220,3 +220,23 @@ def test_bad_input_raises_before_work(toy_model, change, match):
     with pytest.raises(ValueError, match=match):
         refocus(counted, kw["img"], kw["disp"], kw["focus"], 8.0, steps=kw["steps"], denoise=kw["denoise"])
     assert counted.calls == 0
+
+
+def test_an_untrained_residual_model_returns_its_reference_exactly():
+    """The toy's parameterisation (x0 = reference + output, output layer zero at init): whatever the steps, denoise
+    and seed, sampling ends on the reference (the physics estimate the pipeline gives it), so refining cannot make
+    the estimate worse before training has taught it something."""
+    model = toy(prediction="residual")
+    assert float(model.transformer.proj_out.weight.abs().max()) == 0.0
+    img, disp, focus = _inputs()
+    for steps, denoise, seed in ((1, 1.0, 0), (8, 0.5, 3), (28, 0.3, 9)):
+        out = refocus(model, img, disp, focus, 8.0, steps=steps, denoise=denoise, seed=seed, init_image=img)
+        assert torch.allclose(out, img, atol=2e-6), (steps, denoise, seed)
+
+
+def test_time_shift_is_the_schedulers():
+    from diffcamera.core.dit.sampler import time_shift
+    for tokens in (64, 1024, 4096):
+        sched, _ = schedule(20, tokens)
+        grid = torch.linspace(1.0, 1.0 / 20, 20)
+        assert torch.allclose(time_shift(grid, tokens), sched.sigmas[:-1].float(), atol=1e-6)

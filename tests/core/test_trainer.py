@@ -53,6 +53,30 @@ def test_unknown_config_keys_are_refused_by_name(tmp_path):
         TrainConfig(depth_dropout=1.5)
 
 
+def test_toy_has_one_definition_shared_by_config_and_shipped_model():
+    """#12 "two truths": core/dit/toy.py's toy_config is the toy; training/configs/toy.json builds exactly it, and the
+    shipped assets/toy_refocus model was trained from it (its config equals the one toy.json builds)."""
+    from diffcamera.core.dit.config import RefocusModelConfig
+    from diffcamera.core.dit.toy import toy_config
+    cfg = TrainConfig.load("toy")
+    assert cfg.model == {} and cfg.refocus_config() == toy_config(trained_size=cfg.size)
+    shipped = os.path.join(os.path.dirname(ASSET), "model.json")
+    with open(shipped) as fh:
+        assert RefocusModelConfig.from_json(fh.read()) == cfg.refocus_config()
+
+
+def test_model_config_refuses_unknown_keys():
+    from diffcamera.core.dit.config import RefocusModelConfig
+    good = RefocusModelConfig().to_dict()
+    assert RefocusModelConfig.from_dict(good) == RefocusModelConfig()
+    with pytest.raises(ValueError, match="unknown key.*'lora_rnk'"):
+        RefocusModelConfig.from_dict({**good, "lora_rnk": 3})
+    with pytest.raises(ValueError, match="prediction"):
+        RefocusModelConfig(prediction="x0")
+    with pytest.raises(ValueError, match="residual"):
+        TrainConfig(model_kind="flux", model={"prediction": "residual"}).refocus_config()
+
+
 def test_bundled_configs_load():
     from diffcamera.training.config import CONFIG_DIR
     names = [f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json")]
