@@ -28,7 +28,7 @@ script goes on; a global time guard, 7.5 min by default, skips what would not fi
 
 Rows that cannot fit the card (estimated before anything is allocated) are skipped with the estimate, so the script
 also runs on 24 GB cards. ``--dry-run`` runs the very same functions on the CPU with the tiny FLUX config
-(``core/dit/toy.py``), 64 px, 2 steps: it checks the script, its numbers mean nothing.
+(``tests/tiny_dit.py``), 64 px, 2 steps: it checks the script, its numbers mean nothing.
 """
 from __future__ import annotations
 
@@ -89,8 +89,10 @@ class Plan:
         if not dry_run:
             return cls(False, torch.device("cuda"), transformer=shipped_config("flux1-kontext-dev/transformer"),
                        vae=shipped_config("flux1-vae/vae"), lora_rank=rank, budget_s=budget_s)
+        import sys
         from diffcamera.core.dit.model import TOY_TEXT_TOKENS
-        from diffcamera.core.dit.toy import TINY_FLUX_TRANSFORMER, TINY_FLUX_VAE
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+        from tiny_dit import TINY_FLUX_TRANSFORMER, TINY_FLUX_VAE   # the dry run uses the tests' tiny FLUX
         vae = {k: v for k, v in TINY_FLUX_VAE.items() if k != "kind"}
         return cls(True, torch.device("cpu"), bokeh_sizes=(64, 128), bokeh_repeats=2, physics_size=64,
                    refocus_size=64, steps=2, step_repeats=2, train_sizes=(32, 64), train_steps=2,

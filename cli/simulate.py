@@ -3,9 +3,11 @@
 Sources: a folder of all-in-focus images with depth maps beside them (``photo.png`` + ``photo_depth.png``,
 grey disparity, bright = near; or ``photo_depth.npy``), depth estimated with ``--depth-model`` (a local Depth
 Anything V2 folder) for images without one, or ``--scenes N`` procedural scenes with exact depth. Every
-source gives ``--variants`` groups (two focus planes, their two-plane composite, the plane mask and a
-reference), rendered with the classical (BokehMe-style) renderer. Rerunning the same command resumes;
-the same ``--seed`` gives the same data. Unreadable files are listed and skipped.
+source gives ``--variants`` groups (two focus planes, their two-plane composite, the plane mask, a reference
+input and the weight-free physics refocus of it to both planes, which the DiT is conditioned on), rendered
+with the layered (occlusion-aware) renderer, or with ``--renderer classical`` (BokehMe-style, as DiffCamera's
+data). Rerunning the same command resumes; the same ``--seed`` gives the same data. Unreadable files are
+listed and skipped.
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--scene-seed", type=int, default=0, help="first procedural scene seed (default: %(default)s)")
     p.add_argument("--shard-size", type=int, default=64, help="groups per shard file (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
+    p.add_argument("--renderer", choices=("layered", "classical"), default="layered",
+                   help="bokeh renderer of the pairs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
     return p
 
@@ -57,7 +61,7 @@ def run(args) -> int:
                            min_sharpness=args.min_sharpness, shard_size=args.shard_size, seed=args.seed,
                            depth_is_metric=args.depth_is_metric, num_scenes=args.scenes or 0,
                            scene_kinds=tuple(k.strip() for k in args.scene_kinds.split(",") if k.strip()),
-                           scene_seed=args.scene_seed, depth_model=depth_model)
+                           scene_seed=args.scene_seed, depth_model=depth_model, renderer=args.renderer)
     with rt.Progress(1, desc="simulate (shards)") as progress:
         simulate_dataset(args.out, opts, image_folder=args.images, workers=args.workers, callback=progress,
                          what="--out")

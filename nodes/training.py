@@ -41,10 +41,11 @@ class SimulateDataset(io.ComfyNode):
             node_id="DiffCamera_SimulateDataset",
             display_name="SimulateRefocusDataset",
             category=f"{CATEGORY}/training",
-            description=("Simulates refocus training pairs with the classical (BokehMe-style) renderer: for every "
+            description=("Simulates refocus training pairs with the layered (occlusion-aware) renderer: for every "
                          "source image, several groups of two focus planes at one bokeh level, their two-plane "
-                         "composite and the mask of the sharper plane (what the stacking constraint needs), plus "
-                         "a reference input. Sources: procedural scenes (exact depth, no download) or a folder of "
+                         "composite and the mask of the sharper plane (what the stacking constraint needs), a "
+                         "reference input and its weight-free physics refocus to both planes (what the model "
+                         "refines). Sources: procedural scenes (exact depth, no download) or a folder of "
                          "all-in-focus images with NAME_depth.png beside them (or a depth model). Written under "
                          "output/diffcamera_datasets/<name>; queueing again resumes; same seed = same data."),
             inputs=[
@@ -130,9 +131,9 @@ def _simulate_bytes(opts, from_folder: bool) -> int:
     highest level (:func:`diffcamera.training.simulate.estimate_simulate_bytes`)."""
     from ..core.bokeh import estimate_render_bytes
     from ..training.simulate import estimate_simulate_bytes
-    render = estimate_render_bytes(1, opts.size, opts.size, "classical", opts.level_range[1] * opts.size / 1024.0)
+    render = estimate_render_bytes(1, opts.size, opts.size, opts.renderer, opts.level_range[1] * opts.size / 1024.0)
     groups = opts.shard_size if from_folder else min(opts.shard_size, opts.num_scenes * opts.variants)
-    return estimate_simulate_bytes(opts.size, 1, groups, render)
+    return estimate_simulate_bytes(opts.size, 1, groups, render, opts.renderer)
 
 
 def _estimate_depth(handle, image):

@@ -1,6 +1,9 @@
 """Tiny refocus models for tests (all helpers, all tiers). Random weights, built from configs in milliseconds.
 
-* :func:`tiny_flux` / :func:`toy` — build models (``core.dit.model`` builders with fixed seeds).
+* :data:`TINY_FLUX_TRANSFORMER`, :data:`TINY_FLUX_VAE`, :func:`tiny_flux_config` — the tiny random FLUX (test-only:
+  production code knows only the toy and real FLUX.1 bases). It has FLUX.1 [dev]'s architecture (guidance
+  embedding, 16 latent channels, ×8 VAE) at a tiny size, so it carries the ``flux1-dev`` family.
+* :func:`tiny_flux` / :func:`toy` — build models (``core.dit.model.build_from_config`` with fixed seeds).
 * :func:`randomise_lora` — give a model non-zero LoRA B / camera-encoder weights (a "trained" LoRA).
 * :func:`save_tiny_flux_lora` — a tiny FLUX LoRA file (what the real-ComfyUI tier loads with ComfyUI's stock
   ``LoraLoaderModelOnly``), returns ``(path, model)``.
@@ -17,16 +20,48 @@ import os
 
 import torch
 
-from diffcamera.core.dit.model import build_tiny_flux_model, build_toy_model
-from diffcamera.core.dit.toy import tiny_flux_config, toy_config
+from diffcamera.core.dit.config import RefocusModelConfig
+from diffcamera.core.dit.model import build_from_config, build_toy_model
+from diffcamera.core.dit.toy import toy_config
+
+#: Tiny FLUX: 1 double + 1 single block, inner dim 32, FLUX's 64-value tokens, guidance embedding as FLUX.1 [dev].
+TINY_FLUX_TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                             num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16,
+                             guidance_embeds=True, axes_dims_rope=[4, 6, 6])
+#: Tiny AutoencoderKL with FLUX's structure: 4 levels (×8), 16 latent channels, no quant convs.
+TINY_FLUX_VAE = dict(kind="autoencoder_kl", in_channels=3, out_channels=3,
+                     down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                     block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4, latent_channels=16,
+                     sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                     use_post_quant_conv=False, mid_block_add_attention=True)
+
+
+def tiny_flux_config(**changes) -> RefocusModelConfig:
+    """The tiny-FLUX config (LoRA rank 4, fused layout, trained at 64 px, velocity prediction)."""
+    base = dict(family="flux1-dev", condition_layout="fused", latent_channels=16, vae_scale_factor=8,
+                camera_subgrid=4, camera_hidden=32, lora_rank=4, trained_size=64,
+                transformer=dict(TINY_FLUX_TRANSFORMER), autoencoder=dict(TINY_FLUX_VAE),
+                scaling_factor=0.3611, shift_factor=0.1159)
+    base.update(changes)
+    return RefocusModelConfig(**base)
+
+
+def tiny_flux_model_entry(**changes) -> dict:
+    """The ``model`` entry of a training config that builds the tiny random FLUX (``model_kind: "flux"``, no base)."""
+    cfg = tiny_flux_config(**changes).to_dict()
+    return {k: cfg[k] for k in ("family", "latent_channels", "vae_scale_factor", "camera_hidden", "lora_rank",
+                                "transformer", "autoencoder", "scaling_factor", "shift_factor")}
 
 
 def tiny_flux(layout: str = "fused", seed: int = 0, lora_rank: int = 4):
-    return build_tiny_flux_model(tiny_flux_config(condition_layout=layout, lora_rank=lora_rank), seed=seed)
+    return build_from_config(tiny_flux_config(condition_layout=layout, lora_rank=lora_rank), seed=seed)
 
 
 def toy(layout: str = "fused", seed: int = 0, full: bool = False, **changes):
-    """A toy-family model; ``full=False`` (tests) uses 1 double + 1 single block instead of 2 + 4."""
+    """A toy-family model; ``full=False`` (tests) uses 1 double + 1 single block instead of the toy's 1 + 2.
+    Velocity prediction by default (a random DiT whose output depends on every input); pass
+    ``prediction="residual"`` for the shipped toy's parameterisation (an untrained one returns its reference)."""
+    changes.setdefault("prediction", "velocity")
     if not full and "transformer" not in changes:
         from diffcamera.core.dit.toy import TOY_TRANSFORMER
         changes["transformer"] = dict(TOY_TRANSFORMER, num_layers=1, num_single_layers=1)
@@ -71,7 +106,7 @@ def save_tiny_flux_bundle(models_dir: str, layout: str = "fused", seed: int = 0)
 
 def save_toy_model(path: str, layout: str = "fused", seed: int = 0):
     """A toy whole-model file (``.safetensors`` + sidecar JSON); returns ``(path, model)``."""
-    from diffcamera.core.dit.lora import save_refocus_model
+    from diffcamera.core.dit.model import save_refocus_model
     model = toy(layout, seed)
     with torch.no_grad():
         g = torch.Generator().manual_seed(seed + 7)

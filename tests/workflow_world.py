@@ -73,7 +73,7 @@ def save_random_toy(folder: str) -> str:
     a stand-in for tier b while the trained bundle is not in the repository."""
     import torch
 
-    from diffcamera.core.dit.lora import save_refocus_model
+    from diffcamera.core.dit.model import save_refocus_model
     from diffcamera.core.dit.model import build_toy_model
 
     with torch.random.fork_rng(devices=[]):

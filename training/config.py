@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional
 #: Where the bundled configs live (``training/configs/*.json``).
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
-MODEL_KINDS = ("toy", "tiny_flux", "flux")
+MODEL_KINDS = ("toy", "flux")
+TIMESTEP_SAMPLING = ("logit_normal", "uniform")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -31,9 +32,11 @@ class TrainConfig:
 
     Model:
         model_kind: ``"toy"`` (tiny FLUX-architecture DiT + invertible pixel autoencoder, trained fully from
-            scratch), ``"tiny_flux"`` (tiny random FluxTransformer2DModel + AutoencoderKL, LoRA) or ``"flux"``
-            (a real FLUX.1 base from ``base_path``/``vae_path``, LoRA).
-        model: fields of ``RefocusModelConfig`` (``lora_rank``, ``lora_alpha``, ``lora_targets``, ...).
+            scratch; :func:`diffcamera.core.dit.toy.toy_config` is its one definition) or ``"flux"`` (a FLUX.1 base
+            from ``base_path``/``vae_path`` with a LoRA; without ``base_path``, a random-init FLUX-architecture model
+            from the ``transformer`` / ``autoencoder`` configs in ``model``: the tests' tiny FLUX).
+        model: fields of ``RefocusModelConfig`` (``lora_rank``, ``lora_alpha``, ``lora_targets``, ...) over the
+            defaults of ``model_kind``.
         base_path, vae_path: local FLUX transformer / VAE (folder or single file), only for ``"flux"``.
         init_lora: optional LoRA (``.safetensors``) to start from.
         base_storage: ``"default"`` (the frozen base in the compute dtype) or ``"fp8_e4m3fn"`` / ``"fp8_e5m2"``
@@ -44,6 +47,10 @@ class TrainConfig:
             to simulate ``procedural_scenes`` scenes in memory at start (same code as ``simulate``).
         size: training resolution in pixels (square), a multiple of 16.
         procedural_*: scene count, kinds and variants per scene when ``dataset == "procedural"``.
+        reference_renderer: ``"same"`` (the reference input rendered like the targets) or ``"thin_lens"`` (procedural
+            data only: the input blurred by the thin-lens reference renderer, as a real lens does, so the physics
+            estimate carries the errors of a blur that is not the renderer it inverts); see
+            :mod:`diffcamera.training.simulate`.
         level_range: artist bokeh levels (px per 1024 px of long side) sampled uniformly.
     Optimisation:
         steps: optimiser steps; batch_size: scene groups per micro-batch (each group gives two focus planes,
@@ -53,7 +60,12 @@ class TrainConfig:
     Loss (see :mod:`diffcamera.training.losses` for the exact formula):
         lambda_stack: weight of the stacking constraint (0 = vanilla loss).
         depth_dropout: probability that a group's depth-derived condition channels are blanked.
-        logit_normal_mean/std: timestep density ``sigma = sigmoid(N(mean, std))``.
+        timestep_sampling: ``"logit_normal"`` (``t = sigmoid(N(mean, std))``, ``logit_normal_mean/std``) or
+            ``"uniform"`` (``t ~ U(0, 1)``); ``t`` is then scaled into ``(0, denoise_max]`` and, with
+            ``resolution_shift``, mapped to ``σ`` by FLUX's resolution-dependent shift for the tokens of one
+            model call at ``size`` — exactly the map the sampler applies to its step grid, so training sees the
+            noise levels that refining at ``denoise ≤ denoise_max`` visits
+            (:func:`diffcamera.training.losses.training_sigmas`).
     Runtime:
         mixed_precision: ``"auto"`` = bf16 on CUDA, none on CPU. gradient_checkpointing: on the DiT blocks.
         num_threads: torch CPU threads (0 = leave torch's default).
@@ -78,6 +90,7 @@ class TrainConfig:
     procedural_kinds: List[str] = field(default_factory=lambda: ["layers", "slanted", "ground", "mixed"])
     procedural_variants: int = 4
     procedural_seed: int = 1000
+    reference_renderer: str = "same"
     level_range: List[float] = field(default_factory=lambda: [8.0, 96.0])
     # optimisation
     steps: int = 1000
@@ -93,8 +106,11 @@ class TrainConfig:
     # loss
     lambda_stack: float = 1.0
     depth_dropout: float = 0.0
+    timestep_sampling: str = "logit_normal"
     logit_normal_mean: float = 0.0
     logit_normal_std: float = 1.0
+    denoise_max: float = 1.0
+    resolution_shift: bool = True
     # runtime
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
@@ -113,7 +129,8 @@ class TrainConfig:
                    "num_threads", "notes", "memory_check")
     #: fields added after the first release, hashed by :meth:`fingerprint` only when they differ from these values
     #: (so a checkpoint written before they existed still resumes)
-    ADDED_LATER = {"base_storage": "default"}
+    ADDED_LATER = {"base_storage": "default", "timestep_sampling": "logit_normal", "denoise_max": 1.0,
+                   "resolution_shift": False, "reference_renderer": "same"}
 
     def __post_init__(self):
         self.validate()
@@ -130,6 +147,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.depth_dropout <= 1.0:
             raise ValueError(f"depth_dropout is a probability in 0..1, got {self.depth_dropout}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {self.timestep_sampling!r}")
+        if not 0.0 < self.denoise_max <= 1.0:
+            raise ValueError(f"denoise_max must be in (0, 1], got {self.denoise_max}")
         if self.lambda_stack < 0:
             raise ValueError(f"lambda_stack must be >= 0, got {self.lambda_stack}")
         if self.lr <= 0:
@@ -152,7 +173,7 @@ class TrainConfig:
         if self.base_storage != "default":
             if self.model_kind == "toy":
                 raise ValueError("base_storage fp8 needs a frozen base with a LoRA; the toy trains its whole "
-                                 "transformer: use model_kind 'flux' or 'tiny_flux', or base_storage 'default'")
+                                 "transformer: use model_kind 'flux', or base_storage 'default'")
             if not self.gradient_checkpointing:
                 raise ValueError(f"base_storage {self.base_storage!r} saves memory only with gradient checkpointing "
                                  "(without it autograd keeps an up-cast copy of every weight until the backward pass); "
@@ -229,13 +250,15 @@ class TrainConfig:
         changes.setdefault("trained_size", self.size)
         if self.model_kind == "toy":
             return toy_cfgs.toy_config(**changes)
-        if self.model_kind == "tiny_flux":
-            return toy_cfgs.tiny_flux_config(**changes)
         fam = changes.pop("family", None)
         if family is None and fam is None:
             from ..core.dit.loading import guess_family
             fam = guess_family(self.base_path) if self.base_path else "flux1-kontext-dev"
-        return toy_cfgs.flux_config(family or fam, **changes)
+        cfg = toy_cfgs.flux_config(family or fam, **changes)
+        if cfg.prediction == "residual":
+            raise ValueError("model.prediction 'residual' needs an output layer trained from zero (the toy); a FLUX "
+                             "base with a LoRA keeps its pretrained velocity output: use prediction 'velocity'")
+        return cfg
 
     @property
     def resolved_mixed_precision(self) -> str:

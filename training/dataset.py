@@ -2,7 +2,7 @@
 
 A batch is a dict of float tensors (``B`` groups):
 
-* ``reference``, ``target1``, ``target2``, ``composite``, ``aif``: ``[B,3,H,W]`` sRGB 0..1
+* ``reference``, ``target1``, ``target2``, ``physics1``, ``physics2``, ``composite``, ``aif``: ``[B,3,H,W]`` sRGB 0..1
 * ``mask``: ``[B,1,H,W]`` 0/1 (1 where plane 1 is sharper); ``disparity``: ``[B,1,H,W]`` 0..1 near = 1
 * ``focus_xy1``, ``focus_xy2``: ``[B,2]`` normalised points; ``focus_disparity1/2``, ``K``, ``level``,
   ``ref_focus_disparity``, ``ref_K``: ``[B]`` (K in px at the stored resolution)
@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from .simulate import IMAGE_KEYS, SCALAR_KEYS
+from .simulate import FORMAT_VERSION, IMAGE_KEYS, SCALAR_KEYS
 
 
 class PairDataset:
@@ -38,6 +38,11 @@ class PairDataset:
                                         f"make one with `diffcamera simulate`")
             with open(manifest, "r", encoding="utf-8") as fh:
                 self.manifest = json.load(fh)
+            fmt = self.manifest.get("format")
+            if fmt != f"diffcamera-pairs-v{FORMAT_VERSION}":
+                raise ValueError(f"{folder!r} is a {fmt or 'pre-v1'} dataset; this trainer needs "
+                                 f"diffcamera-pairs-v{FORMAT_VERSION} (physics references, the layered renderer by "
+                                 "default): simulate it again with `diffcamera simulate`")
             total = 0
             for shard in self.manifest["shards"]:
                 self._files.append(os.path.join(folder, shard["file"]))

@@ -1,14 +1,19 @@
-"""The paper's ablation at toy scale: vanilla loss vs + stacking constraint vs + stacking + depth dropout.
+"""The paper's ablation at toy scale — vanilla loss vs + stacking constraint vs + stacking + depth dropout — and the
+shipped toy model.
 
-:func:`run_ablation` trains the three variants of one base config (``training/configs/toy.json``) with the
-same data, seed and step budget. They advance **in lockstep**, ``slice_steps`` at a time, each slice resuming
-from the variant's own checkpoint (so a time limit stops all three at the same step count, and the runs
-exercise exact resume). :func:`evaluate_model` then scores a trained model with the refocus suite of
-``diffcamera bench`` (:mod:`diffcamera.core.benchmark`) on procedural scenes never used for training,
-always next to the copy-the-input baseline.
+Every variant changes only ``lambda_stack`` / ``depth_dropout`` of one base config (``training/configs/toy.json``);
+the runs of an ablation share one simulated dataset (:func:`simulate_data`, the same groups the config's in-memory
+procedural data would be), the step budget and, per seed, every random draw. Each run is one process (run at most
+two at a time on a shared 2-core machine, one thread each); :func:`evaluate_runs` then scores the final models of
+all runs on the cases of :mod:`diffcamera.training.toy_eval` (unseen thin-lens scenes) next to copy, re-blur,
+physics and the oracle, and reports mean ± spread over seeds.
 
-CLI: ``python -m diffcamera.training.toy train --out DIR [--minutes M]`` and
-``python -m diffcamera.training.toy eval --out DIR``.
+CLI (``python -m diffcamera.training.toy``)::
+
+    simulate --out DATA                                   # the config's procedural data, once, to a folder
+    train --out ROOT --variant stacking --seed 0 [--steps N] [--dataset DATA] [--threads 1]
+    eval --out ROOT [--cases 24] [--sheet sheet.png]      # every finished run under ROOT
+    export --run ROOT/stacking_s0 --to assets/toy_refocus  # fp16 whole-model file + its JSON
 """
 from __future__ import annotations
 
@@ -30,111 +35,136 @@ VARIANTS: Dict[str, Dict] = {
 }
 
 
-def variant_configs(base: TrainConfig, out_root: str) -> Dict[str, TrainConfig]:
-    return {name: base.replace(output_dir=os.path.join(out_root, name), **changes) for name, changes in VARIANTS.items()}
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant}_s{seed}"
 
 
-def run_ablation(base: TrainConfig, out_root: str, slice_steps: int = 25, deadline: Optional[float] = None,
-                 log=print, only: Optional[str] = None) -> Dict[str, int]:
-    """Train the variants in lockstep until ``base.steps`` or ``deadline`` (a ``time.time()`` value).
-
-    ``only``: train just that variant (one process per variant; compare them at a step all reached — every
-    slice leaves a checkpoint).
-
-    Returns ``{variant: steps done}`` (equal for all variants). Wall time per variant is in each run's
-    ``loss.jsonl`` (``seconds``: training time excluding set-up).
-    """
-    from .trainer import build_dataset, latest_checkpoint, train
-    os.makedirs(out_root, exist_ok=True)
-    cfgs = variant_configs(base, out_root)
-    data = build_dataset(base)
-    if only and only not in cfgs:
-        raise ValueError(f"unknown variant {only!r}; choose one of {', '.join(cfgs)}")
-    done = {name: 0 for name in cfgs}
-    for name, cfg in cfgs.items():
-        ck = latest_checkpoint(os.path.join(cfg.output_dir, "checkpoints"))
-        if ck:
-            done[name] = int(os.path.basename(ck).split("_")[1])
-    if only:
-        cfgs = {only: cfgs[only]}
-        done = {only: done[only]}
-    # start from the common step (a variant ahead of the others is brought back to it)
-    common = min(done.values())
-    while common < base.steps:
-        if deadline is not None and time.time() > deadline:
-            log(f"toy: deadline reached at step {common}")
-            break
-        for name, cfg in cfgs.items():
-            if done[name] > common:
-                continue
-            ck = os.path.join(cfg.output_dir, "checkpoints", f"step_{common:07d}")
-            resume = ck if common and os.path.isdir(ck) else ("auto" if common else "never")
-            run_cfg = cfg.replace(checkpoint_every=slice_steps, keep_checkpoints=10_000)
-            res = train(run_cfg, resume=resume, max_steps_this_run=slice_steps, dataset=data, log=lambda s: None)
-            done[name] = res.steps_done
-            last = res.losses[-1] if res.losses else {}
-            log(f"toy: {name} step {res.steps_done} loss {last.get('loss')} rf {last.get('rf')} "
-                f"stack {last.get('stack')} train-seconds {last.get('seconds')} at {time.strftime('%H:%M:%S')}")
-        common = min(done.values())
-    return done
+def variant_config(base: TrainConfig, variant: str, seed: int, out_root: str, **changes) -> TrainConfig:
+    """The config of one ablation run (``out_root/<variant>_s<seed>``)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return base.replace(output_dir=os.path.join(out_root, run_name(variant, seed)), seed=seed,
+                        **VARIANTS[variant], **changes)
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-def load_variant_model(run_dir: str, step: Optional[int] = None):
-    """The trained toy model of a run folder (final model, or the checkpoint of ``step``)."""
-    from safetensors.torch import load_file
-    from .trainer import build_model, named_trainable
-    cfg = TrainConfig.load(os.path.join(run_dir, "config.json"))
-    model = build_model(cfg)
-    if step is None:
-        from .checkpoint import latest_checkpoint
-        ck = latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    else:
-        ck = os.path.join(run_dir, "checkpoints", f"step_{step:07d}")
-    weights = load_file(os.path.join(ck, "trainable.safetensors"))
-    params = named_trainable(model)
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(weights[k])
-    return model.eval()
+def simulate_data(base: TrainConfig, out_dir: str, log=print) -> str:
+    """Simulate the base config's procedural groups into ``out_dir`` (resumable); returns the folder."""
+    from .simulate import simulate_dataset
+    from .trainer import procedural_options
+    simulate_dataset(out_dir, procedural_options(base), log=log)
+    return out_dir
+
+
+def load_run_model(run_dir: str):
+    """The final model of a finished run (``refocus_model.safetensors``)."""
+    from ..core.dit.model import load_model_file
+    from .trainer import MODEL_NAME
+    return load_model_file(os.path.join(run_dir, MODEL_NAME))
 
 
 def export_asset(model, path: str, half: bool = True) -> str:
-    """Write a whole toy model in D's ``diffcamera-model`` format, fp16 by default (loadable by
-    :func:`diffcamera.core.dit.lora.load_model_file`, which casts back to float32)."""
-    from ..core.dit import lora as L
-    sd = {"transformer." + k: v.detach().cpu().contiguous() for k, v in model.transformer.state_dict().items()}
-    sd.update(L._extras(model))
-    if half:
-        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return L._write(sd, model.config, path, L.MODEL_FORMAT)
+    """Write a whole toy model (``diffcamera-model`` format), fp16 by default (loadable by
+    :func:`diffcamera.core.dit.model.load_model_file`, which casts back to float32)."""
+    from ..core.dit.model import save_refocus_model
+    return save_refocus_model(model, path, torch.float16 if half else torch.float32)
+
+
+def finished_runs(out_root: str) -> Dict[str, List[str]]:
+    """``{variant: [run folders]}`` of the runs under ``out_root`` that wrote their final model."""
+    from .trainer import MODEL_NAME
+    out: Dict[str, List[str]] = {}
+    for name in sorted(os.listdir(out_root)) if os.path.isdir(out_root) else []:
+        variant = name.rsplit("_s", 1)[0]
+        if variant in VARIANTS and os.path.isfile(os.path.join(out_root, name, MODEL_NAME)):
+            out.setdefault(variant, []).append(os.path.join(out_root, name))
+    return out
+
+
+def evaluate_runs(out_root: str, cases: int = 24, steps: int = 28, denoise: float = 0.5, log=print) -> Dict:
+    """Score every finished run under ``out_root`` and the baselines on the same cases; returns
+    ``{"baselines": toy_eval results, "runs": {run: results}, "table": markdown}``."""
+    from . import toy_eval as E
+    cs = E.make_cases(cases)
+    base = E.evaluate(E.baseline_methods(), cs)
+    runs = {}
+    for variant, dirs in finished_runs(out_root).items():
+        for d in dirs:
+            t0 = time.time()
+            runs[os.path.basename(d)] = E.evaluate({"dit": E.dit_method(load_run_model(d), steps, denoise)}, cs)["dit"]
+            log(f"toy: evaluated {os.path.basename(d)} in {time.time() - t0:.0f} s")
+    return {"baselines": base, "runs": runs, "table": ablation_table(base, runs)}
+
+
+def ablation_table(baselines: Dict, runs: Dict) -> str:
+    """Markdown: baselines (median over cases), then each variant's mean ± spread over its seeds of the medians."""
+    from .toy_eval import spread
+    lines = ["| method | seeds | PSNR dB | SSIM | sharp-region PSNR dB |", "|---|---|---|---|---|"]
+    for name in ("copy", "reblur", "physics", "oracle"):
+        s = baselines[name]["median"]
+        lines.append(f"| {name} | – | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['sharp_psnr']:.2f} |")
+    for variant in VARIANTS:
+        mine = [r["median"] for n, r in sorted(runs.items()) if n.rsplit("_s", 1)[0] == variant]
+        if not mine:
+            continue
+        ssim = [m["ssim"] for m in mine]
+        lines.append(f"| {variant} | {len(mine)} | {spread([m['psnr'] for m in mine])} | "
+                     f"{sum(ssim) / len(ssim):.3f} ± {(max(ssim) - min(ssim)) / 2:.3f} | "
+                     f"{spread([m['sharp_psnr'] for m in mine])} |")
+    return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffcamera.training.toy")
     sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("simulate")
+    s.add_argument("--config", default="toy")
+    s.add_argument("--out", required=True)
+    s.add_argument("--reference-renderer", choices=("same", "thin_lens"), default=None)
     t = sub.add_parser("train")
     t.add_argument("--config", default="toy")
-    t.add_argument("--out", required=True)
-    t.add_argument("--minutes", type=float, default=None)
-    t.add_argument("--slice", type=int, default=25)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--out", required=True, help="ablation root folder (the run goes to OUT/<variant>_s<seed>)")
+    t.add_argument("--variant", choices=sorted(VARIANTS), default="stacking")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=None, help="step budget (default: the config's)")
+    t.add_argument("--threads", type=int, default=1)
     t.add_argument("--dataset", default=None, help="a simulated dataset folder instead of the config's")
-    t.add_argument("--scenes", type=int, default=None, help="procedural scenes (overrides the config)")
-    t.add_argument("--only", choices=sorted(VARIANTS), default=None, help="train one variant only")
+    e = sub.add_parser("eval")
+    e.add_argument("--out", required=True)
+    e.add_argument("--cases", type=int, default=24)
+    e.add_argument("--steps", type=int, default=28)
+    e.add_argument("--denoise", type=float, default=0.5)
+    e.add_argument("--json", default=None, help="write the per-case results here")
+    x = sub.add_parser("export")
+    x.add_argument("--run", required=True)
+    x.add_argument("--to", required=True)
+    for q in (s, e, x):
+        q.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.cmd == "train":
-        over = {"num_threads": a.threads}  # the trainer sets torch threads from the config
+    if a.cmd == "simulate":
+        over = {"reference_renderer": a.reference_renderer} if a.reference_renderer else {}
+        simulate_data(TrainConfig.load(a.config, over), a.out)
+    elif a.cmd == "train":
+        from .trainer import train
+        over = {"num_threads": a.threads}
         if a.dataset:
             over["dataset"] = a.dataset
-        if a.scenes:
-            over["procedural_scenes"] = a.scenes
-        base = TrainConfig.load(a.config, over)
-        deadline = time.time() + 60 * a.minutes if a.minutes else None
-        done = run_ablation(base, a.out, a.slice, deadline, only=a.only)
-        print(json.dumps(done))
+        if a.steps:
+            over["steps"] = a.steps
+        cfg = variant_config(TrainConfig.load(a.config, over), a.variant, a.seed, a.out)
+        t0 = time.time()
+        res = train(cfg)
+        print(json.dumps({"run": cfg.output_dir, "steps": res.steps_done, "wall_s": round(time.time() - t0, 1),
+                          "train_s": res.losses[-1]["seconds"] if res.losses else None}))
+    elif a.cmd == "eval":
+        res = evaluate_runs(a.out, a.cases, a.steps, a.denoise)
+        print(res["table"])
+        if a.json:
+            with open(a.json, "w", encoding="utf-8") as fh:
+                json.dump({"baselines": {k: v["cases"] for k, v in res["baselines"].items()},
+                           "runs": {k: v["cases"] for k, v in res["runs"].items()}}, fh)
+    else:
+        export_asset(load_run_model(a.run), os.path.join(a.to, "model.safetensors"))
     return 0
 
 

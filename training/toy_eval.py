@@ -1,180 +1,175 @@
-"""Refocus evaluation of trained toy models on unseen procedural scenes, next to the copy-the-input baseline.
+"""Refocus evaluation of trained toy models on unseen thin-lens scenes, next to the baselines and the oracle.
 
-Cases: procedural scenes with seeds ``0 .. n−1`` (training uses ``procedural_seed = 1000`` and up), kinds
-cycled, at the training size. For each: an input focused at a random pixel's disparity ``d_in`` and a requested
-focus point with disparity ``d_req`` (``|d_req − d_in| >= 0.2`` when the scene allows), one bokeh level; input
-and truth are rendered by the thin-lens reference (:func:`diffcamera.core.thin_lens.render_thin_lens`), never by
-the training renderer. Measures (``core.metrics`` of ``diffcamera bench``):
+Cases (:func:`make_cases`): procedural scenes with seeds ``0 .. n−1`` (training uses ``procedural_seed = 1000``
+and up), kinds cycled, at 64² by default, bokeh level 160 (``K = 10`` px). Each case has two focus planes, the
+disparities at the 5 % and 95 % quantiles of the scene (each snapped to a pixel of that disparity, whose
+position is the focus point); the input is focused on one and the request on the other, alternating far → near
+and near → far. Input and truth are rendered by the thin-lens reference
+(:func:`diffcamera.evaluation.thin_lens.render_thin_lens`), never by the renderer the model was trained on.
 
-* ``psnr``: PSNR of the output against the thin-lens truth at ``d_req`` (dB, higher is better);
-* ``fpe``: focus-plane error, ``core.metrics.focus_plane_error(output, disparity, d_req, reference=AIF)``: how
-  far (in disparity) the sharpest plane of the output is from the requested one (lower is better);
-* ``lvcorr``: ``core.metrics.lvcorr`` over bokeh levels with a fixed focus (Pearson correlation of K with the
-  Laplacian-variance trend; 1 = blur grows monotonically with the level);
-* the same with **corrupted depth** given to the model (Gaussian-blurred, noisy disparity; the truth keeps the
-  exact depth): robustness to bad depth maps, what depth dropout is for.
+Methods (:func:`baseline_methods`, :func:`dit_method`), all given the true disparity and the input's true focus
+and ``K``:
 
-The copy baseline returns the input unchanged.
+* ``copy``: the input unchanged;
+* ``reblur``: the layered render of the input at the request (``render_bokeh(..., mode="layered")``);
+* ``physics``: :func:`diffcamera.core.physics.refocus_physics` with the default solver (what the
+  DiffCameraRefocus node runs without a model);
+* a DiT: the physics estimate refined by the model exactly as :class:`diffcamera.core.pipeline.RefocusPipeline`
+  does (conditioned on the estimate and started from it noised to ``denoise``); the physics stage is computed
+  once per case and shared by every model evaluated;
+* ``oracle``: the layered render of the true all-in-focus image (what a perfect deblurring would reach with the
+  layered renderer).
+
+Metrics (:mod:`diffcamera.evaluation.metrics`): PSNR and SSIM against the thin-lens truth, and the **sharp-region
+PSNR**, inside the pixels the request puts in focus (``|K·(d − d_req)| < 1`` px): the region that must become
+sharp, which copying or blurring cannot win. Tables give the median over cases (and the mean).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
+
+#: Bokeh level of the evaluation cases (px per 1024 px of long side): K = 10 px at 64².
+LEVEL = 160.0
+#: Blur radius (px) under which a pixel counts as in focus for the sharp-region PSNR.
+SHARP_PX = 1.0
+METRICS = ("psnr", "ssim", "sharp_psnr")
 
 
-def corrupt_disparity(disparity: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A plausibly bad depth map: Gaussian blur (σ = 2.5 % of the size) + noise (σ = 0.05), clamped to 0..1."""
-    from kornia.filters import gaussian_blur2d
-    s = max(1.0, 0.025 * max(disparity.shape[-2:]))
-    k = int(2 * math.ceil(3 * s) + 1)
-    g = torch.Generator().manual_seed(seed)
-    blurred = gaussian_blur2d(disparity, (k, k), (s, s), border_type="replicate")
-    return (blurred + 0.05 * torch.randn(disparity.shape, generator=g)).clamp(0, 1)
-
-
-def make_cases(n: int = 24, size: int = 64, levels=(64.0, 128.0, 192.0), seed0: int = 0) -> List[Dict]:
-    """Evaluation cases (see the module docstring)."""
+def make_cases(n: int = 24, size: int = 64, level: float = LEVEL, seed0: int = 0) -> List[Dict]:
+    """Evaluation cases (see the module docstring): dicts with ``aif``, ``disparity``, ``input``, ``truth``
+    (``[1,3|1,H,W]``), ``K``, ``d_in``, ``d_req`` and ``xy`` (the request's focus point)."""
     from ..core.conventions import level_to_K
     from ..evaluation.scenes import make_scene
     from ..evaluation.thin_lens import render_thin_lens
     kinds = ("layers", "slanted", "ground", "mixed")
+    K = level_to_K(level, size, size)
     cases = []
     for i in range(n):
-        seed = seed0 + i
-        scene = make_scene(seed, size=size, kind=kinds[i % len(kinds)])
+        scene = make_scene(seed0 + i, size=size, kind=kinds[i % len(kinds)])
         disp = scene.disparity.float()
-        g = torch.Generator().manual_seed(10_000 + seed)
         flat = disp.flatten()
-
-        def pick():
-            j = int(torch.randint(flat.numel(), (), generator=g))
-            return j, float(flat[j])
-        _, d_in = pick()
-        for _ in range(32):
-            j, d_req = pick()
-            if abs(d_req - d_in) >= 0.2:
-                break
-        row, col = divmod(j, size)
-        K = level_to_K(levels[i % len(levels)], size, size)
-        cases.append({"scene": scene, "disparity": disp, "aif": scene.image.float(), "K": K, "d_in": d_in,
-                      "d_req": d_req, "xy": ((col + 0.5) / size, (row + 0.5) / size),
+        planes = []
+        for q in (0.05, 0.95):
+            j = int((flat - torch.quantile(flat, q)).abs().argmin())
+            row, col = divmod(j, size)
+            planes.append((float(flat[j]), ((col + 0.5) / size, (row + 0.5) / size)))
+        (d_in, _), (d_req, xy) = planes if i % 2 == 0 else planes[::-1]
+        cases.append({"seed": seed0 + i, "kind": scene.kind, "aif": scene.image.float(), "disparity": disp, "K": K,
+                      "d_in": d_in, "d_req": d_req, "xy": xy,
                       "input": render_thin_lens(scene, d_in, K).float(),
                       "truth": render_thin_lens(scene, d_req, K).float()})
     return cases
 
 
-def _focus(case, disparity):
-    from ..core.conventions import point_to_pixel
+def focus_of(case: Dict):
+    """The request of a case as a :class:`~diffcamera.core.values.Focus`."""
     from ..core.values import Focus
     x, y = case["xy"]
-    r, c = point_to_pixel(x, y, *disparity.shape[-2:])
-    d = float(disparity[0, 0, r, c])
-    return Focus(torch.tensor([x]), torch.tensor([y]), torch.tensor([d]), ["point"])
+    return Focus(torch.tensor([x]), torch.tensor([y]), torch.tensor([case["d_req"]]), ["point"])
 
 
-class _LocalMetrics:
-    """Stand-ins used only while ``core.metrics`` (``diffcamera bench``) is absent from the tree.
-
-    ``focus_plane_error``: the disparity of the 8-quantile depth band where the output keeps the largest
-    fraction of the reference's Laplacian energy, minus the requested one (absolute). ``lvcorr``: Pearson
-    correlation between K and the *negated* Laplacian variance (1 = blur grows with K).
-    """
-
-    @staticmethod
-    def psnr(a, b):
-        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-        return 10 * torch.log10(1.0 / mse)
-
-    @staticmethod
-    def _lap(img):
-        from kornia.filters import laplacian
-        return laplacian(img.mean(1, keepdim=True), 3) ** 2
-
-    @classmethod
-    def laplacian_variance(cls, img):
-        from kornia.filters import laplacian
-        return laplacian(img.mean(1, keepdim=True), 3).flatten(1).var(1)
-
-    @classmethod
-    def focus_plane_error(cls, image, disparity, requested, reference=None):
-        e_out = cls._lap(image)
-        e_ref = cls._lap(reference) if reference is not None else torch.ones_like(e_out)
-        d = disparity.flatten()
-        qs = torch.quantile(d, torch.linspace(0, 1, 9))
-        best, best_d = -1.0, float(d.median())
-        for lo, hi in zip(qs[:-1], qs[1:]):
-            sel = ((disparity >= lo) & (disparity <= hi))
-            if sel.sum() < 8:
-                continue
-            ratio = float(e_out[sel].sum() / e_ref[sel].sum().clamp_min(1e-8))
-            if ratio > best:
-                best, best_d = ratio, float(disparity[sel].median())
-        return torch.tensor([abs(best_d - float(requested))])
-
-    @classmethod
-    def lvcorr(cls, images, Ks):
-        lv = torch.tensor([float(cls.laplacian_variance(i)[0]) for i in images])
-        k = torch.tensor([float(x) for x in Ks])
-        a, b = k - k.mean(), -(lv - lv.mean())
-        return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
+def sharp_mask(case: Dict) -> torch.Tensor:
+    """``[1,1,H,W]`` bool: where the request is in focus (``|K·(d − d_req)| < 1`` px)."""
+    return (case["K"] * (case["disparity"] - case["d_req"])).abs() < SHARP_PX
 
 
-def _metrics():
-    import importlib
-    try:
-        return importlib.import_module("diffcamera.evaluation.metrics")
-    except ModuleNotFoundError as exc:
-        if exc.name != "diffcamera.evaluation.metrics":
-            raise
-        return _LocalMetrics
+def score(output: torch.Tensor, case: Dict) -> Dict[str, float]:
+    """PSNR, SSIM and sharp-region PSNR of one output against the case's truth."""
+    from ..evaluation import metrics as M
+    out = output.float().clamp(0, 1)
+    return {"psnr": float(M.psnr(out, case["truth"])[0]), "ssim": float(M.ssim(out, case["truth"])[0]),
+            "sharp_psnr": float(M.psnr(out, case["truth"], mask=sharp_mask(case))[0])}
 
 
-def evaluate(fn: Callable, cases: List[Dict], corrupt: bool = False) -> Dict[str, float]:
-    """Median PSNR and focus-plane error of ``fn(image, disparity, focus, K)`` over ``cases``."""
-    metrics = _metrics()
-    psnrs, fpes = [], []
-    for i, c in enumerate(cases):
-        disp_in = corrupt_disparity(c["disparity"], seed=i) if corrupt else c["disparity"]
-        out = fn(c["input"], disp_in, _focus(c, disp_in), c["K"]).float().clamp(0, 1)
-        psnrs.append(float(metrics.psnr(out, c["truth"])[0]))
-        fpes.append(float(metrics.focus_plane_error(out, c["disparity"], c["d_req"], reference=c["aif"])[0]))
-    t = torch.tensor
-    f = t(fpes)
-    return {"psnr": float(t(psnrs).median()), "fpe": float(f.nanmedian()), "psnr_mean": float(t(psnrs).mean()),
-            "fpe_mean": float(f.nanmean()), "fpe_undefined": int(f.isnan().sum()), "n": len(cases)}
+def physics_of(case: Dict) -> torch.Tensor:
+    """The physics refocus of a case (default solver, the input's true blur given); cached in the case."""
+    if "physics" not in case:
+        from ..core.physics import refocus_physics
+        case["physics"] = refocus_physics(case["input"], case["disparity"], case["d_req"], case["K"],
+                                          input_focus_disparity=case["d_in"], input_K=case["K"]).image
+    return case["physics"]
 
 
-def evaluate_lvcorr(fn: Callable, cases: List[Dict], levels=(0.0, 32.0, 64.0, 128.0, 192.0, 256.0),
-                    corrupt: bool = False) -> float:
-    """Mean over scenes of ``metrics.lvcorr`` for outputs at increasing levels, focus fixed at ``d_req``,
-    input = the all-in-focus image."""
-    metrics = _metrics()
-    from ..core.conventions import level_to_K
-    vals = []
-    for i, c in enumerate(cases):
-        disp_in = corrupt_disparity(c["disparity"], seed=i) if corrupt else c["disparity"]
-        h, w = c["aif"].shape[-2:]
-        Ks = [level_to_K(lv, h, w) for lv in levels]
-        outs = [fn(c["aif"], disp_in, _focus(c, disp_in), K).float().clamp(0, 1) for K in Ks]
-        v = float(metrics.lvcorr(outs, Ks))
-        if math.isfinite(v):
-            vals.append(v)
-    return sum(vals) / max(1, len(vals))
+def baseline_methods() -> Dict[str, Callable[[Dict], torch.Tensor]]:
+    """``{name: fn(case) -> image}`` of the baselines and the oracle."""
+    from ..core.bokeh import render_bokeh
+    return {
+        "copy": lambda c: c["input"],
+        "reblur": lambda c: render_bokeh(c["input"], c["disparity"], c["d_req"], c["K"], mode="layered"),
+        "physics": physics_of,
+        "oracle": lambda c: render_bokeh(c["aif"], c["disparity"], c["d_req"], c["K"], mode="layered"),
+    }
 
 
-def model_fn(model, steps: int = 20, seed: int = 0) -> Callable:
-    """A refocus callable over D's sampler."""
+def dit_method(model, steps: int = 28, denoise: float = 0.5, seed: int = 0) -> Callable[[Dict], torch.Tensor]:
+    """``fn(case) -> image``: the physics estimate refined by ``model``, as ``RefocusPipeline``'s second stage."""
     from ..core.dit.sampler import refocus
 
-    def fn(image, disparity, focus, K):
+    def fn(case):
+        phys = physics_of(case)
         with torch.no_grad():
-            return refocus(model, image, disparity, focus, K, steps=steps, seed=seed)
+            return refocus(model, phys, case["disparity"], focus_of(case), case["K"], steps=steps, seed=seed,
+                           denoise=denoise, init_image=phys)
     return fn
 
 
-def copy_fn(image, disparity, focus, K):
-    """The copy-the-input baseline."""
-    return image
+def evaluate(methods: Dict[str, Callable[[Dict], torch.Tensor]], cases: List[Dict],
+             keep_outputs: bool = False) -> Dict[str, Dict]:
+    """Score every method on every case: ``{name: {"cases": [per-case metrics], "median": {...}, "mean": {...}}}``
+    (plus ``"outputs"`` when ``keep_outputs``)."""
+    res = {}
+    for name, fn in methods.items():
+        per, outs = [], []
+        for c in cases:
+            o = fn(c).float().clamp(0, 1)
+            per.append(score(o, c))
+            if keep_outputs:
+                outs.append(o)
+        res[name] = {"cases": per, "median": summary(per, "median"), "mean": summary(per, "mean")}
+        if keep_outputs:
+            res[name]["outputs"] = outs
+    return res
+
+
+def summary(per_case: List[Dict[str, float]], how: str = "median") -> Dict[str, float]:
+    """Median (or mean) over cases of each metric; NaN values (an empty sharp region) are left out."""
+    out = {}
+    for k in METRICS:
+        v = torch.tensor([p[k] for p in per_case], dtype=torch.float64)
+        v = v[torch.isfinite(v)]
+        out[k] = float("nan") if v.numel() == 0 else float(v.median() if how == "median" else v.mean())
+    return out
+
+
+def table(results: Dict[str, Dict], how: str = "median") -> str:
+    """A markdown table of :func:`evaluate` results."""
+    lines = [f"| method | PSNR dB ({how}) | SSIM | sharp-region PSNR dB |", "|---|---|---|---|"]
+    for name, r in results.items():
+        s = r[how]
+        lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['sharp_psnr']:.2f} |")
+    return "\n".join(lines)
+
+
+def contact_sheet(results: Dict[str, Dict], cases: List[Dict], names: Optional[List[str]] = None,
+                  count: int = 8, scale: int = 2) -> torch.Tensor:
+    """``[1,3,H',W']``: one row per case (the first ``count``), columns input | methods … | truth, upscaled by
+    ``scale`` (nearest) so block artefacts stay visible. Needs :func:`evaluate` with ``keep_outputs``."""
+    names = names or list(results)
+    rows = []
+    for i, c in enumerate(cases[:count]):
+        cols = [c["input"]] + [results[n]["outputs"][i] for n in names] + [c["truth"]]
+        rows.append(torch.cat([x.float().clamp(0, 1) for x in cols], -1))
+    sheet = torch.cat(rows, -2)
+    return torch.nn.functional.interpolate(sheet, scale_factor=scale, mode="nearest") if scale > 1 else sheet
+
+
+def spread(values: List[float]) -> str:
+    """``mean ± half-range`` of a few seeds' values (the spread of 2 seeds is their half difference)."""
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
+        return "nan"
+    m = sum(v) / len(v)
+    return f"{m:.2f} ± {(max(v) - min(v)) / 2:.2f}"

@@ -81,12 +81,9 @@ def build_model(config: TrainConfig):
     when ``base_storage`` says so (after the LoRA exists) and only then moves it to the GPU.
     """
     target = config.refocus_config()
-    if config.model_kind == "toy":
-        from ..core.dit.model import build_toy_model
-        model = build_toy_model(target, seed=config.seed)
-    elif config.model_kind == "tiny_flux":
-        from ..core.dit.model import build_tiny_flux_model
-        model = build_tiny_flux_model(target, seed=config.seed)
+    if config.model_kind == "toy" or (not config.base_path and target.transformer is not None):
+        from ..core.dit.model import build_from_config   # the toy, or a FLUX architecture of its own size (tests)
+        model = build_from_config(target, seed=config.seed)
     else:
         if not config.base_path:
             raise ValueError("model_kind 'flux' needs base_path: a local FLUX.1 Kontext [dev] / FLUX.1 [dev] "
@@ -98,12 +95,7 @@ def build_model(config: TrainConfig):
         model = loading.load_refocus_model(config.base_path, vae=config.vae_path, family=config.model.get("family"),
                                            dtype=dtype, device="cpu")
         target = config.refocus_config(family=model.config.family)
-        for key in ("condition_layout", "coc_scale", "prompt", "trained_size", "camera_subgrid", "camera_hidden"):
-            setattr(model.config, key, getattr(target, key))
-        from ..core.dit.conditions import CameraEncoder
-        c = model.config
-        model.camera_encoder = CameraEncoder(c.camera_channels, c.token_pixels, c.token_dim, c.camera_subgrid,
-                                             c.camera_hidden)
+        model.adopt_conditions(target)
         add_lora(model, target.lora_rank, target.lora_alpha, target.lora_targets)
     if config.init_lora:
         from ..core.dit.lora import load_refocus_lora
@@ -111,15 +103,21 @@ def build_model(config: TrainConfig):
     return model
 
 
+def procedural_options(config: TrainConfig):
+    """The :class:`~diffcamera.training.simulate.SimulateOptions` of the config's procedural data (``dataset:
+    "procedural"``); ``diffcamera simulate`` with these options writes the same groups to a folder."""
+    from .simulate import SimulateOptions
+    return SimulateOptions(size=config.size, variants=config.procedural_variants, level_range=tuple(config.level_range),
+                           seed=config.procedural_seed, num_scenes=config.procedural_scenes,
+                           scene_kinds=tuple(config.procedural_kinds), scene_seed=config.procedural_seed,
+                           shard_size=64, reference_renderer=config.reference_renderer)
+
+
 def build_dataset(config: TrainConfig, callback=None) -> PairDataset:
     """The training groups: a simulated folder, or procedural scenes simulated in memory."""
     if config.dataset == "procedural":
-        from .simulate import SimulateOptions, simulate_in_memory
-        opts = SimulateOptions(size=config.size, variants=config.procedural_variants,
-                               level_range=tuple(config.level_range), seed=config.procedural_seed,
-                               num_scenes=config.procedural_scenes, scene_kinds=tuple(config.procedural_kinds),
-                               scene_seed=config.procedural_seed, shard_size=64)
-        return PairDataset(tensors=simulate_in_memory(opts, callback=callback))
+        from .simulate import simulate_in_memory
+        return PairDataset(tensors=simulate_in_memory(procedural_options(config), callback=callback))
     ds = PairDataset(folder=config.dataset)
     if ds.size != config.size:
         raise ValueError(f"dataset {config.dataset!r} was simulated at {ds.size} px but the config says size "
@@ -211,19 +209,25 @@ def save_png(image: torch.Tensor, path: str) -> None:
 
 
 def sample_preview(model, size: int, steps: int = 8) -> torch.Tensor:
-    """Refocus a fixed unseen procedural scene at a near and a far plane: ``[1,3,size,4·size]``
-    (input | near-focus output | far-focus output | thin-lens-free reference AIF)."""
-    from ..core.dit.sampler import refocus
+    """Refocus a fixed unseen procedural scene, rendered focused in the middle, to a near and a far plane with the
+    refocus pipeline (physics, then the model): ``[1,3,size,4·size]`` (input | near-focus output | far-focus output |
+    the true all-in-focus image)."""
+    from ..core.bokeh import render_bokeh
+    from ..core.conventions import level_to_K
+    from ..core.pipeline import RefocusPipeline
     from ..evaluation.scenes import make_scene
     from ..core.values import Focus
-    from ..core.conventions import level_to_K
     scene = make_scene(987_654, size=size, kind="layers")
     disp = scene.disparity.float()
     K = level_to_K(64.0, size, size)
-    outs = [scene.image.float()]
+    d_in = float(torch.quantile(disp.flatten(), 0.5))
+    image = render_bokeh(scene.image.float(), disp, d_in, K, mode="layered")
+    pipe = RefocusPipeline(model)
+    outs = [image]
     for q in (0.9, 0.1):
         d = float(torch.quantile(disp.flatten(), q))
-        outs.append(refocus(model, scene.image.float(), disp, Focus.from_disparity(d), K, steps=steps, seed=0))
+        outs.append(pipe(image, disp, Focus.from_disparity(d), K, input_focus_disparity=d_in, input_K=K,
+                         steps=steps, seed=0).image)
     outs.append(scene.image.float())
     return torch.cat([o.cpu().clamp(0, 1) for o in outs], dim=-1)
 
@@ -364,6 +368,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
         def velocity(*a, **k):
             return velocity(*a, **k)
 
+    timesteps = dict(sampling=config.timestep_sampling, mean=config.logit_normal_mean, std=config.logit_normal_std,
+                     denoise_max=config.denoise_max, resolution_shift=config.resolution_shift)
     stop_at = config.steps if max_steps_this_run is None else min(config.steps, step + max_steps_this_run)
     last_ckpt, interrupted = None, False
     B, A = config.batch_size, config.grad_accum
@@ -391,8 +397,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                 sync = contextlib.nullcontext() if (micro == A - 1 or world == 1) else accelerator.no_sync(wrapper)
                 with sync, accelerator.autocast():
                     res = refocus_loss(_Model, batch, gen, lambda_stack=config.lambda_stack,
-                                       depth_dropout=config.depth_dropout, logit_mean=config.logit_normal_mean,
-                                       logit_std=config.logit_normal_std, device=accelerator.device)
+                                       depth_dropout=config.depth_dropout, timesteps=timesteps,
+                                       device=accelerator.device)
                     check()
                     accelerator.backward(res["loss"] / A)
                 check()
@@ -441,7 +447,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
     if main and step >= config.steps:
         lora_path = save_result(model, out)
         save_png(loss_curve_image(records), os.path.join(out, "loss_curve.png"))
-        log(f"train: {step} steps in {elapsed:.1f} s; LoRA -> {lora_path}")
+        log(f"train: {step} steps in {elapsed:.1f} s; {'LoRA' if lora_path.endswith(LORA_NAME) else 'model'} -> "
+            f"{lora_path}")
     accelerator.wait_for_everyone()
     return TrainResult(out, lora_path, step, records, last_ckpt, time.perf_counter() - t_start, interrupted)
 
@@ -449,7 +456,8 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
 def save_result(model, out: str) -> str:
     """The run's product: ``refocus_lora.safetensors`` (LoRA families, :func:`save_refocus_lora`) or, for a
     fully trained toy (``lora_rank == 0``), the whole model ``refocus_model.safetensors`` (:func:`save_refocus_model`)."""
-    from ..core.dit.lora import has_adapter, save_refocus_lora, save_refocus_model
+    from ..core.dit.lora import has_adapter, save_refocus_lora
+    from ..core.dit.model import save_refocus_model
     model.eval()
     if has_adapter(model):
         return save_refocus_lora(model, os.path.join(out, LORA_NAME))

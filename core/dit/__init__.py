@@ -5,10 +5,11 @@ Modules
 ``config``      :class:`~.config.RefocusModelConfig` — family, condition layout, LoRA, camera encoding (JSON).
 ``conditions``  :func:`~.conditions.build_camera_map` (per-pixel camera condition) and its token encoder.
 ``packing``     2×2 latent packing and RoPE ids (diffusers / ComfyUI order).
-``model``       :class:`~.model.RefocusModel` (``velocity``), ``build_toy_model``, ``build_tiny_flux_model``.
-``toy``         configs of the CPU-trainable toy and the tiny random FLUX used by tests.
+``model``       :class:`~.model.RefocusModel` (``velocity``, ``velocity_from_output``), builders, whole-model files.
+``toy``         configs of the CPU-trainable toy (its one definition) and of real FLUX.1 bases.
+``files``       the file format of LoRA and whole-model files (keys, extras, metadata, sidecar JSON).
 ``autoencoder`` pixel-shuffle (toy) and FLUX VAE wrappers (shift/scale, tiled VAE, cheap previews).
-``lora``        peft LoRA inject / merge / save / load (diffusers- and ComfyUI-readable keys), whole-model files.
+``lora``        peft LoRA inject / merge / save / load (diffusers- and ComfyUI-readable keys).
 ``flux_keys``   diffusers <-> BFL (ComfyUI single-file) FLUX weight names.
 ``loading``     ``load_refocus_model``: toy bundle, diffusers folders, ComfyUI single files, offline configs.
 ``memory``      dtype, fp8 weight storage, group offloading, out-of-memory advice.

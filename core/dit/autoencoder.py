@@ -44,6 +44,11 @@ class PixelShuffleAutoencoder(nn.Module):
         """Exact decode (it is cheap)."""
         return self.decode(latents)
 
+    def mask_to_latent(self, mask: torch.Tensor) -> torch.Tensor:
+        """A pixel mask ``[B,1,H,W]`` -> ``[B, 3f², H/f, W/f]``, exactly: ``M↓·encode(a) + (1 − M↓)·encode(b) ==
+        encode(M·a + (1 − M)·b)`` (the latent is a permutation of the pixels)."""
+        return F.pixel_unshuffle(mask.float().expand(-1, 3, -1, -1), self.factor)
+
 
 class FluxAutoencoder(nn.Module):
     """A diffusers ``AutoencoderKL`` with FLUX's shift/scale; ``vae`` is the wrapped module."""
@@ -77,6 +82,12 @@ class FluxAutoencoder(nn.Module):
         z = latents.float() / self.scaling_factor + self.shift_factor
         x = self.vae.decode(z.to(device=self.vae.device, dtype=self.vae.dtype)).sample
         return ((x.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    def mask_to_latent(self, mask: torch.Tensor) -> torch.Tensor:
+        """A pixel mask ``[B,1,H,W]`` -> ``[B,1,H/8,W/8]`` by area averaging (fractional at boundaries; the VAE is
+        not linear, so a latent blend only approximates the encoded pixel blend)."""
+        f = self.scale_factor
+        return F.adaptive_avg_pool2d(mask.float(), (mask.shape[-2] // f, mask.shape[-1] // f))
 
     def fit_preview(self, latents: torch.Tensor, image: torch.Tensor) -> None:
         """Fit the cheap latent->RGB preview (least squares, ``C+1 -> 3``) on a known latent/image pair."""

@@ -13,13 +13,18 @@ Channels of :func:`build_camera_map` (``C_cam = 6``), all float32:
 ==  =========================  ===========================================  ==================
 ch  name                       value                                        under depth dropout
 ==  =========================  ===========================================  ==================
-0   signed CoC                 ``K·(d − d_f) / coc_scale`` (≈ −2..2)         0
+0   signed CoC                 ``K·(d − d_f) / coc_scale``                  0
 1   absolute CoC               ``|K·(d − d_f)| / coc_scale``                0
 2   disparity                  ``d`` (0..1, near = 1)                       0
 3   focus mark                 Gaussian blob at the focus point (0..1)      kept
 4   strength                   ``K / coc_scale`` everywhere                 kept
 5   depth present              1 (0 when the depth channels were dropped)   0
 ==  =========================  ===========================================  ==================
+
+Ranges: ``|d − d_f| ≤ 1``, so channels 0, 1 and 4 span ``±K_max / coc_scale``: ``±2`` for the toy
+(``coc_scale`` 8 px = one token, levels up to 256 at 64²: ``K ≤ 16`` px) and ``±1.5`` for FLUX at 512²
+(``coc_scale`` 32, levels up to 96: ``K ≤ 48`` px; ``±3`` at 1024²). Over the disparities of a real scene they
+stay well inside that (a test measures them).
 
 ``K`` is the blur radius in pixels per unit disparity *at the map's resolution*; the sampler computes the map
 at the working (padded) resolution of the whole image and crops it for tiles, so pixels mean the same thing

@@ -9,11 +9,19 @@ Families
 ``"toy"``
     Tiny FLUX-architecture DiT (diffusers ``FluxTransformer2DModel``, random init, fully trained) on top of an
     exactly invertible pixel-space "autoencoder" (pixel-unshuffle by 4; latents ``[B, 48, H/4, W/4]``).
-``"tiny-flux"``
-    Tiny random ``FluxTransformer2DModel`` + tiny ``AutoencoderKL`` (16 latent channels, ×8), built from configs:
-    the same code path as real FLUX, for tests.
 ``"flux1-kontext-dev"`` / ``"flux1-dev"``
-    Full FLUX.1 Kontext [dev] / FLUX.1 [dev] (12 B transformer, 16-channel VAE, ×8).
+    FLUX.1 Kontext [dev] / FLUX.1 [dev] (12 B transformer, 16-channel VAE, ×8). A FLUX-architecture model of
+    another size built from explicit ``transformer`` / ``autoencoder`` configs (the tests' tiny random FLUX,
+    ``tests/tiny_dit.py``) carries the family whose architecture it copies.
+
+Predictions (``prediction``: what the transformer's output means, :func:`~diffcamera.core.dit.model.velocity_from_output`)
+-----------------------------------------------------------------------------------------------------------------
+``"velocity"``
+    The rectified-flow velocity ``v ≈ noise − x0`` (what FLUX bases are pretrained to predict; LoRA families).
+``"residual"``
+    A latent residual over the reference: ``x̂0 = reference + output``, ``v = (x_σ − x̂0)/σ``. With a
+    zero-initialised output layer the model returns its reference exactly (whatever the steps and denoise) until
+    training teaches it a correction: the toy refines the physics estimate this way (fully trained, no LoRA).
 
 Condition layouts (see :mod:`diffcamera.core.dit.model`)
 -----------------------------------------------------
@@ -34,8 +42,11 @@ import json
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-FAMILIES = ("toy", "tiny-flux", "flux1-kontext-dev", "flux1-dev")
+FAMILIES = ("toy", "flux1-kontext-dev", "flux1-dev")
 LAYOUTS = ("fused", "separate")
+PREDICTIONS = ("velocity", "residual")
+#: Inner width (heads × head dim) of the FLUX.1 transformer; narrower FLUX-architecture models are test models.
+FLUX1_INNER_DIM = 3072
 
 #: LoRA targets (suffixes of diffusers ``FluxTransformer2DModel`` module names), all mapped by ComfyUI's
 #: ``comfy.utils.flux_to_diffusers``: attention q/k/v/out of both block kinds, image MLPs, the single-block MLP
@@ -60,7 +71,9 @@ class RefocusModelConfig:
             and each token's cells are flattened (``camera_channels · camera_subgrid²`` values) before the
             projection.
         camera_hidden: width of the camera projection MLP.
-        coc_scale: pixels of circle of confusion that map to 1.0 in the camera map.
+        coc_scale: pixels of circle of confusion that map to 1.0 in the camera map (8 for the toy: one token;
+            32 for FLUX).
+        prediction: what the transformer outputs, one of :data:`PREDICTIONS` (module docstring).
         lora_rank: LoRA rank; ``0`` = no LoRA, the whole transformer is trainable (toy family).
         lora_alpha: LoRA alpha (scale = alpha / rank); default = rank (scale 1, read alike everywhere).
         lora_targets: module-name suffixes that get a LoRA.
@@ -81,6 +94,7 @@ class RefocusModelConfig:
     camera_subgrid: int = 4
     camera_hidden: int = 128
     coc_scale: float = 32.0
+    prediction: str = "velocity"
     lora_rank: int = 0
     lora_alpha: Optional[float] = None
     lora_targets: List[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
@@ -97,6 +111,8 @@ class RefocusModelConfig:
             raise ValueError(f"unknown model family {self.family!r}; expected one of {FAMILIES}")
         if self.condition_layout not in LAYOUTS:
             raise ValueError(f"unknown condition_layout {self.condition_layout!r}; expected one of {LAYOUTS}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {PREDICTIONS}")
         if self.lora_alpha is None:
             self.lora_alpha = float(self.lora_rank) if self.lora_rank else None
 
@@ -124,9 +140,16 @@ class RefocusModelConfig:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RefocusModelConfig":
+    def from_dict(cls, data: dict, source: str = "refocus model config") -> "RefocusModelConfig":
+        """Build from a dict; unknown keys raise ``ValueError`` naming them (as the training config does)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys are "
+                             f"{', '.join(sorted(known))} (a file written by a newer DiffCamera? update the pack)")
+        return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> "RefocusModelConfig":

@@ -53,8 +53,9 @@ class ExternalRefocusModel:
     def condition_tokens(self, ref_latents, camera_map):
         return self.bundle.condition_tokens(ref_latents, camera_map)
 
-    def velocity_from_tokens(self, noisy_latents, sigma, cond_tokens, cond_ids, guidance: float = 1.0, prompt=None):
-        from .model import check_prompt
+    def velocity_from_tokens(self, noisy_latents, sigma, cond_tokens, cond_ids, guidance: float = 1.0, prompt=None,
+                             reference=None):
+        from .model import check_prompt, velocity_from_output
         h, w = noisy_latents.shape[-2:]
         b = noisy_latents.shape[0]
         refs = [r.expand(b, -1, -1, -1) for r in split_condition_tokens(cond_tokens, h, w)]
@@ -64,11 +65,12 @@ class ExternalRefocusModel:
         txt = seq.expand(b, -1, -1)
         pooled = pool.expand(b, -1)
         sig = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(b)
-        return self.velocity_fn(noisy_latents.float(), sig, refs, txt, pooled, float(guidance)).float()
+        out = self.velocity_fn(noisy_latents.float(), sig, refs, txt, pooled, float(guidance)).float()
+        return velocity_from_output(self.config.prediction, out, noisy_latents, sig, reference)
 
     def velocity(self, noisy_latents, sigma, ref_latents, camera_map, guidance: float = 1.0):
         cond, ids = self.condition_tokens(ref_latents, camera_map)
-        return self.velocity_from_tokens(noisy_latents, sigma, cond, ids, guidance)
+        return self.velocity_from_tokens(noisy_latents, sigma, cond, ids, guidance, reference=ref_latents)
 
 
 def diffusers_velocity_fn(transformer) -> VelocityFn:
@@ -97,7 +99,7 @@ def load_condition_bundle(lora: str, vae: str, device=None):
     import os
     from .autoencoder import FluxAutoencoder
     from .loading import _missing, load_vae
-    from .lora import load_extras, read_file
+    from .files import load_extras, read_file
     from .model import RefocusModel
     if not lora or not os.path.isfile(lora):
         raise _missing(lora or "(none)", "LoRA")
@@ -105,7 +107,6 @@ def load_condition_bundle(lora: str, vae: str, device=None):
     if cfg.family == "toy":
         raise ValueError("the toy family has no ComfyUI counterpart; load the toy model as the base instead")
     vae_module = load_vae(vae)
-    cfg.lora_rank = cfg.lora_rank  # informational: the LoRA itself is applied by the external model's loader
     bundle = RefocusModel(cfg, None, FluxAutoencoder(vae_module, cfg.scaling_factor, cfg.shift_factor))
     load_extras(bundle, tensors)
     bundle.lora_tensors = {k: v for k, v in tensors.items() if k.startswith("transformer.")}

@@ -15,24 +15,23 @@ offload="none", device=None)`` accepts for ``base``:
 DiffCamera LoRA (:func:`~diffcamera.core.dit.lora.load_refocus_lora`; refused when made for another family).
 
 The family of a FLUX base is ``family`` if given, else guessed from its name (``"kontext"`` ->
-``flux1-kontext-dev``, else ``flux1-dev``); a transformer smaller than FLUX.1 is ``tiny-flux``. Missing files raise
-``FileNotFoundError`` naming the file and the folder it was looked for in.
+``flux1-kontext-dev``, else ``flux1-dev``). Missing files raise ``FileNotFoundError`` naming the file and the
+folder it was looked for in.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
 import torch
 
 from .config import RefocusModelConfig
+from .files import MODEL_FORMAT, file_format
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASSETS = os.path.join(PACKAGE_DIR, "assets")
 CONFIGS = os.path.join(ASSETS, "configs")
 TOY_BUNDLE = os.path.join(ASSETS, "toy_refocus")
-FULL_FLUX_INNER_DIM = 3072
 
 
 def _missing(path: str, what: str) -> FileNotFoundError:
@@ -52,23 +51,14 @@ def toy_bundle_file(path: str = TOY_BUNDLE) -> str:
 
 def is_diffcamera_model(path: str) -> bool:
     """Whether ``path`` is a DiffCamera whole-model file or a folder holding one."""
-    from .lora import MODEL_FORMAT, read_config  # noqa: F401
     f = os.path.join(path, "model.safetensors") if os.path.isdir(path) else path
     if not os.path.isfile(f) or not f.endswith((".safetensors", ".sft")):
         return False
-    from safetensors import safe_open
-    try:
-        with safe_open(f, framework="pt") as h:
-            return (h.metadata() or {}).get("format") == MODEL_FORMAT
-    except Exception:  # noqa: BLE001
-        return False
+    return file_format(f) == MODEL_FORMAT
 
 
-def guess_family(name: str, transformer_config=None) -> str:
-    if transformer_config is not None:
-        inner = int(transformer_config.num_attention_heads) * int(transformer_config.attention_head_dim)
-        if inner != FULL_FLUX_INNER_DIM:
-            return "tiny-flux"
+def guess_family(name: str) -> str:
+    """The FLUX family of a base from its file or folder name (``"kontext"`` in it: Kontext [dev])."""
     return "flux1-kontext-dev" if "kontext" in os.path.basename(os.path.normpath(name)).lower() else "flux1-dev"
 
 
@@ -150,10 +140,10 @@ def load_refocus_model(base: str, vae: Optional[str] = None, lora: Optional[str]
     ``transformer/config.json`` for a single-file base whose architecture is not FLUX.1's (tests, tiny models).
     """
     from .autoencoder import FluxAutoencoder
-    from .lora import load_model_file, load_refocus_lora
+    from .lora import load_refocus_lora
     from .memory import apply_memory_options, resolve_dtype
-    from .model import RefocusModel
-    from .toy import flux_config, tiny_flux_config
+    from .model import RefocusModel, load_model_file
+    from .toy import flux_config
     device = torch.device(device) if device is not None else torch.device("cpu")
     cdtype = resolve_dtype(dtype, device)
     if base == "toy":
@@ -166,15 +156,14 @@ def load_refocus_model(base: str, vae: Optional[str] = None, lora: Optional[str]
         model = load_model_file(base)
     else:
         transformer = load_transformer(base, family, cdtype, config_dir)
-        fam = family or guess_family(base, transformer.config)
+        fam = family or guess_family(base)
         if vae is None and os.path.isdir(base) and os.path.isfile(os.path.join(base, "vae", "config.json")):
             vae = base
         if vae is None:
             raise FileNotFoundError(f"the FLUX base {os.path.basename(os.path.normpath(base))!r} needs a VAE: put "
                                     "the FLUX VAE (ae.safetensors) in ComfyUI's models/vae folder and select it")
         vae_module = load_vae(vae, torch.float32 if cdtype == torch.float32 else torch.bfloat16)
-        cfg: RefocusModelConfig = (tiny_flux_config(transformer=None, autoencoder=None, lora_rank=0)
-                                   if fam == "tiny-flux" else flux_config(fam, lora_rank=0))
+        cfg: RefocusModelConfig = flux_config(fam, lora_rank=0)
         cfg.latent_channels = int(vae_module.config.latent_channels)
         model = RefocusModel(cfg, transformer, FluxAutoencoder(vae_module, cfg.scaling_factor, cfg.shift_factor))
     if lora:
@@ -198,7 +187,3 @@ def describe(model) -> str:
             f"{str(model.compute_dtype).replace('torch.', '')}, storage {getattr(model, 'storage', 'default')}, "
             f"offload {model.offload_mode}")
 
-
-def _json(path):
-    with open(path) as f:
-        return json.load(f)

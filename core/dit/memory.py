@@ -131,7 +131,7 @@ def prepare_training(model, *, storage: str = "default", gradient_checkpointing:
         p.requires_grad_(True)
     if storage != "default":
         if not model.has_lora:
-            raise ValueError("fp8 base storage needs a LoRA: the base must be frozen (model_kind 'flux' or 'tiny_flux')")
+            raise ValueError("fp8 base storage needs a LoRA: the base must be frozen (model_kind 'flux')")
         apply_weight_storage(model.transformer, storage, model.compute_dtype)
     if mixed_precision:
         from .lora import lora_layers
@@ -452,6 +452,7 @@ def estimate_training_bytes(config, size: int, batch: int, *, transformer_config
     and allocator rounding. The text embedding is stored, so no text encoder is loaded. An estimate, not a
     measurement: ``benchmarks/gpu_check.py`` prints it next to ``torch.cuda.max_memory_allocated``.
     """
+    from .config import FLUX1_INNER_DIM
     from .model import TOY_TEXT_TOKENS
     tcfg, vcfg = default_configs(config)
     tcfg = transformer_config or tcfg
@@ -463,7 +464,8 @@ def estimate_training_bytes(config, size: int, batch: int, *, transformer_config
     n_img = (size // p) ** 2
     image_tokens = n_img * (3 if config.condition_layout == "separate" else 2)
     if text_tokens is None:
-        text_tokens = TOY_TEXT_TOKENS if config.family in ("toy", "tiny-flux") else 512
+        inner = int(tcfg["num_attention_heads"]) * int(tcfg["attention_head_dim"])
+        text_tokens = TOY_TEXT_TOKENS if config.family == "toy" or inner != FLUX1_INNER_DIM else 512
     samples = 2 * batch
     act = activation_bytes(tcfg, image_tokens=image_tokens, text_tokens=text_tokens, samples=samples,
                            lora_rank=config.lora_rank, lora_targets=config.lora_targets, act_bytes=e,

@@ -18,12 +18,20 @@ Deviations from the paper (documented on purpose): the condition branch is not a
 ComfyUI's FLUX unchanged and needs no re-implemented attention; the camera condition is a per-pixel map, not a
 global focus coordinate (see :mod:`diffcamera.core.dit.conditions`).
 
-Rectified flow: ``x_t = (1 − σ)·x0 + σ·noise``; the model predicts ``v = noise − x0``; diffusers' FLUX
+Rectified flow: ``x_t = (1 − σ)·x0 + σ·noise`` and the velocity ``v = noise − x0``; diffusers' FLUX
 transformer takes ``timestep = σ`` (it multiplies by 1000 inside) and, for guidance-distilled bases
-(FLUX.1 [dev] / Kontext), ``guidance`` = the distilled guidance scale.
+(FLUX.1 [dev] / Kontext), ``guidance`` = the distilled guidance scale. What the transformer's output means is
+the config's ``prediction`` (:func:`velocity_from_output`): the velocity itself (FLUX bases), or a residual
+over the reference latent (the toy: ``x̂0 = reference + output``, its output layer zero-initialised, so an
+untrained model returns the reference — the physics estimate — exactly). Every ``velocity*`` method returns
+the velocity either way.
+
+Whole-model files (:func:`save_refocus_model`, :func:`load_model_file`; the toy family) use the file format
+of :mod:`diffcamera.core.dit.files`.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -31,11 +39,40 @@ import torch.nn as nn
 
 from .autoencoder import FluxAutoencoder, PixelShuffleAutoencoder
 from .conditions import CameraEncoder
-from .config import RefocusModelConfig
+from .config import FLUX1_INNER_DIM, RefocusModelConfig
+from .files import MODEL_FORMAT, extras, load_extras, read_file, write_file
+from .lora import add_lora
 from .packing import pack_latents, token_ids, unpack_latents
 
 #: Text tokens of the deterministic stand-in prompt embedding of toy / tiny models.
 TOY_TEXT_TOKENS = 4
+#: Conditions a model adopts from a LoRA file or a training config (:meth:`RefocusModel.adopt_conditions`).
+CONDITION_FIELDS = ("condition_layout", "coc_scale", "prediction", "camera_channels", "camera_subgrid",
+                    "camera_hidden", "prompt", "trained_size")
+
+
+def velocity_from_output(prediction: str, output: torch.Tensor, noisy: torch.Tensor, sigma: torch.Tensor,
+                         reference: Optional[torch.Tensor]) -> torch.Tensor:
+    """The rectified-flow velocity ``[B,C,h,w]`` from the transformer's ``output`` (same shape).
+
+    ``prediction == "velocity"``: ``output`` itself. ``"residual"``: ``x̂0 = reference + output`` and
+    ``v = (noisy − x̂0)/σ`` (``sigma`` ``[B]`` or scalar, > 0; ``reference`` the reference latent the model
+    was conditioned on), so an Euler step to ``σ'`` gives ``x̂0 + (σ'/σ)·(noisy − x̂0)`` and the last step
+    (``σ' = 0``) exactly ``x̂0``.
+    """
+    if prediction == "velocity":
+        return output
+    if prediction != "residual":
+        raise ValueError(f"unknown prediction {prediction!r}")
+    if reference is None:
+        raise ValueError("a residual-prediction model needs the reference latent to give a velocity")
+    b = noisy.shape[0]
+    sig = torch.as_tensor(sigma, dtype=torch.float32, device=noisy.device).reshape(-1)
+    sig = (sig.expand(b) if sig.numel() == 1 else sig).view(b, 1, 1, 1)
+    ref = reference.to(noisy.device).float()
+    if ref.shape[0] != b:
+        ref = ref.expand(b, -1, -1, -1)
+    return (noisy.float() - (ref + output.float())) / sig.clamp_min(1e-6)
 
 
 def check_prompt(prompt, seq_dim: int, pooled_dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -162,8 +199,11 @@ class RefocusModel(nn.Module):
 
     def velocity_from_tokens(self, noisy_latents: torch.Tensor, sigma: torch.Tensor, cond_tokens: torch.Tensor,
                              cond_ids: torch.Tensor, guidance: float = 1.0,
-                             prompt: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-        """Velocity for prepared condition tokens (see :meth:`condition_tokens`); returns ``[B,C,h,w]`` float32."""
+                             prompt: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                             reference: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Velocity for prepared condition tokens (see :meth:`condition_tokens`); returns ``[B,C,h,w]`` float32.
+        ``reference``: the reference latent ``[B|1,C,h,w]`` the tokens were made from (needed by a residual model,
+        :func:`velocity_from_output`)."""
         dev, dt = self.device, self.compute_dtype
         x = noisy_latents.to(dev)
         b, _, h, w = x.shape
@@ -187,7 +227,8 @@ class RefocusModel(nn.Module):
         out = self.transformer(hidden_states=hidden, encoder_hidden_states=txt, pooled_projections=pooled,
                                timestep=sig.to(dt), img_ids=img_ids, txt_ids=txt_ids, guidance=g,
                                return_dict=False)[0]
-        return unpack_latents(out[:, :n].float(), h, w)
+        return velocity_from_output(self.config.prediction, unpack_latents(out[:, :n].float(), h, w), x, sig,
+                                    reference)
 
     def velocity(self, noisy_latents: torch.Tensor, sigma: torch.Tensor, ref_latents: torch.Tensor,
                  camera_map: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
@@ -206,20 +247,34 @@ class RefocusModel(nn.Module):
             raise ValueError(f"noisy latents {tuple(noisy_latents.shape)} and reference latents "
                              f"{tuple(ref_latents.shape)} differ")
         cond, ids = self.condition_tokens(ref_latents, camera_map)
-        return self.velocity_from_tokens(noisy_latents, sigma, cond, ids, guidance)
+        return self.velocity_from_tokens(noisy_latents, sigma, cond, ids, guidance, reference=ref_latents)
+
+    def adopt_conditions(self, config: RefocusModelConfig) -> None:
+        """Take the condition settings (:data:`CONDITION_FIELDS`) of ``config`` — a LoRA file's, or what a training
+        run asks for — and rebuild the camera encoder (zero-initialised) when its shape changes."""
+        c = self.config
+        rebuild = (c.camera_channels, c.camera_subgrid, c.camera_hidden) != \
+            (config.camera_channels, config.camera_subgrid, config.camera_hidden)
+        for key in CONDITION_FIELDS:
+            setattr(c, key, getattr(config, key))
+        if rebuild:
+            self.camera_encoder = CameraEncoder(c.camera_channels, c.token_pixels, c.token_dim, c.camera_subgrid,
+                                                c.camera_hidden).to(self.device)
 
 
 # ------------------------------------------------------------------------------------------ builders
 def default_prompt_embeddings(transformer_config, family: str):
     """Text condition used when no LoRA/prompt supplies one.
 
-    Toy / tiny: a fixed pseudo-random sequence of :data:`TOY_TEXT_TOKENS` tokens (seeded, so every build agrees).
-    Real FLUX: zeros ``[1, 512, 4096]`` / ``[1, 768]`` (no text encoder at hand; trained LoRAs carry the real one).
+    Toy, and transformers narrower than FLUX.1 (the tests' tiny models): a fixed pseudo-random sequence of
+    :data:`TOY_TEXT_TOKENS` tokens (seeded, so every build agrees). Real FLUX: zeros ``[1, 512, 4096]`` /
+    ``[1, 768]`` (no text encoder at hand; trained LoRAs carry the real one).
     """
     if transformer_config is None:  # conditions-only bundle of a FLUX family
         return torch.zeros(1, 512, 4096), torch.zeros(1, 768)
     d, p = int(transformer_config.joint_attention_dim), int(transformer_config.pooled_projection_dim)
-    if family in ("toy", "tiny-flux"):
+    inner = int(transformer_config.num_attention_heads) * int(transformer_config.attention_head_dim)
+    if family == "toy" or inner != FLUX1_INNER_DIM:
         g = torch.Generator().manual_seed(1234)
         return 0.5 * torch.randn(1, TOY_TEXT_TOKENS, d, generator=g), 0.5 * torch.randn(1, p, generator=g)
     return torch.zeros(1, 512, d), torch.zeros(1, p)
@@ -237,7 +292,9 @@ def build_autoencoder(config: RefocusModelConfig) -> nn.Module:
 
 
 def build_from_config(config: RefocusModelConfig, seed: int = 0) -> RefocusModel:
-    """A random-init model of a toy / tiny family (the transformer from ``config.transformer``)."""
+    """A random-init model from ``config.transformer`` / ``config.autoencoder`` (the toy, or a FLUX-architecture
+    model of another size). A residual-prediction model without a LoRA gets a zero output layer (``proj_out``), so
+    it returns its reference exactly until trained."""
     from diffusers import FluxTransformer2DModel
     if config.transformer is None:
         raise ValueError(f"family {config.family!r} has no transformer config; load it with loading.load_refocus_model")
@@ -246,8 +303,10 @@ def build_from_config(config: RefocusModelConfig, seed: int = 0) -> RefocusModel
         transformer = FluxTransformer2DModel(**config.transformer)
         autoencoder = build_autoencoder(config)
         model = RefocusModel(config, transformer, autoencoder)
+        if config.prediction == "residual" and config.lora_rank == 0:
+            nn.init.zeros_(transformer.proj_out.weight)
+            nn.init.zeros_(transformer.proj_out.bias)
         if config.lora_rank > 0:
-            from .lora import add_lora
             add_lora(model)
     return model.eval()
 
@@ -258,8 +317,28 @@ def build_toy_model(config: Optional[RefocusModelConfig] = None, seed: int = 0) 
     return build_from_config(config or toy_config(), seed)
 
 
-def build_tiny_flux_model(config: Optional[RefocusModelConfig] = None, seed: int = 0, **changes) -> RefocusModel:
-    """Tiny random ``FluxTransformer2DModel`` + tiny ``AutoencoderKL`` (the real-FLUX code path; LoRA rank 4)."""
-    from .toy import tiny_flux_config
-    cfg = config or tiny_flux_config(**changes)
-    return build_from_config(cfg, seed)
+def save_refocus_model(model: RefocusModel, path: str, dtype: torch.dtype = torch.float32) -> str:
+    """Save a whole model (full transformer weights + extras + config) in ``dtype`` (fp16 halves the file; loading
+    casts back to float32): ``path`` is a ``.safetensors`` file or a folder (then ``<folder>/model.safetensors`` +
+    ``<folder>/model.json``). Meant for the small toy family."""
+    if not path.endswith((".safetensors", ".sft")):
+        path = os.path.join(path, "model.safetensors")
+    sd = {"transformer." + k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).cpu().contiguous()
+          for k, v in model.transformer.state_dict().items()}
+    return write_file({**sd, **extras(model, dtype)}, model.config, path, MODEL_FORMAT)
+
+
+def load_model_file(path: str) -> RefocusModel:
+    """Rebuild a whole model saved by :func:`save_refocus_model` (float32 weights)."""
+    tensors, cfg, fmt = read_file(path)
+    if fmt != MODEL_FORMAT:
+        raise ValueError(f"{os.path.basename(path)} is a DiffCamera LoRA, not a whole model; select a base model "
+                         "and put this file in the LoRA input")
+    model = build_from_config(cfg)
+    sd = {k[len("transformer."):]: v.float() for k, v in tensors.items() if k.startswith("transformer.")}
+    missing, unexpected = model.transformer.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{os.path.basename(path)} does not match its own config "
+                         f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+    load_extras(model, tensors)
+    return model.eval()

@@ -20,6 +20,7 @@ whose ``tile_size_for`` picks it).
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
@@ -52,6 +53,15 @@ def flux_mu(image_seq_len: int) -> float:
     m = (c["max_shift"] - c["base_shift"]) / (c["max_image_seq_len"] - c["base_image_seq_len"])
     b = c["base_shift"] - m * c["base_image_seq_len"]
     return float(image_seq_len * m + b)
+
+
+def time_shift(t: torch.Tensor, image_seq_len: int) -> torch.Tensor:
+    """FLUX's resolution shift of step positions ``t`` (0..1) to noise levels ``σ = e^μ / (e^μ + 1/t − 1)``
+    (``μ = flux_mu(image_seq_len)``): the map :func:`schedule` applies to its grid ``linspace(1, 1/steps)`` (the
+    scheduler's ``time_shift``, tested equal), which training uses to draw the same noise levels."""
+    e = math.exp(flux_mu(image_seq_len))
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return (e * t / (e * t + (1.0 - t))).float()
 
 
 def schedule(steps: int, image_seq_len: int, denoise: float = 1.0):

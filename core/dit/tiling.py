@@ -75,12 +75,13 @@ class TiledVelocity:
         h, w = ref_latents.shape[-2:]
         f = model.config.vae_scale_factor
         self.tiles = plan_tiles(h, w, tile, overlap)
-        self.cond = []
+        self.cond, self.refs = [], []
         for y0, x0, th, tw, _ in self.tiles:
             self.interrupt()
             ref = ref_latents[..., y0:y0 + th, x0:x0 + tw]
             cam = camera_map[..., y0 * f:(y0 + th) * f, x0 * f:(x0 + tw) * f]
             self.cond.append(model.condition_tokens(ref, cam))
+            self.refs.append(ref)
         self.shape = ref_latents.shape
 
     @property
@@ -92,13 +93,14 @@ class TiledVelocity:
         self.interrupt()
         if len(self.tiles) == 1:
             cond, ids = self.cond[0]
-            return self.model.velocity_from_tokens(latents, sigma, cond, ids, self.guidance, prompt=self.prompt)
+            return self.model.velocity_from_tokens(latents, sigma, cond, ids, self.guidance, prompt=self.prompt,
+                                                   reference=self.refs[0])
         acc = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
         norm = torch.zeros(latents.shape[-2:], dtype=torch.float32, device=latents.device)
-        for (y0, x0, th, tw, wgt), (cond, ids) in zip(self.tiles, self.cond):
+        for (y0, x0, th, tw, wgt), (cond, ids), ref in zip(self.tiles, self.cond, self.refs):
             self.interrupt()
             v = self.model.velocity_from_tokens(latents[..., y0:y0 + th, x0:x0 + tw], sigma, cond, ids, self.guidance,
-                                               prompt=self.prompt)
+                                               prompt=self.prompt, reference=ref)
             wgt = wgt.to(latents.device)
             acc[..., y0:y0 + th, x0:x0 + tw] += v.to(acc.device) * wgt
             norm[y0:y0 + th, x0:x0 + tw] += wgt

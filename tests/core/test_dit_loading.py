@@ -30,7 +30,7 @@ def tiny_files(tmp_path_factory):
 def test_diffusers_folders_plus_lora_give_the_same_model(tiny_files):
     paths, model = tiny_files
     loaded = load_refocus_model(paths["transformer"], paths["vae"], paths["lora"])
-    assert loaded.config.family == "tiny-flux" and loaded.config.lora_rank == 4
+    assert loaded.config.family == "flux1-dev" and loaded.config.lora_rank == 4
     from diffcamera.core.dit.lora import lora_layers, unmerge_lora
     assert lora_layers(loaded) and all(m.merged for m in lora_layers(loaded))  # inference: LoRA folded in
     assert torch.allclose(_velocity(loaded), _velocity(model), atol=1e-5)

@@ -6,7 +6,8 @@ import torch
 from safetensors import safe_open
 
 from diffcamera.core.dit.conditions import build_camera_map
-from diffcamera.core.dit.lora import load_refocus_lora, save_refocus_lora, save_refocus_model, load_model_file
+from diffcamera.core.dit.lora import load_refocus_lora, save_refocus_lora
+from diffcamera.core.dit.model import load_model_file, save_refocus_model
 from tiny_dit import base_transformer_state_dict, randomise_lora, save_tiny_flux_lora, tiny_flux, toy
 
 
@@ -35,7 +36,7 @@ def test_round_trip_identical(tmp_path, layout):
     assert (a - c).abs().max() > 1e-4  # the LoRA file changed something
     assert torch.equal(fresh.prompt_embeds, model.prompt_embeds)
     side = json.loads((tmp_path / "a.json").read_text())
-    assert side["family"] == "tiny-flux" and side["condition_layout"] == layout
+    assert side["family"] == "flux1-dev" and side["condition_layout"] == layout
 
 
 def test_keys_follow_comfyui_flux_rule(tmp_path):
@@ -87,7 +88,7 @@ def test_refuses_other_family_naming_both(tmp_path):
     path, _ = save_tiny_flux_lora(str(tmp_path / "a.safetensors"))
     with pytest.raises(ValueError) as err:
         load_refocus_lora(toy(), path)
-    assert "tiny-flux" in str(err.value) and "'toy'" in str(err.value)
+    assert "flux1-dev" in str(err.value) and "'toy'" in str(err.value)
 
 
 def test_refuses_layout_change_over_trained_lora(tmp_path):

@@ -45,6 +45,25 @@ def test_camera_map_channels_and_dropout():
     assert torch.equal(drop[0, [3, 4]], cam[0, [3, 4]]) and torch.equal(drop[1], cam[1])
 
 
+@pytest.mark.parametrize("family, size, level, bound", [("toy", 64, 256.0, 2.0), ("flux1-kontext-dev", 512, 96.0, 1.5)])
+def test_camera_map_ranges_are_the_documented_ones(family, size, level, bound):
+    """The CoC and strength channels span ±K_max/coc_scale (conditions docstring): ±2 for the toy at its highest
+    training level, ±1.5 for FLUX at 512² and level 96; a real scene (disparity 0..1, focus at an extreme) reaches
+    the bound, a mid-focus one stays within half of it."""
+    from diffcamera.core.conventions import level_to_K
+    from diffcamera.core.dit.toy import flux_config, toy_config
+    from diffcamera.evaluation.scenes import make_scene
+    cfg = toy_config() if family == "toy" else flux_config(family)
+    d = make_scene(2, size=64, kind="ground").disparity.float()
+    d = (d - d.min()) / (d.max() - d.min())
+    K = level_to_K(level, size, size)
+    far = build_camera_map(d, 0.0, K, torch.tensor([0.5, 0.5]), coc_scale=cfg.coc_scale)
+    mid = build_camera_map(d, 0.5, K, torch.tensor([0.5, 0.5]), coc_scale=cfg.coc_scale)
+    assert float(far[:, 0].abs().max()) == pytest.approx(bound, rel=1e-5)
+    assert float(far[:, 4].max()) == pytest.approx(bound, rel=1e-5)
+    assert float(mid[:, 0].abs().max()) <= bound / 2 + 1e-5
+
+
 def test_camera_map_is_local_under_crop():
     """Per-pixel conditions: the map of a crop equals the crop of the map (except the focus mark's normalisation)."""
     _, disp = _scene(1, 64)

@@ -137,7 +137,7 @@ class LocalModel(torch.nn.Module):
         h, w = ref.shape[-2:]
         return pack_latents(ref) + self.cam(cam), token_ids(h // 2, w // 2, 1)
 
-    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None):
+    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None, reference=None):
         h, w = x.shape[-2:]
         t = self.lin(torch.cat([pack_latents(x), cond], -1)) * sigma.view(-1, 1, 1)
         return unpack_latents(t, h, w)
@@ -175,7 +175,7 @@ class ContextModel(LocalModel):
     """The exact "copy the reference" velocity ``(x − ref)/σ`` plus a term from the mean of the call's tokens
     (like attention context): each tile sees another context, so naive tiling leaves steps at tile borders."""
 
-    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None):
+    def velocity_from_tokens(self, x, sigma, cond, ids, guidance=1.0, prompt=None, reference=None):
         ref = unpack_latents(cond, *x.shape[-2:])
         ctx = x.mean(dim=(-2, -1), keepdim=True) + x[..., :1, :].mean(dim=(-2, -1), keepdim=True)
         return (x - ref) / sigma.view(-1, 1, 1, 1) + 3.0 * ctx
@@ -220,3 +220,23 @@ def test_bad_input_raises_before_work(toy_model, change, match):
     with pytest.raises(ValueError, match=match):
         refocus(counted, kw["img"], kw["disp"], kw["focus"], 8.0, steps=kw["steps"], denoise=kw["denoise"])
     assert counted.calls == 0
+
+
+def test_an_untrained_residual_model_returns_its_reference_exactly():
+    """The toy's parameterisation (x0 = reference + output, output layer zero at init): whatever the steps, denoise
+    and seed, sampling ends on the reference (the physics estimate the pipeline gives it), so refining cannot make
+    the estimate worse before training has taught it something."""
+    model = toy(prediction="residual")
+    assert float(model.transformer.proj_out.weight.abs().max()) == 0.0
+    img, disp, focus = _inputs()
+    for steps, denoise, seed in ((1, 1.0, 0), (8, 0.5, 3), (28, 0.3, 9)):
+        out = refocus(model, img, disp, focus, 8.0, steps=steps, denoise=denoise, seed=seed, init_image=img)
+        assert torch.allclose(out, img, atol=2e-6), (steps, denoise, seed)
+
+
+def test_time_shift_is_the_schedulers():
+    from diffcamera.core.dit.sampler import time_shift
+    for tokens in (64, 1024, 4096):
+        sched, _ = schedule(20, tokens)
+        grid = torch.linspace(1.0, 1.0 / 20, 20)
+        assert torch.allclose(time_shift(grid, tokens), sched.sigmas[:-1].float(), atol=1e-6)

@@ -10,8 +10,9 @@ from torch.overrides import TorchFunctionMode
 from diffcamera.core.dit.memory import (GiB, InsufficientMemoryError, activation_bytes, apply_weight_storage,
                                         count_parameters, estimate_training_bytes, prepare_training,
                                         saved_activation_bytes)
-from diffcamera.core.dit.model import build_tiny_flux_model, build_toy_model
-from diffcamera.core.dit.toy import TINY_FLUX_TRANSFORMER, TOY_TRANSFORMER, flux_config, tiny_flux_config, toy_config
+from diffcamera.core.dit.model import build_from_config as build_tiny_flux_model, build_toy_model
+from diffcamera.core.dit.toy import TOY_TRANSFORMER, flux_config, toy_config
+from tiny_dit import TINY_FLUX_TRANSFORMER, tiny_flux_config, tiny_flux_model_entry
 from diffcamera.training.config import TrainConfig
 from diffcamera.training.dataset import synthetic_batch
 from diffcamera.training.losses import refocus_loss
@@ -216,26 +217,30 @@ def test_fp8_without_checkpointing_keeps_upcast_copies():
     counts = count_parameters(m.config, weight_dtype=torch.float32, storage="fp8_e4m3fn")
     assert upcast <= counts.all_upcast_bytes  # what the estimate charges: an upper bound
     with pytest.raises(ValueError, match="gradient_checkpointing"):
-        TrainConfig(model_kind="tiny_flux", base_storage="fp8_e4m3fn")
+        TrainConfig(model_kind="flux", base_storage="fp8_e4m3fn")
     with pytest.raises(ValueError, match="toy"):
         TrainConfig(base_storage="fp8_e4m3fn", gradient_checkpointing=True)
 
 
 def test_new_fields_keep_old_fingerprints():
-    """Checkpoints written before base_storage / memory_check existed still resume (same fingerprint)."""
+    """Checkpoints written before base_storage / memory_check / the timestep fields existed still resume (same
+    fingerprint) when the new fields keep the old behaviour; the shifted timesteps of the new recipe do not."""
     import hashlib
     import json
-    cfg = TrainConfig.load("flux_kontext_lora")
+    cfg = TrainConfig.load("flux_kontext_lora").replace(timestep_sampling="logit_normal", denoise_max=1.0,
+                                                        resolution_shift=False)
     old = {k: v for k, v in cfg.to_dict().items()
-           if k not in TrainConfig.BOOKKEEPING and k not in ("base_storage", "steps")}
+           if k not in TrainConfig.BOOKKEEPING and k not in TrainConfig.ADDED_LATER and k != "steps"}
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cfg.replace(resolution_shift=True).fingerprint() != cfg.fingerprint()
     assert cfg.replace(base_storage="fp8_e4m3fn").fingerprint() != cfg.fingerprint()
     assert cfg.replace(memory_check=False).fingerprint() == cfg.fingerprint()
 
 
 # ------------------------------------------------------------------------------------------ the trainer's refusal
 def _tiny_flux_run(tmp_path, **kw):
-    base = dict(model_kind="tiny_flux", size=32, procedural_scenes=2, procedural_variants=1, steps=2, batch_size=2,
+    base = dict(model_kind="flux", model=tiny_flux_model_entry(), size=32, procedural_scenes=2, procedural_variants=1,
+                steps=2, batch_size=2,
                 lr=1e-3, warmup_steps=1, checkpoint_every=0, output_dir=str(tmp_path / "run"), seed=0)
     base.update(kw)
     return TrainConfig(**base)

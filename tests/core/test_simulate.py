@@ -106,7 +106,7 @@ def test_composite_is_the_two_plane_rendering_and_mask_marks_the_sharper_plane()
     def render(i, d, fd, K):
         return render_classical(i, (K * (d - fd)).abs())
 
-    tensors, meta = simulate_group(img, disp, 11, _opts(min_plane_separation=0.2), render)
+    tensors, meta = simulate_group(img, disp, 11, _opts(min_plane_separation=0.2, renderer="classical"), render)
     d1, d2, K = meta["focus_disparity1"], meta["focus_disparity2"], meta["K"]
     # focus disparities are disparities of the image itself
     assert (disp - d1).abs().min() < 1e-6 and (disp - d2).abs().min() < 1e-6
@@ -126,12 +126,65 @@ def test_composite_is_the_two_plane_rendering_and_mask_marks_the_sharper_plane()
         assert err < 8
 
 
+def test_layered_groups_composite_by_mask_and_carry_the_physics_of_the_reference():
+    """Default renderer: targets are layered renders; the composite takes every pixel from the target in which it is
+    sharper (the mask blend); physics1/2 are the physics refocus of the stored 8-bit reference to each plane with the
+    reference's own (known) blur."""
+    from diffcamera.core.bokeh import render_bokeh
+    from diffcamera.core.physics import refocus_physics
+    from diffcamera.evaluation.scenes import make_scene
+    scene = make_scene(4, size=32, kind="layers")
+    img, disp = scene.image.float(), scene.disparity.float()
+    opts = _opts(min_plane_separation=0.2, p_aif=0.0)
+    assert opts.renderer == "layered"
+    tensors, meta = simulate_group(img, disp, 12, opts)
+    d1, d2, K = meta["focus_disparity1"], meta["focus_disparity2"], meta["K"]
+
+    def u8(t):
+        return (t[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    t1 = render_bokeh(img, disp, d1, K, mode="layered")
+    assert torch.equal(tensors["target1"], u8(t1))
+    m = tensors["mask"].bool()
+    assert torch.equal(tensors["composite"], torch.where(m, tensors["target1"], tensors["target2"]))
+    assert not torch.equal(tensors["composite"], tensors["target1"]) and 0 < int(m.sum()) < m.numel()
+    ref = tensors["reference"].float().unsqueeze(0) / 255
+    for i, d in ((1, d1), (2, d2)):
+        want = refocus_physics(ref, disp, d, K, input_focus_disparity=meta["ref_focus_disparity"],
+                               input_K=meta["ref_K"], settings=opts.physics_settings()).image
+        assert torch.equal(tensors[f"physics{i}"], u8(want))
+    # the physics estimate is nearer the target than the reference (it refocuses)
+    err = {k: (tensors[k].float() - tensors["target1"].float()).abs().mean() for k in ("reference", "physics1")}
+    assert err["physics1"] < err["reference"]
+
+
+def test_an_all_in_focus_reference_gives_the_layered_target_as_its_physics():
+    from diffcamera.evaluation.scenes import make_scene
+    scene = make_scene(5, size=32, kind="mixed")
+    tensors, meta = simulate_group(scene.image.float(), scene.disparity.float(), 3, _opts(p_aif=1.0))
+    assert meta["reference"] == "aif" and meta["ref_K"] == 0.0
+    assert torch.equal(tensors["reference"], tensors["aif"])
+    # no deblurring to do: physics is the layered render of the (8-bit) AIF, the target within a rounding level
+    # except at blurred foreground rims, where physics shows the image itself as the hidden background (the
+    # renderer extends the background layer instead)
+    from diffcamera.core.depth import depth_edges
+    diff = (tensors["physics1"].int() - tensors["target1"].int()).abs().amax(0)
+    rims = torch.nn.functional.max_pool2d(depth_edges(scene.disparity.float(), 0.03).float(), 2 * int(meta["K"]) + 3,
+                                          1, int(meta["K"]) + 1)[0, 0].bool()
+    assert int(diff[~rims].max()) <= 1 and float(diff.float().mean()) < 2
+
+
+def test_renderer_option_is_checked():
+    with pytest.raises(ValueError, match="renderer must be one of"):
+        SimulateOptions(renderer="thin")
+
+
 def test_dataset_batches_and_order(tmp_path):
     simulate_dataset(str(tmp_path / "d"), _opts(), log=_quiet)
     ds = PairDataset(folder=str(tmp_path / "d"))
     assert len(ds) == 6 and ds.size == 32
     b = ds.batch([0, 5])
     assert b["target1"].shape == (2, 3, 32, 32) and 0 <= float(b["target1"].min()) and float(b["target1"].max()) <= 1
+    assert b["physics1"].shape == (2, 3, 32, 32) and b["physics2"].shape == (2, 3, 32, 32)
     assert b["focus_xy1"].shape == (2, 2) and b["K"].shape == (2,)
     order = sample_indices(0, 12, 6, seed=1)
     assert sorted(order[:6]) == list(range(6)) and sorted(order[6:]) == list(range(6))
@@ -142,6 +195,16 @@ def _png(path, size=40, seed=0):
     g = torch.Generator().manual_seed(seed)
     arr = (torch.rand(size, size, 3, generator=g) * 255).byte().numpy()
     Image.fromarray(arr).save(path)
+
+
+def test_a_dataset_of_the_old_format_is_refused_with_the_fix(tmp_path):
+    simulate_dataset(str(tmp_path / "d"), _opts(num_scenes=1, variants=1), log=_quiet)
+    manifest = tmp_path / "d" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["format"] = "diffcamera-pairs-v1"
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="diffcamera-pairs-v1 dataset.*simulate it again"):
+        PairDataset(folder=str(tmp_path / "d"))
 
 
 def test_image_folder_with_depth_bad_files_listed_and_skipped(tmp_path):

@@ -15,7 +15,7 @@ import torch
 from diffcamera.training import checkpoint as ckpt_mod
 from diffcamera.training.config import TrainConfig
 from diffcamera.training.dataset import PairDataset
-from diffcamera.training.losses import mask_to_latent, predicted_x0, refocus_loss, stacking_loss
+from diffcamera.training.losses import predicted_x0, refocus_loss, stacking_loss, training_sigmas
 
 TINY_TRANSFORMER = dict(patch_size=1, in_channels=192, num_layers=1, num_single_layers=1, attention_head_dim=16,
                         num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16,
@@ -53,6 +53,30 @@ def test_unknown_config_keys_are_refused_by_name(tmp_path):
         TrainConfig(depth_dropout=1.5)
 
 
+def test_toy_has_one_definition_shared_by_config_and_shipped_model():
+    """#12 "two truths": core/dit/toy.py's toy_config is the toy; training/configs/toy.json builds exactly it, and the
+    shipped assets/toy_refocus model was trained from it (its config equals the one toy.json builds)."""
+    from diffcamera.core.dit.config import RefocusModelConfig
+    from diffcamera.core.dit.toy import toy_config
+    cfg = TrainConfig.load("toy")
+    assert cfg.model == {} and cfg.refocus_config() == toy_config(trained_size=cfg.size)
+    shipped = os.path.join(os.path.dirname(ASSET), "model.json")
+    with open(shipped) as fh:
+        assert RefocusModelConfig.from_json(fh.read()) == cfg.refocus_config()
+
+
+def test_model_config_refuses_unknown_keys():
+    from diffcamera.core.dit.config import RefocusModelConfig
+    good = RefocusModelConfig().to_dict()
+    assert RefocusModelConfig.from_dict(good) == RefocusModelConfig()
+    with pytest.raises(ValueError, match="unknown key.*'lora_rnk'"):
+        RefocusModelConfig.from_dict({**good, "lora_rnk": 3})
+    with pytest.raises(ValueError, match="prediction"):
+        RefocusModelConfig(prediction="x0")
+    with pytest.raises(ValueError, match="residual"):
+        TrainConfig(model_kind="flux", model={"prediction": "residual"}).refocus_config()
+
+
 def test_bundled_configs_load():
     from diffcamera.training.config import CONFIG_DIR
     names = [f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json")]
@@ -63,21 +87,43 @@ def test_bundled_configs_load():
 
 # ------------------------------------------------------------------------------------------ loss maths
 def test_stacking_loss_is_zero_for_the_oracle_and_blends_by_mask():
+    from diffcamera.core.dit.autoencoder import PixelShuffleAutoencoder
+    ae = PixelShuffleAutoencoder(4)
     g = torch.Generator().manual_seed(0)
-    x1, x2, noise = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    i1, i2 = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    x1, x2 = ae.encode(i1), ae.encode(i2)
+    noise = torch.randn(x1.shape, generator=g)
     sigma = torch.tensor([0.3, 0.8])
     s = sigma.view(-1, 1, 1, 1)
     xt1, xt2 = (1 - s) * x1 + s * noise, (1 - s) * x2 + s * noise
     # the oracle velocity gives back x0 exactly
     assert torch.allclose(predicted_x0(xt1, sigma, noise - x1), x1, atol=1e-6)
-    mask = torch.zeros(2, 1, 32, 32)
-    mask[..., :16] = 1
-    m = mask_to_latent(mask, (8, 8))
-    comp = m * x1 + (1 - m) * x2
+    mask = (torch.rand(2, 1, 32, 32, generator=g) > 0.5).float()   # any pixel mask, boundaries inside tokens
+    m = ae.mask_to_latent(mask)
+    # the toy's latent mask is exact: the latent blend of the targets is the encoded pixel blend (the composite)
+    comp = ae.encode(mask * i1 + (1 - mask) * i2)
+    assert torch.allclose(m * x1 + (1 - m) * x2, comp, atol=1e-6)
     assert float(stacking_loss(predicted_x0(xt1, sigma, noise - x1), predicted_x0(xt2, sigma, noise - x2), m, comp)) < 1e-10
     # swapping the planes is penalised
     assert float(stacking_loss(x2, x1, m, comp)) > 0.1
-    assert torch.allclose(m[..., :4], torch.ones(2, 1, 8, 4)) and torch.allclose(m[..., 4:], torch.zeros(2, 1, 8, 4))
+
+
+def test_training_noise_levels_are_the_samplers():
+    """Uniform step positions through the resolution shift: the noise levels the sampler visits at the toy's
+    64 tokens per call (its sigmas of a 28-step run lie in the trained range, the shift moves them up)."""
+    from diffcamera.core.dit.sampler import schedule
+    s = training_sigmas(20000, torch.Generator().manual_seed(0), sampling="uniform", image_seq_len=64)
+    sched, _ = schedule(28, 64)
+    visited = sched.sigmas[:-1]
+    assert float(s.min()) > 0 and float(s.max()) <= 1
+    # the median of shifted uniform t is shift(0.5), the sampler's sigma at the middle of its grid
+    assert float(s.median()) == pytest.approx(float(visited[14]), abs=0.01)
+    # restricted to denoise <= 0.5: never above the sampler's starting sigma at denoise 0.5
+    half = training_sigmas(2000, torch.Generator().manual_seed(1), sampling="uniform", denoise_max=0.5,
+                           image_seq_len=64)
+    assert float(half.max()) <= float(visited[14]) + 1e-6
+    unshifted = training_sigmas(20000, torch.Generator().manual_seed(0), sampling="uniform")
+    assert float(unshifted.median()) == pytest.approx(0.5, abs=0.01)
 
 
 class _SpyModel:
@@ -136,7 +182,7 @@ def test_same_seed_same_curve_and_exact_resume(tmp_path, tiny_data):
     c = train(tiny_config(tmp_path / "c", seed=4), dataset=tiny_data, log=_quiet, max_steps_this_run=2)
     assert abs(_losses(c.output_dir)[1]["loss"] - la[1]["loss"]) > 1e-6
     # the trained whole model loads with the model loader of core.dit
-    from diffcamera.core.dit.lora import load_model_file
+    from diffcamera.core.dit.model import load_model_file
     m = load_model_file(a.lora_path)
     assert m.config.transformer["num_layers"] == 1
 
@@ -251,12 +297,13 @@ KILL_SCRIPT = textwrap.dedent("""
 def test_sigkill_then_resume_gives_the_uninterrupted_curve(tmp_path, tiny_data):
     """Kill -9 a training process mid-run, resume: the loss curve equals an uninterrupted run's (rel 1e-6)."""
     from diffcamera.core.safe_paths import write_json_atomic as _atomic_write_json
-    from diffcamera.training.simulate import _atomic_save_tensors
+    from diffcamera.training.simulate import FORMAT_VERSION, _atomic_save_tensors
     from diffcamera.training.trainer import train
     data_dir = tmp_path / "data"  # the fixture's groups as a dataset folder (the child skips simulation)
     data_dir.mkdir()
     _atomic_save_tensors(tiny_data._tensors, str(data_dir / "shard_00000.safetensors"))
-    _atomic_write_json({"size": 32, "shards": [{"file": "shard_00000.safetensors", "groups": len(tiny_data)}]},
+    _atomic_write_json({"format": f"diffcamera-pairs-v{FORMAT_VERSION}", "size": 32,
+                        "shards": [{"file": "shard_00000.safetensors", "groups": len(tiny_data)}]},
                        str(data_dir / "manifest.json"))
     steps = 16
     out = tmp_path / "killed"

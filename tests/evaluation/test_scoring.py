@@ -128,7 +128,7 @@ def test_cli_bench_tiny(tmp_path, capsys):
 
 def test_refocus_suite_loads_a_diffcamera_checkpoint(tmp_path):
     dit = pytest.importorskip("diffcamera.core.dit.model")
-    from diffcamera.core.dit.lora import save_refocus_model
+    from diffcamera.core.dit.model import save_refocus_model
     path = save_refocus_model(dit.build_toy_model(), str(tmp_path / "toy.safetensors"))
     res = B.run_suite("refocus", 64, cases=1, models=[], model_paths=[path], steps=1, log=print)
     rows = [r for r in res["rows"] if r["model"] == "dit:toy.safetensors"]

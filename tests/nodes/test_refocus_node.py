@@ -92,7 +92,7 @@ def test_tiny_flux_base_vae_and_lora_from_comfy_folders(tiny_bundle):
     out = run_prompt(_prompt("diffusion_models/tiny-flux", "vae/tiny-flux-vae", "loras/tiny_refocus.safetensors"),
                      CLASSES)
     model = out["1"].result[0].model
-    assert model.config.family == "tiny-flux" and model.config.lora_rank == 4
+    assert model.config.family == "flux1-dev" and model.config.lora_rank == 4
     assert out["2"].result[0].shape == (1, 32, 48, 3)
 
 
@@ -182,7 +182,7 @@ def test_missing_files_and_foreign_lora(tiny_bundle, toy_file, comfy_models_dir)
         N.ModelLoader.execute("diffusion_models/tiny-flux", vae="vae/none.safetensors")
     with pytest.raises(ValueError) as err:
         N.ModelLoader.execute("diffcamera/toy_test.safetensors", lora="loras/tiny_refocus.safetensors")
-    assert "tiny-flux" in str(err.value) and "'toy'" in str(err.value)
+    assert "flux1-dev" in str(err.value) and "'toy'" in str(err.value)
 
 
 def test_weight_free_physics_is_the_default_and_the_toy_next():

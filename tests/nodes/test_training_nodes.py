@@ -56,7 +56,7 @@ def test_simulate_then_train_in_inference_mode(comfy_models_dir, tiny_bundled_co
     path, curve = out["2"].result
     assert os.path.isfile(path) and path.startswith(str(comfy_models_dir / "diffcamera"))
     assert curve.dim() == 4 and curve.shape[-1] == 3 and curve.shape[0] == 1
-    from diffcamera.core.dit.lora import load_model_file
+    from diffcamera.core.dit.model import load_model_file
     assert load_model_file(path).config.family == "toy"
     # a second run never overwrites the published file
     out2 = run_prompt(_prompt(run_name="run2"), CLASSES)
