@@ -177,6 +177,8 @@ def loss_curve_image(records: List[Dict], width: int = 512, height: int = 256) -
     pad = 12
     series = [("loss", (0.0, 0.0, 0.0)), ("rf", (0.1, 0.3, 0.9)), ("stack", (0.85, 0.15, 0.1))]
     vals = [max(float(r[k]), 1e-8) for r in records for k, _ in series if r.get(k) is not None and float(r[k]) > 0]
+    if not vals:  # every loss exactly zero (a model that already reproduces its targets): an empty plot
+        return img.unsqueeze(0)
     lo, hi = math.log10(min(vals)), math.log10(max(vals))
     hi = hi if hi > lo else lo + 1.0
     steps = [r["step"] for r in records]
