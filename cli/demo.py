@@ -1,8 +1,9 @@
 """``diffcamera demo``: the whole chain on a built-in scene, no download.
 
 scene (procedural, exact depth) → depth (exact, or Depth Anything V2 with ``--depth-model``) → focus
-(a point) → BokehSimulate (focused on the far plane) → DiffCameraRefocus (the bundled toy model,
-asked to focus on the near plane) → a contact sheet PNG with the thin-lens ground truth beside it.
+(a point) → the photo (thin-lens render focused on the far plane) → DiffCameraRefocus asked to focus on the
+near plane (input blur estimated, physics refocus, the bundled toy DiT refining it) → a contact sheet PNG
+(input | physics | DiT | thin-lens truth | all-in-focus estimate | depth) and a table with the baselines.
 """
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=None,
                    help="bokeh level, px per 1024 px of long side (default: the toy model's training level)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own default)")
-    p.add_argument("--model", default=None, help="refocus model (default: the bundled toy model)")
+    p.add_argument("--model", default=None,
+                   help="refocus model: 'toy' (default, bundled), 'physics' (no model), or a model file / folder")
+    p.add_argument("--denoise", type=float, default=0.5,
+                   help="how far the model may move from the physics estimate, 0 < denoise <= 1 (default: %(default)s)")
     p.add_argument("--depth-model", default=None,
                    help="a Depth Anything V2 folder (transformers format); default: the scene's exact depth")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -44,7 +48,8 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     with Progress(1, desc="refocus") as progress:
         result = demo_core.run_demo(seed=args.seed, size=args.size, level=args.level, steps=args.steps,
-                                    model_path=args.model, depth_model_path=args.depth_model, callback=progress)
+                                    model_path=args.model, depth_model_path=args.depth_model, denoise=args.denoise,
+                                    callback=progress)
     demo_core.save_contact_sheet(result, args.out)
     print(demo_core.summary_table(result))
     print(f"wrote {args.out}")

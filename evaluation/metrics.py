@@ -89,6 +89,39 @@ def laplacian_variance(image: torch.Tensor) -> torch.Tensor:
     return _laplacian(image).flatten(1).var(1)
 
 
+#: Blur radius (px) under which a pixel counts as in focus for the sharp-region metrics.
+IN_FOCUS_PX = 1.0
+
+
+def in_focus_region(disparity: torch.Tensor, focus_disparity, K, radius_px: float = IN_FOCUS_PX) -> torch.Tensor:
+    """``[B, 1, H, W]`` bool: where a render focused at ``focus_disparity`` (float or ``[B]``) with ``K`` (px per
+    unit disparity, float or ``[B]``) blurs by less than ``radius_px`` px, ``|K·(d − d_f)| < radius_px``: the region
+    a refocus request must make sharp."""
+    d = disparity.float()
+    d_f = torch.as_tensor(focus_disparity, dtype=d.dtype).reshape(-1, 1, 1, 1)
+    k = torch.as_tensor(K, dtype=d.dtype).reshape(-1, 1, 1, 1)
+    return (k * (d - d_f)).abs() < radius_px
+
+
+def sharp_region_psnr(image: torch.Tensor, truth: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, ``[B]``) inside ``region`` (:func:`in_focus_region`): copying a blurred input or re-blurring it
+    cannot win here, only recovering detail can. NaN where the region is empty."""
+    return psnr(image, truth, mask=region)
+
+
+def sharpness_ratio(image: torch.Tensor, truth: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Laplacian energy of ``image`` over that of ``truth`` inside ``region`` (3 px off the border), ``[B]``:
+    1 = as sharp as the truth, below 1 = softer, above 1 = sharper than the truth (ringing, noise: read it
+    next to :func:`sharp_region_psnr`). NaN where the region (or the truth's energy there) is empty."""
+    _check_pair(image, truth)
+    inner = torch.zeros_like(region, dtype=torch.bool)
+    inner[..., 3:-3, 3:-3] = True
+    sel = (region.bool() & inner).float()
+    e_img = (_laplacian(image) ** 2 * sel).flatten(1).sum(1)
+    e_ref = (_laplacian(truth) ** 2 * sel).flatten(1).sum(1)
+    return torch.where(e_ref > 0, e_img / e_ref.clamp_min(1e-30), torch.full_like(e_ref, float("nan")))
+
+
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     x = x.double() - x.double().mean()
     y = y.double() - y.double().mean()

@@ -5,7 +5,7 @@ Every variant changes only ``lambda_stack`` / ``depth_dropout`` of one base conf
 the runs of an ablation share one simulated dataset (:func:`simulate_data`, the same groups the config's in-memory
 procedural data would be), the step budget and, per seed, every random draw. Each run is one process (run at most
 two at a time on a shared 2-core machine, one thread each); :func:`evaluate_runs` then scores the final models of
-all runs on the cases of :mod:`diffcamera.training.toy_eval` (unseen thin-lens scenes) next to copy, re-blur,
+all runs on the cases of :mod:`diffcamera.evaluation.refocus_eval` (unseen thin-lens scenes) next to copy, re-blur,
 physics and the oracle, and reports mean ± spread over seeds.
 
 CLI (``python -m diffcamera.training.toy``)::
@@ -82,8 +82,8 @@ def finished_runs(out_root: str) -> Dict[str, List[str]]:
 
 def evaluate_runs(out_root: str, cases: int = 24, steps: int = 28, denoise: float = 0.5, log=print) -> Dict:
     """Score every finished run under ``out_root`` and the baselines on the same cases; returns
-    ``{"baselines": toy_eval results, "runs": {run: results}, "table": markdown}``."""
-    from . import toy_eval as E
+    ``{"baselines": refocus_eval results, "runs": {run: results}, "table": markdown}``."""
+    from ..evaluation import refocus_eval as E
     cs = E.make_cases(cases)
     base = E.evaluate(E.baseline_methods(), cs)
     runs = {}
@@ -97,7 +97,7 @@ def evaluate_runs(out_root: str, cases: int = 24, steps: int = 28, denoise: floa
 
 def ablation_table(baselines: Dict, runs: Dict) -> str:
     """Markdown: baselines (median over cases), then each variant's mean ± spread over its seeds of the medians."""
-    from .toy_eval import spread
+    from ..evaluation.refocus_eval import spread
     lines = ["| method | seeds | PSNR dB | SSIM | sharp-region PSNR dB |", "|---|---|---|---|---|"]
     for name in ("copy", "reblur", "physics", "oracle"):
         s = baselines[name]["median"]

@@ -363,7 +363,7 @@ def test_shipped_toy_refinement_is_not_worse_than_physics_and_has_no_blocks():
     estimate (as DiffCameraRefocus runs it, denoise 0.5) keeps the physics PSNR (median within 0.2 dB) and stays
     well above re-blurring, and adds no 8-px block pattern (the old toy's failure: blocks of colour speckle)."""
     from diffcamera.core.dit.loading import load_refocus_model
-    from diffcamera.training import toy_eval as E
+    from diffcamera.evaluation import refocus_eval as E
     assert os.path.getsize(ASSET) <= 10 * 1024 * 1024
     model = load_refocus_model("toy")
     cases = E.make_cases(8)

@@ -72,3 +72,29 @@ def test_summarize_skips_inf_and_nan():
     assert M.summarize([1.0, float("inf"), float("nan"), 3.0]) == 2.0
     assert M.summarize([float("inf")] * 2) == float("inf")
     assert math.isnan(M.summarize([float("nan")]))
+
+
+def test_in_focus_region_is_where_the_blur_radius_is_under_one_pixel():
+    from diffcamera.evaluation.metrics import in_focus_region
+    d = (torch.arange(100, dtype=torch.float32) + 0.5).div(100).view(1, 1, 1, 100)  # 0.005 .. 0.995
+    region = in_focus_region(d, 0.5, 10.0)
+    inside = d[region]
+    assert float(inside.min()) > 0.4 and float(inside.max()) < 0.6 and inside.numel() == 20
+    per_image = in_focus_region(d.expand(2, -1, -1, -1), torch.tensor([0.0, 1.0]), torch.tensor([10.0, 20.0]))
+    assert per_image[0].sum() == 10 and per_image[1].sum() == 5
+
+
+def test_sharpness_ratio_falls_with_blur_and_sharp_region_psnr_rewards_only_detail():
+    from kornia.filters import box_blur
+    from diffcamera.evaluation.metrics import psnr, sharp_region_psnr, sharpness_ratio
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(1, 3, 48, 48, generator=g)
+    soft = box_blur(truth, (5, 5), border_type="reflect")
+    region = torch.zeros(1, 1, 48, 48, dtype=torch.bool)
+    region[..., :, :24] = True
+    mixed = torch.where(region, truth, soft)  # sharp where it must be, soft elsewhere
+    assert float(sharpness_ratio(truth, truth, region)[0]) == pytest.approx(1.0)
+    assert float(sharpness_ratio(soft, truth, region)[0]) < 0.2
+    assert float(sharp_region_psnr(mixed, truth, region)[0]) == float("inf")
+    assert float(sharp_region_psnr(soft, truth, region)[0]) < float(psnr(mixed, truth)[0])
+    assert torch.isnan(sharp_region_psnr(soft, truth, torch.zeros_like(region))[0])

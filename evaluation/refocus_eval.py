@@ -33,17 +33,15 @@ import torch
 
 #: Bokeh level of the evaluation cases (px per 1024 px of long side): K = 10 px at 64².
 LEVEL = 160.0
-#: Blur radius (px) under which a pixel counts as in focus for the sharp-region PSNR.
-SHARP_PX = 1.0
-METRICS = ("psnr", "ssim", "sharp_psnr")
+METRICS = ("psnr", "ssim", "sharp_psnr", "sharpness")
 
 
 def make_cases(n: int = 24, size: int = 64, level: float = LEVEL, seed0: int = 0) -> List[Dict]:
     """Evaluation cases (see the module docstring): dicts with ``aif``, ``disparity``, ``input``, ``truth``
     (``[1,3|1,H,W]``), ``K``, ``d_in``, ``d_req`` and ``xy`` (the request's focus point)."""
     from ..core.conventions import level_to_K
-    from ..evaluation.scenes import make_scene
-    from ..evaluation.thin_lens import render_thin_lens
+    from .scenes import make_scene
+    from .thin_lens import render_thin_lens
     kinds = ("layers", "slanted", "ground", "mixed")
     K = level_to_K(level, size, size)
     cases = []
@@ -72,16 +70,19 @@ def focus_of(case: Dict):
 
 
 def sharp_mask(case: Dict) -> torch.Tensor:
-    """``[1,1,H,W]`` bool: where the request is in focus (``|K·(d − d_req)| < 1`` px)."""
-    return (case["K"] * (case["disparity"] - case["d_req"])).abs() < SHARP_PX
+    """``[1,1,H,W]`` bool: where the request is in focus (:func:`diffcamera.evaluation.metrics.in_focus_region`)."""
+    from .metrics import in_focus_region
+    return in_focus_region(case["disparity"], case["d_req"], case["K"])
 
 
 def score(output: torch.Tensor, case: Dict) -> Dict[str, float]:
-    """PSNR, SSIM and sharp-region PSNR of one output against the case's truth."""
-    from ..evaluation import metrics as M
-    out = output.float().clamp(0, 1)
-    return {"psnr": float(M.psnr(out, case["truth"])[0]), "ssim": float(M.ssim(out, case["truth"])[0]),
-            "sharp_psnr": float(M.psnr(out, case["truth"], mask=sharp_mask(case))[0])}
+    """PSNR, SSIM, sharp-region PSNR and sharpness ratio (:mod:`diffcamera.evaluation.metrics`) of one output
+    against the case's truth."""
+    from . import metrics as M
+    out, truth, region = output.float().clamp(0, 1), case["truth"], sharp_mask(case)
+    return {"psnr": float(M.psnr(out, truth)[0]), "ssim": float(M.ssim(out, truth)[0]),
+            "sharp_psnr": float(M.sharp_region_psnr(out, truth, region)[0]),
+            "sharpness": float(M.sharpness_ratio(out, truth, region)[0])}
 
 
 def physics_of(case: Dict) -> torch.Tensor:
@@ -91,6 +92,16 @@ def physics_of(case: Dict) -> torch.Tensor:
         case["physics"] = refocus_physics(case["input"], case["disparity"], case["d_req"], case["K"],
                                           input_focus_disparity=case["d_in"], input_K=case["K"]).image
     return case["physics"]
+
+
+def physics_estimated(case: Dict) -> torch.Tensor:
+    """The physics refocus of a case with the input's focus and blur *estimated* from the image and its depth
+    (what DiffCameraRefocus does when ``input_focus`` / ``input_level`` are left empty); the estimate is kept
+    in ``case["estimate"]``."""
+    from ..core.physics import refocus_physics
+    res = refocus_physics(case["input"], case["disparity"], case["d_req"], case["K"])
+    case["estimate"] = (float(res.input_focus_disparity[0]), float(res.input_K[0]))
+    return res.image
 
 
 def baseline_methods() -> Dict[str, Callable[[Dict], torch.Tensor]]:
@@ -146,10 +157,10 @@ def summary(per_case: List[Dict[str, float]], how: str = "median") -> Dict[str, 
 
 def table(results: Dict[str, Dict], how: str = "median") -> str:
     """A markdown table of :func:`evaluate` results."""
-    lines = [f"| method | PSNR dB ({how}) | SSIM | sharp-region PSNR dB |", "|---|---|---|---|"]
+    lines = [f"| method | PSNR dB ({how}) | SSIM | sharp-region PSNR dB | sharpness ratio |", "|---|---|---|---|---|"]
     for name, r in results.items():
         s = r[how]
-        lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['sharp_psnr']:.2f} |")
+        lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['sharp_psnr']:.2f} | {s['sharpness']:.2f} |")
     return "\n".join(lines)
 
 
