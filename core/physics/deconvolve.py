@@ -124,9 +124,9 @@ class _Level:
     """One pyramid level: the operator for its CoC and the input at its resolution."""
 
     def __init__(self, y: torch.Tensor, coc: torch.Tensor, disparity: torch.Tensor, aperture: Aperture,
-                 settings: "SolverSettings"):
+                 settings: "SolverSettings", tick=None):
         self.y = y
-        self.op = LayeredOperator(coc, aperture=aperture)
+        self.op = LayeredOperator(coc, aperture=aperture, callback=tick)
         gx, gy = _grad(disparity)
         a = settings.edge_weight
         self.edge_x = torch.where(gx.abs() > settings.edge_threshold, a, 1.0).to(y.dtype)
@@ -145,20 +145,22 @@ def _solve_level(level: _Level, x: torch.Tensor, h: torch.Tensor, settings: Solv
     s = settings
     lam, lam_h = s.lam, s.lam_hidden
     y = level.y
+    # inside every operator application, per layer and tile: the same count again, so Cancel acts within one layer
+    tick = None if progress is None else (lambda *_: progress(done[0], None))
     for _ in range(outer):
         wx = lam * _tv_weights(x, s.eps)
         wh = lam_h * _tv_weights(h, s.eps)
-        r = level.forward(x, h) - y
+        r = level.forward(x, h, tick) - y
         wd = s.delta * torch.rsqrt((r * r).sum(1, keepdim=True) + s.delta * s.delta)
 
         def normal(vx, vh):
-            ax, ah = level.adjoint(wd * level.forward(vx, vh))
+            ax, ah = level.adjoint(wd * level.forward(vx, vh, tick), tick)
             gx, gy = _grad(vx)
             hx, hy = _grad(vh)
             return (ax + _grad_t(wx * level.edge_x * gx, wx * level.edge_y * gy),
                     ah + _grad_t(wh * hx, wh * hy))
 
-        bx, bh = level.adjoint(wd * y)
+        bx, bh = level.adjoint(wd * y, tick)
         ax, ah = normal(x, h)
         rx, rh = bx - ax, bh - ah
         px, ph = rx.clone(), rh.clone()
@@ -206,7 +208,8 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
         K: ``[B]`` the input's blur strength, px per unit disparity at this resolution (``≥ 0``).
         aperture: the input's aperture shape.
         settings: weights and iteration counts.
-        callback: ``callback(done, total)`` after every CG iteration (may raise to interrupt).
+        callback: ``callback(done, total)`` after every CG iteration, and with an unchanged ``done`` after every
+            layer of every operator application (may raise to interrupt: Cancel acts within one layer).
 
     Returns:
         :class:`Deconvolution` with the all-in-focus estimate and the hidden colour (both linear light,
@@ -233,7 +236,8 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
     x = hd = None
     for li in reversed(range(n_levels)):
         y_l = ys[li]
-        level = _Level(y_l, cs[li], ds[li], aperture, settings)
+        level = _Level(y_l, cs[li], ds[li], aperture, settings,
+                       None if progress is None else (lambda *_: progress(done[0], None)))
         if x is None:
             x, hd = y_l.clone(), y_l.clone()
             outer, inner = settings.coarse

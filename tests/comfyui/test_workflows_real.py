@@ -189,6 +189,35 @@ def test_cancel_stops_training_and_keeps_a_checkpoint(comfy_server):
     assert ckpts, os.listdir(os.path.dirname(log))
 
 
+def test_cancel_stops_a_physics_refocus_within_two_seconds(comfy_server):
+    """ComfyUI's Cancel during DiffCameraRefocus (physics: the ``refocus_photo`` workflow on a 1536² photo, so the
+    solve runs for tens of seconds on a CPU) ends the prompt as interrupted within 2 s."""
+    import time
+    import urllib.request
+
+    import workflow_world
+    from diffcamera.evaluation.scenes import make_scene
+
+    scene = make_scene(seed=3, size=1536, kind="mixed")
+    workflow_world._save_png(scene.image[0], os.path.join(comfy_server.base, "input", "cancel_photo.png"))
+    prompt = _load("refocus_photo.json")
+    prompt["1"]["inputs"]["image"] = "cancel_photo.png"
+    assert prompt["6"]["class_type"] == "DiffCamera_Refocus"
+    prompt["6"]["inputs"].update(bokeh_level=40.0, input_level=40.0)
+    prompt_id = comfy_server.queue(prompt)
+    time.sleep(20.0)  # loading and focus take seconds; the solve runs for much longer at this size
+    t0 = time.time()
+    urllib.request.urlopen(urllib.request.Request(comfy_server.url + "/interrupt", data=b"{}", method="POST"),
+                           timeout=30).read()
+    entry = comfy_server.wait(prompt_id, timeout=120)
+    stopped_after = time.time() - t0
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
+    interrupted = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_interrupted")
+    assert interrupted.get("node_id") == "6", interrupted  # inside DiffCameraRefocus, not between nodes
+    assert stopped_after < 2.0, stopped_after
+
+
 def test_fake_stock_nodes_match_the_real_ones(comfy_server):
     """tests/fake_comfy/stock_nodes.py (LoadImage, SaveImage, PreviewImage for tier b) has the real nodes'
     input names, order, sections and types, outputs and output-node flag."""

@@ -71,7 +71,11 @@ def test_the_callback_sees_every_iteration_and_can_cancel():
     seen = []
     refocus_physics(blurred, d, 0.9, 5.0, input_focus_disparity=0.0, input_K=5.0, settings=FAST,
                     callback=lambda done, total, _: seen.append((done, total)))
-    assert seen[-1][0] == seen[-1][1] == FAST.iterations(1) and len(seen) == FAST.iterations(1)
+    n = FAST.iterations(1)
+    done = [d for d, _ in seen]
+    assert seen[-1] == (n, n) and all(t == n for _, t in seen)
+    assert done == sorted(done) and sorted(set(done)) == list(range(n + 1))  # every CG iteration, in order
+    assert len(seen) > 3 * n  # and within every operator application (per layer): Cancel acts within a layer
 
     class Stop(Exception):
         pass
