@@ -45,10 +45,6 @@ PATCH_FRACTION = 0.2
 RAMP_FIT = 1.5
 #: Texture edge scale / disk radius (calibrated on the procedural scenes).
 SIGMA_PER_RADIUS = 0.53
-#: Luma (sRGB 0..1) from which a pixel counts as a highlight: the rim of a defocused highlight (a bokeh disc) is
-#: a sharp edge however large the blur, so texture edges within :data:`HIGHLIGHT_GUARD` px of one are ignored.
-HIGHLIGHT = 0.9
-HIGHLIGHT_GUARD = 2
 #: Relative weight of one texture observation against one silhouette observation.
 TEXTURE_WEIGHT = 0.25
 _LUMA = (0.299, 0.587, 0.114)
@@ -188,9 +184,7 @@ def texture_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[torch.
     contrast = rmax * math.sqrt(4 * math.pi) * sig.sqrt()
     guard = max(3, int(round(0.04 * max(h, w))))
     near_edge = F.max_pool2d(depth_edges(disparity, 0.03).float(), 2 * guard + 1, 1, guard) > 0
-    g = HIGHLIGHT_GUARD
-    near_highlight = F.max_pool2d((lum > HIGHLIGHT).float(), 2 * g + 1, 1, g) > 0
-    ok = (peak_x | peak_y) & (contrast > 0.15) & (best < len(sigmas) - 1) & ~near_edge & ~near_highlight
+    ok = (peak_x | peak_y) & (contrast > 0.15) & (best < len(sigmas) - 1) & ~near_edge
     radius = ((sig[ok] ** 2 - 0.5 ** 2).clamp_min(0).sqrt() / SIGMA_PER_RADIUS)
     return disparity[ok], radius, torch.full_like(radius, TEXTURE_WEIGHT)
 
