@@ -211,7 +211,7 @@ def gpu_memory_rows(dry_run=False):
     from diffusers import AutoencoderKL
 
     from diffcamera.core.dit.autoencoder import FluxAutoencoder
-    from diffcamera.core.dit.loading import CONFIGS
+    from diffcamera.core.dit.files import CONFIGS
     from diffcamera.core.dit.lora import merge_lora
     from diffcamera.core.dit.memory import apply_memory_options
     from diffcamera.core.dit.sampler import refocus

@@ -35,12 +35,9 @@ def test_the_rules_can_fail():
     assert g.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_no_import_cycle_outside_core_dit():
-    # core/dit's lora<->model and loading<->memory cycles are removed by the dit side of issue 12 (another
-    # branch); once it is merged this test covers them too (drop the filter).
+def test_no_import_cycle():
     g = _import_graph()
-    loops = [c for c in g.cycles(g.graph()[0]) if not all(m.startswith("diffcamera.core.dit.") for m in c)]
-    assert loops == []
+    assert g.cycles(g.graph()[0]) == []
 
 
 def test_node_execute_methods_are_thin():

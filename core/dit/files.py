@@ -18,7 +18,8 @@ logs them as not loaded). Metadata ``diffcamera_config`` is the
 :class:`~diffcamera.core.dit.config.RefocusModelConfig` JSON; the same JSON is written next to the file as
 ``<name>.json``.
 
-This module imports no model code (``model`` and ``lora`` both import it).
+It also names where the pack's own files lie (:data:`ASSETS`: the shipped FLUX configs and the toy bundle).
+This module imports no model code (``model``, ``lora``, ``loading`` and ``memory`` import it).
 """
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .config import RefocusModelConfig
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: The pack's shipped files: ``configs/`` (FLUX.1 transformer and VAE configs), ``toy_refocus/`` (the toy bundle).
+ASSETS = os.path.join(PACKAGE_DIR, "assets")
+CONFIGS = os.path.join(ASSETS, "configs")
+TOY_BUNDLE = os.path.join(ASSETS, "toy_refocus")
 
 EXTRA_PREFIX = "diffcamera."
 LORA_FORMAT = "diffcamera-lora"

@@ -26,12 +26,7 @@ from typing import Optional
 import torch
 
 from .config import RefocusModelConfig
-from .files import MODEL_FORMAT, file_format
-
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ASSETS = os.path.join(PACKAGE_DIR, "assets")
-CONFIGS = os.path.join(ASSETS, "configs")
-TOY_BUNDLE = os.path.join(ASSETS, "toy_refocus")
+from .files import CONFIGS, MODEL_FORMAT, TOY_BUNDLE, file_format
 
 
 def _missing(path: str, what: str) -> FileNotFoundError:

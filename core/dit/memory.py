@@ -179,7 +179,7 @@ def _nbytes(dtype: torch.dtype) -> int:
 def shipped_config(name: str) -> dict:
     """A config shipped in ``assets/configs`` (``"flux1-kontext-dev/transformer"``, ``"flux1-vae/vae"``), without the
     ``_``-prefixed bookkeeping keys."""
-    from .loading import CONFIGS
+    from .files import CONFIGS
     with open(os.path.join(CONFIGS, name, "config.json"), encoding="utf-8") as fh:
         return {k: v for k, v in json.load(fh).items() if not k.startswith("_")}
 
