@@ -45,9 +45,6 @@ PATCH_FRACTION = 0.2
 RAMP_FIT = 1.5
 #: Texture edge scale / disk radius (calibrated on the procedural scenes).
 SIGMA_PER_RADIUS = 0.53
-#: Silhouette patches fit only pixels whose disparity is within this fraction of the edge's step of one of its two
-#: sides: where three surfaces meet, the third one's colours would read as blur.
-THIRD_SURFACE = 0.25
 #: Relative weight of one texture observation against one silhouette observation.
 TEXTURE_WEIGHT = 0.25
 _LUMA = (0.299, 0.587, 0.114)
@@ -139,15 +136,8 @@ def silhouette_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[tor
     centre = dp[:, half - 1:half + 2, half - 1:half + 2].flatten(1)
     near, far = centre.amax(1), centre.amin(1)
     fg = (dp > (0.5 * (near + far)).view(-1, 1, 1)).float()[:, None]  # the nearer side's mask [P,1,S,S]
-    # only pixels of the two surfaces that meet here count: a third surface in the patch is not this edge's blur
-    tol = (THIRD_SURFACE * (near - far)).clamp_min(0.02).view(-1, 1, 1)
-    valid = (((dp - near.view(-1, 1, 1)).abs() < tol) | ((dp - far.view(-1, 1, 1)).abs() < tol)).float()[:, None]
-    n_valid = valid.sum((2, 3)).clamp_min(1.0)                         # [P, 1]
-
-    def mean(t):
-        return (t * valid).sum((2, 3), keepdim=True) / n_valid[..., None, None]
-    i0 = (patches - mean(patches)) * valid
-    vi = (i0 * i0).sum((2, 3)).div(n_valid).clamp_min(1e-8)            # [P, 3]
+    i0 = patches - patches.mean((2, 3), keepdim=True)
+    vi = (i0 * i0).mean((2, 3)).clamp_min(1e-8)                        # [P, 3]
     radii = _radius_ladder(half / RAMP_FIT)
     pad = half + 2                                                     # the mask's blur, by FFT
     size = 2 * half + 1 + 2 * pad
@@ -158,9 +148,9 @@ def silhouette_probes(image: torch.Tensor, disparity: torch.Tensor) -> Tuple[tor
             a = fg
         else:
             a = torch.fft.irfft2(spec * _disk_spectrum(r, size), s=(size, size))[..., pad:-pad, pad:-pad]
-        a0 = (a - mean(a)) * valid
-        va = (a0 * a0).sum((2, 3)).div(n_valid).clamp_min(1e-8)        # [P, 1]
-        cov = (i0 * a0).sum((2, 3)).div(n_valid)                       # [P, 3]
+        a0 = a - a.mean((2, 3), keepdim=True)
+        va = (a0 * a0).mean((2, 3)).clamp_min(1e-8)                    # [P, 1]
+        cov = (i0 * a0).mean((2, 3))                                   # [P, 3]
         scores.append((cov * cov / (va * vi)).mean(1))                 # mean R² over channels
     s = torch.stack(scores, 1)                                         # [P, R]
     best = s.argmax(1)
