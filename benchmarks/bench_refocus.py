@@ -1,6 +1,6 @@
 """DiffCameraRefocus benchmark: quality, blur estimation and speed of the refocus, side by side in one run (medians).
 
-    python benchmarks/bench_refocus.py                # full run (about 15 minutes on 2 idle CPU cores)
+    python benchmarks/bench_refocus.py                # full run (about 10 minutes on 2 CPU cores)
     python benchmarks/bench_refocus.py --quick        # fewer cases, no 2048² timing (a few minutes)
 
 Cases (:func:`diffcamera.evaluation.refocus_eval.make_cases`): procedural scenes never used for training, input
