@@ -225,3 +225,21 @@ def test_external_flux_model_path_wiring(tiny_bundle, monkeypatch):
     assert torch.allclose(ext.result[0], ref.result[0], atol=1e-4)
     with pytest.raises(ValueError, match="lora/vae"):
         N.ModelLoader.execute(N.EXTERNAL)
+
+
+def test_physics_refocus_follows_a_per_frame_focus():
+    """A FOCUS batch (RackFocus's output: one focus per frame) through DiffCameraRefocus with physics: frame i is the
+    core's refocus of frame i to focus i, and frames with different focus differ."""
+    from diffcamera.core.physics import refocus_physics
+    v = _values("frames")
+    v["image"] = v["image"].expand(3, -1, -1, -1).contiguous()
+    v["focus"] = Focus(torch.tensor([0.2, 0.5, 0.8]), torch.tensor([0.5] * 3), torch.tensor([0.2, 0.5, 0.8]),
+                       ["point"] * 3)
+    out = run_prompt(_prompt(N.PHYSICS, key="frames", input_level=0.0), CLASSES)["2"].result[0]
+    assert out.shape == (3, 32, 48, 3)
+    K = level_to_K(16.0, 32, 48)
+    for i, d in enumerate((0.2, 0.5, 0.8)):
+        one = refocus_physics(v["image"][:1].permute(0, 3, 1, 2), v["depth"].disparity, d, K, input_K=0.0,
+                              input_focus_disparity=0.5)
+        assert torch.allclose(out[i], one.image[0].permute(1, 2, 0), atol=1e-5)
+    assert float((out[0] - out[2]).abs().mean()) > 1e-3
