@@ -243,3 +243,19 @@ def test_physics_refocus_follows_a_per_frame_focus():
                               input_focus_disparity=0.5)
         assert torch.allclose(out[i], one.image[0].permute(1, 2, 0), atol=1e-5)
     assert float((out[0] - out[2]).abs().mean()) > 1e-3
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(input_level=float("nan")), "input_level"),
+    (dict(input_level=1e9), "input_level"),
+    (dict(input_focus={"x": 0.5}), "input_focus"),
+    (dict(input_focus=Focus(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3]),
+                            ["point", "point"])), "input"),
+])
+def test_bad_input_blur_values_are_refused_before_work(bad, match):
+    """The optional input-blur inputs are untrusted like every other: NaN, out of range, a wrong type or a batch
+    that does not match the image are refused with the input's name."""
+    handle = N.ModelLoader.execute(N.PHYSICS).result[0]
+    v = _values()
+    with pytest.raises(Exception, match=match):
+        N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], **bad)
