@@ -131,6 +131,23 @@ class RefocusPipeline:
             check_inputs(self.denoiser, image, disparity, focus, K, steps, denoise)
         return b
 
+    @property
+    def physics_device(self) -> torch.device:
+        """Where the physics stage runs: the pipeline's device, else the denoiser's, else the CPU."""
+        if self.device is not None:
+            return self.device
+        return self.denoiser.device if self.denoiser is not None else torch.device("cpu")
+
+    def physics_bytes(self, image: torch.Tensor, K, input_K=None) -> int:
+        """Peak bytes of the physics stage for these inputs (:func:`~diffcamera.core.physics.estimate_physics_bytes`;
+        blur radius up to the larger ``K`` of the request and the given input, or twice the request's when the
+        input's is estimated: disparities span at most 1)."""
+        from .physics import estimate_physics_bytes
+        b, _, h, w = image.shape
+        k_req = float(torch.as_tensor(K, dtype=torch.float32).max())
+        k_in = 2.0 * k_req if input_K is None else float(torch.as_tensor(input_K, dtype=torch.float32).max())
+        return estimate_physics_bytes(b, h, w, max(k_req, k_in))
+
     def tile_size(self, height: int, width: int, tiling: str = "auto", size: int = 0) -> Optional[int]:
         """The denoiser's tile side for an ``height × width`` image (:func:`diffcamera.core.dit.tiling.tile_size_for`:
         ``tiling`` ``"auto"``/``"on"``/``"off"``, ``size`` 0 = the trained size), ``None`` for one pass or without
@@ -155,7 +172,7 @@ class RefocusPipeline:
         """
         b = self.check(image, disparity, focus, K, steps=steps, denoise=denoise,
                        input_focus_disparity=input_focus_disparity, input_K=input_K)
-        dev = self.device or (self.denoiser.device if self.denoiser is not None else torch.device("cpu"))
+        dev = self.physics_device
         img = image.float().to(dev)
         disp = disparity.float().to(dev).expand(b, -1, -1, -1)
         stages = _Stages(callback, self.settings.iterations(1), 0 if self.denoiser is None else int(steps))

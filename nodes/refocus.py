@@ -21,7 +21,7 @@ from ..core.pipeline import PhysicsOnly
 from ..core.safe_paths import PathRefused
 from ..runtime import io, ui
 from .common import CATEGORY, Depth, DiffCameraModel, FocusType, node_progress
-from .validation import checked_inputs
+from .validation import checked_inputs, require_memory
 
 PHYSICS = "physics (no model)"
 TOY = "toy (bundled)"
@@ -241,6 +241,9 @@ class Refocus(io.ComfyNode):
                      input_K=None if input_level is None or input_level < 0 else level_to_K(input_level, h, w))
         K = level_to_K(bokeh_level, h, w)
         pipe.check(img, depth.disparity, focus, K, steps=steps, denoise=denoise, **given)
+        require_memory(pipe.physics_bytes(img, K, given["input_K"]), pipe.physics_device,
+                       f"DiffCameraRefocus (physics) on {img.shape[0]} image(s) of {w}×{h}",
+                       "refocus a smaller image (downscale it first) or fewer images at once")
         tile = pipe.tile_size(h, w, tiling, tile_size)
         with node_progress(cls, 1, "refocus") as progress:
             out = pipe(img, depth.disparity, focus, K, steps=steps, seed=seed, guidance=guidance, denoise=denoise,

@@ -259,3 +259,21 @@ def test_bad_input_blur_values_are_refused_before_work(bad, match):
     v = _values()
     with pytest.raises(Exception, match=match):
         N.Refocus.execute(handle, v["image"], v["depth"], v["focus"], **bad)
+
+
+def test_physics_refocus_that_does_not_fit_memory_is_refused_before_work(monkeypatch):
+    """The physics solve's estimate (``RefocusPipeline.physics_bytes``) is compared with the free memory before any
+    work: with less free than it needs, the node refuses naming the fix; with enough, it runs."""
+    from diffcamera.nodes.validation import NotEnoughMemory
+    handle = N.ModelLoader.execute(N.PHYSICS).result[0]
+    v = _values()
+    need = RefocusPipeline().physics_bytes(v["image"].permute(0, 3, 1, 2), level_to_K(16.0, 32, 48))
+    assert need > 32 * 48 * 3 * 4 * 32
+    monkeypatch.setenv("DIFFCAMERA_MEMORY_LIMIT_MB", str(max(1, need // 2**20 // 2)))
+    calls = []
+    monkeypatch.setattr("diffcamera.core.pipeline.refocus_physics", lambda *a, **k: calls.append(1))
+    with pytest.raises(NotEnoughMemory, match="DiffCameraRefocus.*smaller image"):
+        N.Refocus.execute(handle, v["image"], v["depth"], v["focus"])
+    assert calls == []
+    monkeypatch.undo()  # real free memory, real solver
+    assert N.Refocus.execute(handle, v["image"], v["depth"], v["focus"]).result[0].shape == (1, 32, 48, 3)
