@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCENE = "diffcamera_scene.png"
 SCENE_DEPTH = "diffcamera_scene_depth.png"
 BIG = "diffcamera_security_2048.png"
+MID = "diffcamera_security_1536.png"
 HUGE = "diffcamera_security_8192.png"
 OUR_ERRORS = ("InputError", "PathRefused", "NotEnoughMemory", "InsufficientMemoryError", "ValueError", "DepthModelError")
 RAW_ERRORS = ("IndexError", "RecursionError", "SafetensorError", "TypeError", "KeyError", "AttributeError",
@@ -85,6 +86,7 @@ def world(comfy_server, tmp_path_factory):
     img = torch.stack([ramp.view(1, -1).expand(2048, -1), ramp.view(-1, 1).expand(-1, 2048),
                        (ramp.view(1, -1) * ramp.view(-1, 1))], -1)
     Image.fromarray((img * 255).round().byte().numpy()).save(os.path.join(base, "input", BIG))
+    Image.fromarray((img[:1536, :1536] * 255).round().byte().numpy()).save(os.path.join(base, "input", MID))
     Image.new("RGB", (8192, 8192), (90, 120, 150)).save(os.path.join(base, "input", HUGE))
     before = _snapshot(decoy)
     info = {"base": base, "decoy": decoy, "toy": toy, "photos": photos, "write_here": write_here,
@@ -277,6 +279,8 @@ def test_memory_refused_before_work(comfy_server, world):
            "SimulateRefocusDataset at size 2048", "lower size")
     _error(comfy_server, _train(sim={"size": 512, "name": "security_512"}, batch_size=32), "2",
            "training the toy model at 512 px, batch 32", "To fit, set")
+    _error(comfy_server, _refocus(image=BIG, depth_image=BIG), "6",
+           "DiffCameraRefocus (physics) on 1 image(s) of 2048×2048", "smaller image")
     assert not os.path.exists(os.path.join(world["base"], "output", "diffcamera_train", "security_run"))
 
 
@@ -309,10 +313,11 @@ def test_cancel_simulation_within_seconds(comfy_server, world):
 
 
 def test_cancel_refocus_within_seconds(comfy_server, world):
-    warm = _refocus(image=BIG, depth_image=BIG)
+    # 1536²: a 2048² physics solve needs more than the server's 3000 MiB limit (refused: the memory test)
+    warm = _refocus(image=MID, depth_image=MID)
     warm = {k: warm[k] for k in ("1", "2", "3", "4")}  # FocusPicker is an output node: upstream gets cached
     comfy_server.run(warm, timeout=300)
-    prompt = _refocus(image=BIG, depth_image=BIG, refocus={"steps": 50})
+    prompt = _refocus(image=MID, depth_image=MID, refocus={"steps": 50})
     took = _interrupt_and_time(comfy_server, prompt, "DiffCamera_Refocus", 4.0)
     print(f"DiffCameraRefocus stopped {took:.2f} s after /interrupt (load {os.getloadavg()[0]:.1f})")
     assert took < 6.0, f"DiffCameraRefocus took {took:.1f} s to stop"
