@@ -270,21 +270,32 @@ def _oracle(mode: str):
     return factory
 
 
+def _physics():
+    """The weight-free physics refocus, as DiffCameraRefocus runs it without a model (the input's blur estimated)."""
+    from ..core.pipeline import RefocusPipeline
+    pipe = RefocusPipeline()
+    return lambda image, disparity, focus, K: pipe(image, disparity, focus, K).image
+
+
 register_refocus_model("copy-input", _copy_input)
 register_refocus_model("reblur-input", _reblur_input)
+register_refocus_model("physics", _physics)
 register_refocus_model("oracle-classical", _oracle("classical"))
 register_refocus_model("oracle-layered", _oracle("layered"))
 
 
-def dit_model_factory(path: str, steps: int = 8, seed: int = 0, guidance: float = 1.0) -> Callable[[], RefocusFn]:
-    """Factory for a DiffCamera checkpoint (``"toy"``, a whole-model file/folder) via :mod:`core.dit` (lazy)."""
+def dit_model_factory(path: str, steps: int = 8, seed: int = 0, guidance: float = 1.0,
+                      denoise: float = 0.5) -> Callable[[], RefocusFn]:
+    """Factory for a DiffCamera checkpoint (``"toy"``, a whole-model file/folder), run as DiffCameraRefocus runs it:
+    :class:`~diffcamera.core.pipeline.RefocusPipeline` (physics with the input's blur estimated, then the model
+    refining it from ``denoise``)."""
     def factory():
         from ..core.dit.loading import load_refocus_model
-        from ..core.dit.sampler import refocus
-        model = load_refocus_model(path)
+        from ..core.pipeline import RefocusPipeline
+        pipe = RefocusPipeline(load_refocus_model(path))
 
         def fn(image, disparity, focus, K):
-            return refocus(model, image, disparity, focus, K, steps=steps, seed=seed, guidance=guidance)
+            return pipe(image, disparity, focus, K, steps=steps, seed=seed, guidance=guidance, denoise=denoise).image
         return fn
     return factory
 

@@ -134,3 +134,9 @@ def test_refocus_suite_loads_a_diffcamera_checkpoint(tmp_path):
     rows = [r for r in res["rows"] if r["model"] == "dit:toy.safetensors"]
     assert {r["task"] for r in rows} == {"bokeh", "refocus", "deblur"}
     assert all(math.isfinite(r["psnr"]) and r["time_s"] > 0 for r in rows)
+
+
+def test_refocus_suite_has_the_weight_free_physics_and_it_beats_reblurring():
+    res = B.run_suite("refocus", 64, cases=2, models=["reblur-input", "physics"], log=lambda *_: None)
+    rows = {(r["model"], r["task"]): r for r in res["rows"]}
+    assert rows[("physics", "refocus")]["psnr"] > rows[("reblur-input", "refocus")]["psnr"], rows
