@@ -497,10 +497,10 @@ def estimate_training_bytes(config, size: int, batch: int, *, transformer_config
                           reserve=256 * 2 ** 20 + int(0.05 * max(dynamic, vae_enc)), counts=counts)
 
 
-def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude=()) -> int:
-    """Run ``fn`` (a forward pass) and return the bytes of the distinct storages autograd saved for its backward,
-    parameters/buffers of the modules in ``exclude`` left out. What :func:`activation_bytes` estimates (without
-    gradient checkpointing, whose recomputed blocks hide their saved tensors from these hooks)."""
+def saved_storages(fn: Callable[[], torch.Tensor], exclude=()) -> Dict[int, int]:
+    """Run ``fn`` (a forward pass) and return ``{storage id: bytes}`` of the distinct storages autograd saved for its
+    backward, parameters/buffers of the modules in ``exclude`` left out (without gradient checkpointing, whose
+    recomputed blocks hide their saved tensors from these hooks)."""
     # hold the excluded and the seen storages, so no address is reused for another storage during the run (fp8
     # storage swaps parameter data at every forward: the old storage would be freed and its address taken again)
     held = [t.untyped_storage() for m in exclude for t in list(m.parameters()) + list(m.buffers())]
@@ -517,4 +517,10 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude=()) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     del out
-    return sum(seen.values())
+    return seen
+
+
+def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude=()) -> int:
+    """Bytes of what autograd saved for the backward of ``fn`` (:func:`saved_storages`): what
+    :func:`activation_bytes` estimates."""
+    return sum(saved_storages(fn, exclude).values())

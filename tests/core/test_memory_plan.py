@@ -9,7 +9,7 @@ from torch.overrides import TorchFunctionMode
 
 from diffcamera.core.dit.memory import (GiB, InsufficientMemoryError, activation_bytes, apply_weight_storage,
                                         count_parameters, estimate_training_bytes, prepare_training,
-                                        saved_activation_bytes)
+                                        saved_activation_bytes, saved_storages)
 from diffcamera.core.dit.model import build_from_config as build_tiny_flux_model, build_toy_model
 from diffcamera.core.dit.toy import TOY_TRANSFORMER, flux_config, toy_config
 from tiny_dit import TINY_FLUX_TRANSFORMER, tiny_flux_config, tiny_flux_model_entry
@@ -132,17 +132,7 @@ def test_checkpointed_activations_are_the_block_inputs(mode):
                     kept.setdefault(y.untyped_storage()._cdata, y.untyped_storage().nbytes())
     handles = [b.register_forward_pre_hook(grab, with_kwargs=True)
                for b in list(t.transformer_blocks) + list(t.single_transformer_blocks)]
-    seen, held = {}, [p.untyped_storage() for p in m.parameters()]  # held: no address reuse during the run
-    skip = {s._cdata for s in held}
-
-    def pack(x):
-        s = x.untyped_storage()
-        if s._cdata not in skip and s._cdata not in seen:
-            seen[s._cdata] = s.nbytes()
-            held.append(s)
-        return x
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-        _loss_fn(m, mode, 256, 1, mixed)()
+    seen = saved_storages(_loss_fn(m, mode, 256, 1, mixed), exclude=[m])
     for h in handles:
         h.remove()
     measured = sum({**kept, **seen}.values())
