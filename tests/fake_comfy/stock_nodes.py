@@ -47,14 +47,20 @@ class LoadImage(io.ComfyNode):
         return io.NodeOutput(rgb, mask.unsqueeze(0))
 
 
-def _save(images, root, prefix, kind):
-    """Like ``folder_paths.get_save_image_path``: ``a/b`` -> subfolder ``a``, files ``b_00001_.png``..."""
+def _save_path(root, prefix):
+    """Like ``folder_paths.get_save_image_path``: ``a/b`` -> ``(folder root/a, "b", subfolder "a", next counter)``."""
     subfolder, prefix = os.path.split(os.path.normpath(prefix))
     folder = os.path.join(root, subfolder)
     if os.path.commonpath((os.path.abspath(root), os.path.abspath(folder))) != os.path.abspath(root):
         raise ValueError("Saving image outside the output folder is not allowed.")
     os.makedirs(folder, exist_ok=True)
     counter = 1 + sum(1 for f in os.listdir(folder) if f.startswith(prefix + "_"))
+    return folder, prefix, subfolder, counter
+
+
+def _save(images, root, prefix, kind):
+    """Save PNGs ``b_00001_.png``... as SaveImage/PreviewImage do (:func:`_save_path`)."""
+    folder, prefix, subfolder, counter = _save_path(root, prefix)
     results = []
     for i, image in enumerate(images):
         arr = np.clip(255.0 * image.cpu().numpy(), 0, 255).astype(np.uint8)
@@ -107,13 +113,7 @@ class SaveAnimatedWEBP(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, filename_prefix="ComfyUI", fps=6.0, lossless=True, quality=80, method="default"):
-        root = folder_paths.get_output_directory()
-        subfolder, prefix = os.path.split(os.path.normpath(filename_prefix))
-        folder = os.path.join(root, subfolder)
-        if os.path.commonpath((os.path.abspath(root), os.path.abspath(folder))) != os.path.abspath(root):
-            raise ValueError("Saving image outside the output folder is not allowed.")
-        os.makedirs(folder, exist_ok=True)
-        counter = 1 + sum(1 for f in os.listdir(folder) if f.startswith(prefix + "_"))
+        folder, prefix, subfolder, counter = _save_path(folder_paths.get_output_directory(), filename_prefix)
         frames = [Image.fromarray(np.clip(255.0 * im.cpu().numpy(), 0, 255).astype(np.uint8)) for im in images]
         name = f"{prefix}_{counter:05}_.webp"
         frames[0].save(os.path.join(folder, name), save_all=True, duration=int(1000.0 / fps),
