@@ -94,6 +94,17 @@ class Client:
             time.sleep(0.25)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log_tail()}")
 
+    def cancel(self, prompt_id: str, timeout: float = 120.0):
+        """Press Cancel (``POST /interrupt``) and wait for the prompt to end; returns its ``execution_interrupted``
+        message and the seconds from the press to the end. Fails unless the prompt ended as interrupted."""
+        t0 = time.time()
+        self._request("/interrupt", {})
+        entry = self.wait(prompt_id, timeout=timeout)
+        stopped_after = time.time() - t0
+        messages = {m[0]: m[1] for m in entry["status"]["messages"]}
+        assert entry["status"]["status_str"] == "error" and "execution_interrupted" in messages, list(messages)
+        return messages["execution_interrupted"], stopped_after
+
     def run(self, prompt: dict, timeout: float = 300.0) -> dict:
         """Queue ``prompt`` and wait; fails with the server's messages when it did not succeed."""
         entry = self.wait(self.queue(prompt), timeout)

@@ -159,22 +159,6 @@ def test_refocus_graph_with_a_model_from_models_diffcamera(comfy_server):
         assert im.size == workflow_world.SCENE_SIZE[::-1]
 
 
-def _cancel(comfy_server, prompt_id):
-    """Press Cancel (``POST /interrupt``); returns ComfyUI's ``execution_interrupted`` message of the prompt and the
-    seconds until the prompt ended. Fails unless the prompt ended as interrupted."""
-    import time
-    import urllib.request
-    t0 = time.time()
-    urllib.request.urlopen(urllib.request.Request(comfy_server.url + "/interrupt", data=b"{}", method="POST"),
-                           timeout=30).read()
-    entry = comfy_server.wait(prompt_id, timeout=120)
-    stopped_after = time.time() - t0
-    messages = entry["status"]["messages"]
-    kinds = [m[0] for m in messages]
-    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
-    return next(m[1] for m in messages if m[0] == "execution_interrupted"), stopped_after
-
-
 def test_cancel_stops_training_and_keeps_a_checkpoint(comfy_server):
     """ComfyUI's Cancel (``POST /interrupt``) during TrainRefocusLoRA ends the prompt as interrupted within
     seconds, after the training wrote a checkpoint it can resume from."""
@@ -192,7 +176,7 @@ def test_cancel_stops_training_and_keeps_a_checkpoint(comfy_server):
     while not (os.path.exists(log) and sum(1 for _ in open(log, encoding="utf-8")) >= 3):
         assert time.time() < deadline, f"training never started:\n{comfy_server.log_tail()}"
         time.sleep(0.5)
-    _, stopped_after = _cancel(comfy_server, prompt_id)
+    _, stopped_after = comfy_server.cancel(prompt_id)
     assert stopped_after < 30, stopped_after
     ckpts = glob.glob(os.path.join(os.path.dirname(log), "checkpoints", "step_*", "trainable.safetensors"))
     assert ckpts, os.listdir(os.path.dirname(log))
@@ -214,7 +198,7 @@ def test_cancel_stops_a_physics_refocus_within_two_seconds(comfy_server):
     prompt["6"]["inputs"].update(bokeh_level=40.0, input_level=40.0)
     prompt_id = comfy_server.queue(prompt)
     time.sleep(20.0)  # loading and focus take seconds; the solve runs for much longer at this size
-    interrupted, stopped_after = _cancel(comfy_server, prompt_id)
+    interrupted, stopped_after = comfy_server.cancel(prompt_id)
     assert interrupted.get("node_id") == "6", interrupted  # inside DiffCameraRefocus, not between nodes
     assert stopped_after < 2.0, stopped_after
 
