@@ -49,13 +49,13 @@ def quality(size: int, level: float, n: int, with_toy: bool, log=print) -> dict:
     from diffcamera.evaluation import refocus_eval as E
     t0 = time.time()
     cases = E.make_cases(n, size=size, level=level)
-    methods = dict(E.baseline_methods())
-    methods = {"copy": methods["copy"], "reblur": methods["reblur"], "physics (blur given)": methods["physics"],
-               "physics (blur estimated)": E.physics_estimated, "oracle": methods["oracle"]}
+    base = E.baseline_methods()
+    methods = {"copy": base["copy"], "reblur": base["reblur"], "physics (blur given)": base["physics"],
+               "physics (blur estimated)": E.physics_estimated}
     if with_toy:
         from diffcamera.core.dit.loading import load_refocus_model
-        toy = E.dit_method(load_refocus_model("toy"), steps=28, denoise=0.5)
-        methods = dict(list(methods.items())[:4] + [("toy DiT on physics (given)", toy)] + [("oracle", methods["oracle"])])
+        methods["toy DiT on physics (given)"] = E.dit_method(load_refocus_model("toy"), steps=28, denoise=0.5)
+    methods["oracle"] = base["oracle"]
     res = E.evaluate(methods, cases)
     K = cases[0]["K"]
     log(f"\n### Quality at {size}² (level {level:g}: K = {K:.1f} px, blur radius up to {K:.1f} px), {n} cases, "

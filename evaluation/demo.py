@@ -69,7 +69,7 @@ def run_demo(seed: int = 7, size: int = 64, level: Optional[float] = None, steps
     from ..core.bokeh import render_bokeh
     from ..core.focus import focus_from_point
     from ..core.pipeline import RefocusPipeline
-    from .metrics import in_focus_region, psnr, sharpness_ratio
+    from .metrics import in_focus_region, psnr, sharp_region_psnr, sharpness_ratio
     from .scenes import make_scene
     from .thin_lens import render_thin_lens
 
@@ -104,7 +104,7 @@ def run_demo(seed: int = 7, size: int = 64, level: Optional[float] = None, steps
     outputs["oracle (true all-in-focus, re-rendered)"] = render_bokeh(image, disparity, near.disparity, K,
                                                                       mode="layered")
     region = in_focus_region(scene.disparity.float(), near.disparity, K)
-    metrics = {k: {"psnr": float(psnr(v, target)[0]), "sharp_psnr": float(psnr(v, target, mask=region)[0]),
+    metrics = {k: {"psnr": float(psnr(v, target)[0]), "sharp_psnr": float(sharp_region_psnr(v, target, region)[0]),
                    "sharpness": float(sharpness_ratio(v, target, region)[0])} for k, v in outputs.items()}
     estimated = (float(out.input_focus_disparity[0]), float(out.input_K[0]))
     return DemoResult(image, disparity, photo, out.physics, out.image if denoiser is not None else None, target,

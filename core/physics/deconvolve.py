@@ -121,22 +121,24 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _Level:
-    """One pyramid level: the operator for its CoC and the input at its resolution."""
+    """One pyramid level: the operator for its CoC and the input at its resolution. ``tick()`` (may raise: Cancel)
+    runs after every layer of the operator's precomputation and of every application."""
 
     def __init__(self, y: torch.Tensor, coc: torch.Tensor, disparity: torch.Tensor, aperture: Aperture,
                  settings: "SolverSettings", tick=None):
         self.y = y
+        self.tick = tick
         self.op = LayeredOperator(coc, aperture=aperture, callback=tick)
         gx, gy = _grad(disparity)
         a = settings.edge_weight
         self.edge_x = torch.where(gx.abs() > settings.edge_threshold, a, 1.0).to(y.dtype)
         self.edge_y = torch.where(gy.abs() > settings.edge_threshold, a, 1.0).to(y.dtype)
 
-    def forward(self, x, h, tick=None):
-        return self.op(x, callback=tick, hidden=h)
+    def forward(self, x, h):
+        return self.op(x, callback=self.tick, hidden=h)
 
-    def adjoint(self, r, tick=None):
-        return self.op.adjoint(r, callback=tick, hidden=True)
+    def adjoint(self, r):
+        return self.op.adjoint(r, callback=self.tick, hidden=True)
 
 
 def _solve_level(level: _Level, x: torch.Tensor, h: torch.Tensor, settings: SolverSettings,
@@ -145,22 +147,20 @@ def _solve_level(level: _Level, x: torch.Tensor, h: torch.Tensor, settings: Solv
     s = settings
     lam, lam_h = s.lam, s.lam_hidden
     y = level.y
-    # inside every operator application, per layer and tile: the same count again, so Cancel acts within one layer
-    tick = None if progress is None else (lambda *_: progress(done[0], None))
     for _ in range(outer):
         wx = lam * _tv_weights(x, s.eps)
         wh = lam_h * _tv_weights(h, s.eps)
-        r = level.forward(x, h, tick) - y
+        r = level.forward(x, h) - y
         wd = s.delta * torch.rsqrt((r * r).sum(1, keepdim=True) + s.delta * s.delta)
 
         def normal(vx, vh):
-            ax, ah = level.adjoint(wd * level.forward(vx, vh, tick), tick)
+            ax, ah = level.adjoint(wd * level.forward(vx, vh))
             gx, gy = _grad(vx)
             hx, hy = _grad(vh)
             return (ax + _grad_t(wx * level.edge_x * gx, wx * level.edge_y * gy),
                     ah + _grad_t(wh * hx, wh * hy))
 
-        bx, bh = level.adjoint(wd * y, tick)
+        bx, bh = level.adjoint(wd * y)
         ax, ah = normal(x, h)
         rx, rh = bx - ax, bh - ah
         px, ph = rx.clone(), rh.clone()
@@ -233,11 +233,12 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
         cs.append(F.avg_pool2d(cs[-1], 2, ceil_mode=True) / 2)
         ds.append(F.avg_pool2d(ds[-1], 2, ceil_mode=True))
     done = [0]
+    # inside every operator application, per layer and tile: the same count again, so Cancel acts within one layer
+    tick = None if progress is None else (lambda *_: progress(done[0], None))
     x = hd = None
     for li in reversed(range(n_levels)):
         y_l = ys[li]
-        level = _Level(y_l, cs[li], ds[li], aperture, settings,
-                       None if progress is None else (lambda *_: progress(done[0], None)))
+        level = _Level(y_l, cs[li], ds[li], aperture, settings, tick)
         if x is None:
             x, hd = y_l.clone(), y_l.clone()
             outer, inner = settings.coarse
