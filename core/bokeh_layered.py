@@ -152,6 +152,43 @@ def _pool_t(g: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
     return F.interpolate(g * (1.0 / (s * s)), scale_factor=s, mode="nearest")[..., :h, :w]
 
 
+def _layer_block_means(index: torch.Tensor, n_idx: int, s: int, dtype: torch.dtype,
+                       x: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Every layer's :func:`_pool` at once: ``[n_idx, C + 1, ⌈h/s⌉, ⌈w/s⌉]`` whose entry ``i`` holds the
+    ``s × s`` block means of ``x · member_i`` (``C`` channels, none without ``x``) and of ``member_i``
+    (the last channel), ``member_i = (index == i − 1)`` for ``index [1, 1, h, w]`` (int, ``-1..n_idx-2``).
+    Every pixel is in exactly one layer, so one scatter of ``x`` serves all layers (instead of pooling
+    each layer's masked window)."""
+    _, _, h, w = index.shape
+    hp, wp = -(-h // s), -(-w // s)
+    cells = hp * wp
+    ys = torch.arange(h, device=index.device) // s
+    xs = torch.arange(w, device=index.device) // s
+    target = ((index.view(h, w).long() + 1) * cells + (ys * wp)[:, None] + xs[None, :]).view(1, -1)
+    out = torch.bincount(target[0], minlength=n_idx * cells).view(1, -1).to(dtype)
+    if x is not None:
+        c = x.shape[1]
+        sums = x.new_zeros(c, n_idx * cells).scatter_add(1, target.expand(c, -1), x.reshape(c, -1))
+        out = torch.cat([sums, out], 0)
+    out = out * (1.0 / (s * s))
+    return out.view(-1, n_idx, hp, wp).transpose(0, 1)
+
+
+def _window_blocks(blocks: torch.Tensor, ni: int, win, s: int) -> torch.Tensor:
+    """The blocks of layer ``ni`` (node index) under window ``win`` (origin on the ``s`` grid): ``[1, C', ⌈wh/s⌉, ⌈ww/s⌉]``."""
+    y0, y1, x0, x1 = win
+    by, bx = y0 // s, x0 // s
+    return blocks[ni + 1:ni + 2, :, by:by + -(-(y1 - y0) // s), bx:bx + -(-(x1 - x0) // s)]
+
+
+def _spread(blocks: torch.Tensor, ni: int, win, ext) -> torch.Tensor:
+    """A layer's colour spread for its hidden-background extension, ``up(box(pool(x·member)))`` over its
+    window ``win``, from the layer block means of :func:`_layer_block_means` at the extension's level."""
+    se, k, _ = ext
+    y0, y1, x0, x1 = win
+    return _upsample(_box(_window_blocks(blocks, ni, win, se), k), se, y1 - y0, x1 - x0)
+
+
 def _upsample(x: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
     """Bilinear ×``s`` (half-pixel centres), cropped to ``h × w``."""
     return upsample_bilinear(x, s, h, w)
@@ -162,21 +199,27 @@ def _upsample_t(g: torch.Tensor, s: int, hs: int, ws: int) -> torch.Tensor:
     return upsample_bilinear_t(g, s, hs, ws)
 
 
+def _window_sum(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Sums of ``width`` consecutive entries along ``dim`` (length ``n − width + 1``), by a running sum:
+    constant cost per entry whatever the width (``avg_pool2d`` with a tall window measured 10× slower)."""
+    c = torch.cumsum(x, dim)
+    n = x.shape[dim] - width + 1
+    return torch.cat([c.narrow(dim, width - 1, 1), c.narrow(dim, width, n - 1) - c.narrow(dim, 0, n - 1)], dim)
+
+
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:
     """Separable box of half-width ``k`` (``2k+1`` taps), borders replicated."""
     if k == 0:
         return x
-    x = F.avg_pool2d(F.pad(x, (0, 0, k, k), mode="replicate"), (2 * k + 1, 1), stride=1)
-    return F.avg_pool2d(F.pad(x, (k, k, 0, 0), mode="replicate"), (1, 2 * k + 1), stride=1)
+    x = _window_sum(F.pad(x, (0, 0, k, k), mode="replicate"), 2 * k + 1, -2)
+    return _window_sum(F.pad(x, (k, k, 0, 0), mode="replicate"), 2 * k + 1, -1) * (1.0 / (2 * k + 1) ** 2)
 
 
 def _box_t_1d(g: torch.Tensor, k: int, dim: int) -> torch.Tensor:
-    """Transpose of one replicate-padded box pass along ``dim`` (-1 or -2)."""
+    """Transpose of one replicate-padded box pass along ``dim`` (-1 or -2), unnormalised (sums)."""
     n = g.shape[dim]
-    if dim == -1:
-        gp = F.avg_pool2d(F.pad(g, (2 * k, 2 * k, 0, 0)), (1, 2 * k + 1), stride=1)
-    else:
-        gp = F.avg_pool2d(F.pad(g, (0, 0, 2 * k, 2 * k)), (2 * k + 1, 1), stride=1)
+    pad = (2 * k, 2 * k, 0, 0) if dim == -1 else (0, 0, 2 * k, 2 * k)
+    gp = _window_sum(F.pad(g, pad), 2 * k + 1, dim)
     out = gp.narrow(dim, k, n).clone()
     out.narrow(dim, 0, 1).add_(gp.narrow(dim, 0, k).sum(dim, keepdim=True))
     out.narrow(dim, n - 1, 1).add_(gp.narrow(dim, k + n, k).sum(dim, keepdim=True))
@@ -184,9 +227,10 @@ def _box_t_1d(g: torch.Tensor, k: int, dim: int) -> torch.Tensor:
 
 
 def _box_t(g: torch.Tensor, k: int) -> torch.Tensor:
+    """Transpose of :func:`_box`."""
     if k == 0:
         return g
-    return _box_t_1d(_box_t_1d(g, k, -1), k, -2)
+    return _box_t_1d(_box_t_1d(g, k, -1), k, -2) * (1.0 / (2 * k + 1) ** 2)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,6 +242,7 @@ class _Layer:
     """One depth layer of a tile: its window, kernels and the CoC-only weights (window-sized maps
     ``[1, 1, wh, ww]``)."""
 
+    node: int                               # index of its lower node in the plan
     win: Tuple[int, int, int, int]          # y0, y1, x0, x1 in tile coordinates
     s: int                                  # blur level (1 = full resolution)
     radii: Tuple[float, float]              # node radii r_a, r_b (px at full resolution)
@@ -215,6 +260,8 @@ class _Layer:
 @dataclass
 class _Tile:
     layers: List[_Layer]
+    index: torch.Tensor                     # [1, 1, th, tw] int32: node index of every pixel (−1 below the first)
+    n_idx: int                              # node indices + 1 (the size of the layer block means)
     inv_cov: torch.Tensor                   # [1, 1, th, tw]: 1 / composited coverage
     skipped: int                            # layers of the plan without pixels in this tile
 
@@ -305,12 +352,14 @@ def _blur_t(g: torch.Tensor, layer: _Layer, low_hw: Tuple[int, int]) -> Tuple[to
 
 
 def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, coverage: bool = False,
-                   hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   hidden: Optional[torch.Tensor] = None, spread: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The blurred premultiplied colour of one layer, ``x [1, C, wh, ww]`` (its window) → same shape
     (``coverage``: with one more channel, the blurred coverage, as if ``x`` had a channel of ones).
 
-    ``hidden`` (``[1, C, wh, ww]``, optional): the colour behind nearer layers, used for the layer's extension
-    instead of the normalised blur of its own pixels (the explicit-hidden form)."""
+    A layer with a hidden-background extension (``L.ext``) takes one of:
+    ``spread`` (``[1, C(+1), wh, ww]``): its own colour (and coverage) spread behind nearer layers,
+    ``up(box(pool(x·member)))`` (:func:`_spread`); or ``hidden`` (``[1, C, wh, ww]``): the colour behind nearer
+    layers, used instead of it (the explicit-hidden form)."""
     n, c, wh, ww = x.shape
     if track:
         ones = [torch.ones_like(L.wa)] if coverage else []
@@ -331,9 +380,8 @@ def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, coverage: bool = Fal
             extra = torch.cat([extra, L.grow], 1)
         part_b = part_b + extra if track else part_b.add_(extra)
     elif L.ext is not None:   # hidden background: + up(box(pool(x·member)))·factor, blurred like node b
-        se, k, factor = L.ext
-        hidden = _upsample(_box(_pool(part_a, se) + _pool(part_b, se), k), se, wh, ww)
-        part_b = part_b.addcmul(hidden, factor) if track else part_b.addcmul_(hidden, factor)
+        factor = L.ext[2]
+        part_b = part_b.addcmul(spread, factor) if track else part_b.addcmul_(spread, factor)
     if grids:
         return _blur(bufs, L, (wh, ww), (wh, ww))
     return _blur((_pool(part_a, L.s), _pool(part_b, L.s)), L, (wh, ww))
@@ -380,6 +428,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
     track = torch.is_grad_enabled() and (coc.requires_grad or (x is not None and x.requires_grad))
     cov = torch.zeros_like(coc)
     out = None if x is None else torch.zeros_like(x)
+    blocks = {}   # extension level -> layer block means (of x and the membership, or the membership only)
     layers = []
     for li, (ni, lo, hi) in enumerate(plan.layers):
         rows = torch.nonzero(in_row[ni]).flatten()
@@ -397,31 +446,31 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
         win = (y0, y1, x0, x1)
         c_w = coc[..., y0:y1, x0:x1]
         member = (index[..., y0:y1, x0:x1] == ni).to(dt)
-        radius = c_w.abs()
         r_a, r_b = abs(lo), abs(hi)
         ext = None
         hidden_cov = None
+        spread = None
         if has_nearer:
-            nearer = c_w.detach() >= hi
             se = _ext_level(reach / 2)
             k = int(math.ceil(reach / 2 / se))
-            blur_m = _upsample(_box(_pool(member, se), k), se, y1 - y0, x1 - x0)
-            grow = (2 * blur_m).clamp(0, 1) * nearer.to(dt)
-            # hidden colour = blurred colour / blurred coverage, added with coverage ``grow``
-            factor = grow / blur_m.clamp_min(1e-8)
+            if se not in blocks:
+                blocks[se] = _layer_block_means(index, n_idx, se, dt, x)
+            spread = _spread(blocks[se], ni, win, (se, k, None))   # colour channels (streaming) + coverage
+            blur_m = spread[:, -1:]
+            # hidden colour = blurred colour / blurred coverage, added with coverage ``grow`` (blurred like node b)
+            factor = (2 * blur_m).clamp_(0, 1).mul_(c_w.detach() >= hi).div_(blur_m.clamp_min(1e-8))
             ext = (se, k, factor)
             hidden_cov = blur_m * factor
-            radius = torch.where(nearer, torch.full_like(radius, r_b), radius)   # blur like node b
-        radius = radius.clamp(min(r_a, r_b), max(r_a, r_b))
-        t = (radius - r_a) / (r_b - r_a)
-        wb = member * t
+        # hat weight of node b: t = (|c| − r_a)/(r_b − r_a) = (c − lo)/(hi − lo) for the layer's own pixels
+        wb = (c_w - lo).mul_(1.0 / (hi - lo)).clamp_(0, 1).mul_(member) if not track else \
+            ((c_w - lo) / (hi - lo)).clamp(0, 1) * member
         wa = member - wb
         ap = flipped if hi <= 0 else aperture
         taps_a, taps_b = _taps(r_a, ap), _taps(r_b, ap)
         taps = (taps_a, taps_b) if s == 1 and len(taps_a) + len(taps_b) <= SPATIAL_TAPS else None
         hs, ws = -(-(y1 - y0) // s), -(-(x1 - x0) // s)
         pad = max(kernel_half_size(r_a / s, ap), kernel_half_size(r_b / s, ap)) + 1
-        L = _Layer(win, s, (r_a, r_b), ap, taps, (_smooth_size(hs + pad), _smooth_size(ws + pad)),
+        L = _Layer(ni, win, s, (r_a, r_b), ap, taps, (_smooth_size(hs + pad), _smooth_size(ws + pad)),
                    wa, wb, ext, wa, grow=hidden_cov)
         if x is None:
             cov_b = wb if hidden_cov is None else wb + hidden_cov
@@ -431,7 +480,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
                 L.spectra = tuple(_spectrum(r / s, ap, *L.grid, str(coc.device), dt) for r in (r_a, r_b))
             layers.append(L)
         else:   # colour and coverage (a channel of ones) through the same layer maths
-            p4 = _layer_forward(x[..., y0:y1, x0:x1], L, track, coverage=True)
+            p4 = _layer_forward(x[..., y0:y1, x0:x1], L, track, coverage=True, spread=spread)
             alpha = p4[:, 3:].clamp(0, 1)
             keep = 1 - alpha
             out = _over(out, win, p4[:, :3], keep, track)
@@ -441,7 +490,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
     if x is not None:
         inv = 1.0 / cov.clamp_min(1e-6)
         return out * inv if track else out.mul_(inv)
-    return _Tile(layers, 1.0 / cov.clamp_min(1e-6), len(plan.layers) - len(layers))
+    return _Tile(layers, index, n_idx, 1.0 / cov.clamp_min(1e-6), len(plan.layers) - len(layers))
 
 
 def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -449,10 +498,17 @@ def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None, hidden: Optional[
     (``hidden``: optional explicit hidden colour of the tile, same shape)."""
     track = torch.is_grad_enabled() and (x.requires_grad or tile.inv_cov.requires_grad)
     out = torch.zeros_like(x)
+    blocks = {}   # extension level -> layer block means of x
     for L in tile.layers:
         y0, y1, x0, x1 = L.win
+        spread = None
+        if L.ext is not None and hidden is None:
+            se = L.ext[0]
+            if se not in blocks:
+                blocks[se] = _layer_block_means(tile.index, tile.n_idx, se, x.dtype, x)
+            spread = _spread(blocks[se], L.node, L.win, L.ext)[:, :-1]
         p = _layer_forward(x[..., y0:y1, x0:x1], L, track,
-                           hidden=None if hidden is None else hidden[..., y0:y1, x0:x1])
+                           hidden=None if hidden is None else hidden[..., y0:y1, x0:x1], spread=spread)
         out = _over(out, L.win, p, L.keep, track)
         if progress is not None:
             progress()
