@@ -198,7 +198,7 @@ _WHOLE_FLOATS = {"classical": 1 + 1 + 1 + 3 + 3 + 1 + 3, "layered": 1 + 3 + 3 + 
 #: Peak resident memory exceeds the bytes the renderer counts by the allocator's overhead (freed tile
 #: buffers not yet returned to the system): up to 13 % measured at 4096²; the estimate includes this factor.
 ALLOCATOR_MARGIN = 1.2
-#: Kernel spectra one render needs, in floats per pixel of its FFT grid: classical 12 + 6 full-resolution
+#: Kernel spectra one render needs, in floats per pixel of its FFT grid: classical 9 + 7 full-resolution
 #: basis kernels plus the reduced levels; layered two node kernels for each of up to ~24 layers.
 _SPECTRA_FLOATS = {"classical": 20, "layered": 48}
 

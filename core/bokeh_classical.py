@@ -15,13 +15,13 @@ Radii are cut into *bands* (:data:`BANDS`). Within a band the unit-sum kernels o
 approximated by a truncated SVD: ``k̂_r ≈ Σ_j a_j(r)·g_j`` with a few basis kernels ``g_j`` and
 coefficient curves ``a_j(r)`` (tabulated, renormalised so every radius keeps unit mass exactly). Then
 ``num = Σ_j g_j ∗ (a_j(r_p)·m_p·v_p)``: one FFT convolution per basis kernel, accumulated in the
-frequency domain, one inverse FFT per resolution level. Bands ``[0, 6]`` and ``(6, 12]`` px are rendered at full
+frequency domain, one inverse FFT per resolution level. Bands ``[0, 5]`` and ``(5, 12]`` px are rendered at full
 resolution; every further octave ``(R, 2R]`` at a resolution reduced by a power of two so that its
 radius there stays in ``(6, 12]`` px — an octave costs a quarter of the previous one, so the total cost
 is bounded whatever the largest radius. Pixels of sparse bands are summed straight into their FFT grid
 cell (reduced-resolution bands). The reduced-resolution bands soften the rim of discs above 12 px by about ``r/8`` px.
 
-Accuracy against the direct scatter: MAE ≤ 0.36/255 (median 0.2/255) on random images and disparities with radii up to
+Accuracy against the direct scatter: MAE ≤ 0.38/255 (median 0.24/255) on random images and disparities with radii up to
 24 px and gamma 1–5 (``benchmarks/bench_bokeh.py``; the loop itself is in ``tests/core``).
 
 Memory is bounded: basis kernels are streamed one at a time, and :func:`scatter_tiled` splits images
@@ -45,10 +45,11 @@ Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
 #: Band layout: ``(lo, hi, level, rank)`` — radii ``(lo, hi]`` px (the first band includes 0) rendered at
 #: downsampling ``level`` with ``rank`` basis kernels. Beyond the last entry, octaves ``(R, 2R]`` follow
 #: at twice the previous level with the last rank, so the low-resolution radius stays in ``(6, 12]`` px.
-BANDS = ((0.0, 6.0, 1, 12), (6.0, 12.0, 1, 6), (12.0, 24.0, 2, 8))
-# (ranks measured on the 54-case benchmark at 96²: 12/8/8 gives median 0.126, worst 0.346 /255;
-# 12/6/8 median 0.195, worst 0.358 with two full-resolution FFTs fewer; moving (6, 12] to half
-# resolution gives a worst case of 0.78/255, over the target.)
+BANDS = ((0.0, 5.0, 1, 9), (5.0, 12.0, 1, 7), (12.0, 24.0, 2, 8))
+# (measured on the 54-case benchmark at 96², MAE /255, median / worst: (0, 6]·12 + (6, 12]·8: 0.126 / 0.346;
+# (0, 6]·12 + (6, 12]·6: 0.195 / 0.358; (0, 5]·9 + (5, 12]·7: 0.243 / 0.377 with two full-resolution FFTs
+# fewer (16); 15 of them: (0, 5.5]·9 + (5.5, 12]·6 0.277 / 0.399, (0, 6]·10 + (6, 12]·5 0.276 / 0.447; moving
+# (6, 12] to half resolution gives a worst case of 0.78/255, over the 0.5 target.)
 #: Full-resolution bands holding more than this fraction of the pixels multiply the whole image;
 #: sparser ones touch only their own pixels.
 DENSE_FRACTION = 0.5
@@ -299,17 +300,6 @@ def _accumulate(acc: Optional[torch.Tensor], spec: torch.Tensor, kern: torch.Ten
     return prod if acc is None else acc.add_(prod)
 
 
-def _rfft2(grid: torch.Tensor, scratch: dict, level: int, acc: Optional[torch.Tensor], inplace: bool) -> torch.Tensor:
-    """``rfft2(grid)``; in place, once the level's accumulator exists (it is then added there at once), into
-    the level's reused buffer in ``scratch``."""
-    if not inplace or acc is None:
-        return torch.fft.rfft2(grid)
-    buf = scratch.get(level)
-    if buf is None:
-        buf = scratch[level] = torch.empty_like(acc)
-    return torch.fft.rfft2(grid, out=buf)
-
-
 def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
             aperture: Aperture = Aperture(), callback: Callback = None,
             bands=None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -350,7 +340,6 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
         vm = torch.cat([values[bi] * mass[bi], mass[bi]], dim=0)  # [C+1, H, W]
         rad = radius[bi, 0]
         acc = {s: None for s in levels}
-        scratch = {}   # level -> reused spectrum buffer (fresh buffers this size cost page faults)
         for bn, band in enumerate(layout):
             first = bn == 0
             q = _lookup_index(rad, band, first)
@@ -386,17 +375,17 @@ def scatter(values: torch.Tensor, mass: torch.Tensor, radius: torch.Tensor, *,
                 coef = table[j][q]
                 if how == "dense" and inplace:
                     torch.mul(vm, coef, out=view)
-                    spec = _rfft2(buf, scratch, s, acc[s], inplace)
+                    spec = torch.fft.rfft2(buf)
                 elif how == "dense":
                     spec = torch.fft.rfft2(vm * coef, s=(fh, fw))
                 elif how == "sparse":  # the same cells every time: the rest of the grid stays zero
                     grid = sig.index_copy_(1, target, vm_l * coef) if inplace else \
                         sig.index_copy(1, target, vm_l * coef)
-                    spec = _rfft2(grid.view(c + 1, fh, fw), scratch, s, acc[s], inplace)
+                    spec = torch.fft.rfft2(grid.view(c + 1, fh, fw))
                 else:  # (autograd: a fresh grid each time, the previous one is saved by rfft2)
                     grid = sig.zero_().index_add_(1, target, vm_l * coef) if inplace else \
                         vm.new_zeros(c + 1, fh * fw).index_add(1, target, vm_l * coef)
-                    spec = _rfft2(grid.view(c + 1, fh, fw), scratch, s, acc[s], inplace)
+                    spec = torch.fft.rfft2(grid.view(c + 1, fh, fw))
                 acc[s] = _accumulate(acc[s], spec, spectra[j], real, inplace)
                 done += 1
                 if callback is not None:

@@ -312,42 +312,10 @@ def _over(acc: torch.Tensor, win, p: torch.Tensor, keep: torch.Tensor, track: bo
     return F.pad(p, pad) + F.pad(keep, pad, value=1.0) * acc
 
 
-def _complex(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
-
-
-class _Workspace:
-    """Full-resolution FFT buffers reused from layer to layer of one application (without autograd):
-    fresh buffers of this size are page-faulted in by the kernel each time, which measured about a seventh
-    of a 1024² render's time."""
-
-    def __init__(self):
-        self._bufs = {}
-
-    def zero_padded(self, key, shape, hw: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        """A buffer of ``shape`` that is zero outside ``[..., :h, :w]`` (``hw``), which the caller fills."""
-        buf, (ph, pw) = self._bufs.get(key, (None, (0, 0)))
-        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device:
-            buf, ph, pw = like.new_zeros(shape), 0, 0
-        h, w = hw
-        buf[..., h:ph, :pw].zero_()                 # what the previous use wrote outside the new region
-        buf[..., :min(h, ph), w:pw].zero_()
-        self._bufs[key] = (buf, (max(h, 0), max(w, 0)))
-        return buf
-
-    def empty(self, key, shape, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        buf = self._bufs.get(key)
-        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != dtype or buf.device != like.device:
-            buf = torch.empty(shape, dtype=dtype, device=like.device)
-            self._bufs[key] = buf
-        return buf
-
-
 def _blur(parts: Sequence[torch.Tensor], layer: _Layer, out_hw: Tuple[int, int],
-          low_hw: Optional[Tuple[int, int]] = None, work: Optional[_Workspace] = None) -> torch.Tensor:
+          low_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """``K_a ∗ parts[0] + K_b ∗ parts[1]`` at the layer's level, upsampled to ``out_hw``. With
-    ``low_hw`` the parts are already zero-padded FFT grids holding ``low_hw`` pixels. With ``work`` the
-    spectra and the full-grid result live in its reused buffers (the result is valid until its next use)."""
+    ``low_hw`` the parts are already zero-padded FFT grids holding ``low_hw`` pixels."""
     hs, ws = parts[0].shape[-2:] if low_hw is None else low_hw
     if layer.taps is not None:
         out = _shift_add(parts[0], layer.taps[0]) + _shift_add(parts[1], layer.taps[1])
@@ -355,16 +323,11 @@ def _blur(parts: Sequence[torch.Tensor], layer: _Layer, out_hw: Tuple[int, int],
         fh, fw = layer.grid
         dev, dt = str(parts[0].device), parts[0].dtype
         acc = None
-        cplx = (parts[0].shape[:-2] + (fh, fw // 2 + 1))
         for i, (part, r) in enumerate(zip(parts, layer.radii)):
             spec = layer.spectra[i] if layer.spectra else _spectrum(r / layer.s, layer.aperture, fh, fw, dev, dt)
-            size = None if low_hw else (fh, fw)
-            ft = torch.fft.rfft2(part, s=size) if work is None else \
-                torch.fft.rfft2(part, s=size, out=work.empty(("spectrum", i), cplx, part, _complex(dt)))
-            acc = _accumulate(acc, ft, spec, layer.aperture.symmetric, not part.requires_grad)
-        out = torch.fft.irfft2(acc, s=(fh, fw)) if work is None else \
-            torch.fft.irfft2(acc, s=(fh, fw), out=work.empty("result", parts[0].shape[:-2] + (fh, fw), acc, dt))
-        out = out[..., :hs, :ws]
+            acc = _accumulate(acc, torch.fft.rfft2(part, s=None if low_hw else (fh, fw)), spec,
+                              layer.aperture.symmetric, not part.requires_grad)
+        out = torch.fft.irfft2(acc, s=(fh, fw))[..., :hs, :ws]
     return _upsample(out, layer.s, *out_hw)
 
 
@@ -389,16 +352,14 @@ def _blur_t(g: torch.Tensor, layer: _Layer, low_hw: Tuple[int, int]) -> Tuple[to
 
 
 def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, coverage: bool = False,
-                   hidden: Optional[torch.Tensor] = None, spread: Optional[torch.Tensor] = None,
-                   work: Optional[_Workspace] = None) -> torch.Tensor:
+                   hidden: Optional[torch.Tensor] = None, spread: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The blurred premultiplied colour of one layer, ``x [1, C, wh, ww]`` (its window) → same shape
     (``coverage``: with one more channel, the blurred coverage, as if ``x`` had a channel of ones).
 
     A layer with a hidden-background extension (``L.ext``) takes one of:
     ``spread`` (``[1, C(+1), wh, ww]``): its own colour (and coverage) spread behind nearer layers,
     ``up(box(pool(x·member)))`` (:func:`_spread`); or ``hidden`` (``[1, C, wh, ww]``): the colour behind nearer
-    layers, used instead of it (the explicit-hidden form). ``work`` (without autograd): reused FFT buffers;
-    the result is then valid until the next call with the same workspace."""
+    layers, used instead of it (the explicit-hidden form)."""
     n, c, wh, ww = x.shape
     if track:
         ones = [torch.ones_like(L.wa)] if coverage else []
@@ -407,10 +368,7 @@ def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, coverage: bool = Fal
     else:   # written straight into their (zero-padded, for full-resolution FFTs) buffers
         grids = L.grid if L.s == 1 and L.taps is None else None
         shape = (n, c + coverage) + (grids if grids else (wh, ww))
-        if grids and work is not None:
-            bufs = [work.zero_padded(("part", i), shape, (wh, ww), x) for i in range(2)]
-        else:
-            bufs = [x.new_zeros(shape) if grids else x.new_empty(shape) for _ in range(2)]
+        bufs = [x.new_zeros(shape) if grids else x.new_empty(shape) for _ in range(2)]
         part_a, part_b = (buf[..., :wh, :ww] for buf in bufs)
         for part, weight in ((part_a, L.wa), (part_b, L.wb)):
             torch.mul(x, weight, out=part[:, :c])
@@ -425,7 +383,7 @@ def _layer_forward(x: torch.Tensor, L: _Layer, track: bool, coverage: bool = Fal
         factor = L.ext[2]
         part_b = part_b.addcmul(spread, factor) if track else part_b.addcmul_(spread, factor)
     if grids:
-        return _blur(bufs, L, (wh, ww), (wh, ww), work)
+        return _blur(bufs, L, (wh, ww), (wh, ww))
     return _blur((_pool(part_a, L.s), _pool(part_b, L.s)), L, (wh, ww))
 
 
@@ -471,7 +429,6 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
     cov = torch.zeros_like(coc)
     out = None if x is None else torch.zeros_like(x)
     blocks = {}   # extension level -> layer block means (of x and the membership, or the membership only)
-    work = None if track or x is None else _Workspace()
     layers = []
     for li, (ni, lo, hi) in enumerate(plan.layers):
         rows = torch.nonzero(in_row[ni]).flatten()
@@ -524,7 +481,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
                 L.spectra = tuple(_spectrum(r / s, ap, *L.grid, str(coc.device), dt) for r in (r_a, r_b))
             layers.append(L)
         else:   # colour and coverage (a channel of ones) through the same layer maths
-            p4 = _layer_forward(x[..., y0:y1, x0:x1], L, track, coverage=True, spread=spread, work=work)
+            p4 = _layer_forward(x[..., y0:y1, x0:x1], L, track, coverage=True, spread=spread)
             alpha = p4[:, 3:].clamp(0, 1)
             keep = 1 - alpha
             out = _over(out, win, p4[:, :3], keep, track)
@@ -543,7 +500,6 @@ def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None, hidden: Optional[
     track = torch.is_grad_enabled() and (x.requires_grad or tile.inv_cov.requires_grad)
     out = torch.zeros_like(x)
     blocks = {}   # extension level -> layer block means of x
-    work = None if track else _Workspace()
     for L in tile.layers:
         y0, y1, x0, x1 = L.win
         spread = None
@@ -553,7 +509,7 @@ def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None, hidden: Optional[
                 blocks[se] = _layer_block_means(tile.index, tile.n_idx, se, x.dtype, x)
             spread = _spread(blocks[se], L.node, L.win, L.ext)[:, :-1]
         p = _layer_forward(x[..., y0:y1, x0:x1], L, track,
-                           hidden=None if hidden is None else hidden[..., y0:y1, x0:x1], spread=spread, work=work)
+                           hidden=None if hidden is None else hidden[..., y0:y1, x0:x1], spread=spread)
         out = _over(out, L.win, p, L.keep, track)
         if progress is not None:
             progress()
