@@ -253,25 +253,27 @@ def upsample_bilinear(x: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
 
 
 def upsample_bilinear_t(g: torch.Tensor, s: int, hs: int, ws: int) -> torch.Tensor:
-    """Exact transpose of :func:`upsample_bilinear`: ``g [N, C, h, w]`` → ``[N, C, hs, ws]``."""
+    """Exact transpose of :func:`upsample_bilinear`: ``g [N, C, h, w]`` → ``[N, C, hs, ws]``. (The two 1-D
+    passes act on different axes, so they commute: the rows go first here, on contiguous rows of the large
+    input, measured faster than columns first.)"""
     if s == 1:
         return g
     n, c, h, w = g.shape
-    gw = F.pad(g, (0, ws * s - w)).view(n, c, h, ws, s)
-    acc = g.new_zeros(n, c, h, ws + 2)
-    for j, (o, f) in enumerate(_lerp_phases(s)):
-        acc[..., o:o + ws].add_(gw[..., j], alpha=1 - f)
-        acc[..., o + 1:o + 1 + ws].add_(gw[..., j], alpha=f)
-    acc[..., 1].add_(acc[..., 0])
-    acc[..., ws].add_(acc[..., ws + 1])
-    gh = F.pad(acc[..., 1:ws + 1], (0, 0, 0, hs * s - h)).view(n, c, hs, s, ws)
-    acc = g.new_zeros(n, c, hs + 2, ws)
+    gh = F.pad(g, (0, 0, 0, hs * s - h)).view(n, c, hs, s, w)
+    acc = g.new_zeros(n, c, hs + 2, w)
     for j, (o, f) in enumerate(_lerp_phases(s)):
         acc[..., o:o + hs, :].add_(gh[..., j, :], alpha=1 - f)
         acc[..., o + 1:o + 1 + hs, :].add_(gh[..., j, :], alpha=f)
     acc[..., 1, :].add_(acc[..., 0, :])
     acc[..., hs, :].add_(acc[..., hs + 1, :])
-    return acc[..., 1:hs + 1, :]
+    gw = F.pad(acc[..., 1:hs + 1, :], (0, ws * s - w)).view(n, c, hs, ws, s)
+    acc = g.new_zeros(n, c, hs, ws + 2)
+    for j, (o, f) in enumerate(_lerp_phases(s)):
+        acc[..., o:o + ws].add_(gw[..., j], alpha=1 - f)
+        acc[..., o + 1:o + 1 + ws].add_(gw[..., j], alpha=f)
+    acc[..., 1].add_(acc[..., 0])
+    acc[..., ws].add_(acc[..., ws + 1])
+    return acc[..., 1:ws + 1]
 
 
 def _lookup_index(radius: torch.Tensor, band: Band, first: bool) -> torch.Tensor:

@@ -396,21 +396,26 @@ def _layer_adjoint(g: torch.Tensor, L: _Layer, hidden_acc: Optional[torch.Tensor
     qa, qb = _pool_t(qa, L.s, wh, ww), _pool_t(qb, L.s, wh, ww)
     if L.ext is not None and hidden_acc is not None:
         hidden_acc.addcmul_(qb, L.grow)
-    elif L.ext is not None:
+    elif L.ext is not None:   # (qa + e)·wa + (qb + e)·wb, with wa + wb the membership
         se, k, factor = L.ext
         lh, lw = -(-wh // se), -(-ww // se)
         e = _pool_t(_box_t(_upsample_t(qb * factor, se, lh, lw), k), se, wh, ww)
-        qa, qb = qa + e, qb + e
-    return qa * L.wa + qb * L.wb
+        out = qa * L.wa
+        out.addcmul_(qb, L.wb)
+        return out.addcmul_(e, L.wa + L.wb)
+    out = qa * L.wa
+    return out.addcmul_(qb, L.wb)
 
 
 def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tuple[int, int],
-                progress=None, x: Optional[torch.Tensor] = None):
+                progress=None, x: Optional[torch.Tensor] = None, keep_state: bool = False):
     """CoC-only state of one tile: ``coc [1, 1, th, tw]`` px, ``origin`` its (y, x) in the image.
 
     With ``x [1, 3, th, tw]`` (streaming) it renders ``x`` instead, layer by layer, without keeping the
     state: colour and coverage are blurred together as four channels (the same maths as building the
-    state and then :func:`_tile_forward`, for less memory and one FFT set per layer)."""
+    state and then :func:`_tile_forward`, for less memory and one FFT set per layer). With ``keep_state``
+    too it returns ``(render, state)``: the state falls out of the streamed render (its composite alphas
+    are the blurred coverage channel), for the cost of the render alone."""
     _, _, h, w = coc.shape
     dt = coc.dtype
     bounds = torch.tensor(plan.nodes, dtype=dt, device=coc.device)
@@ -460,7 +465,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
             # hidden colour = blurred colour / blurred coverage, added with coverage ``grow`` (blurred like node b)
             factor = (2 * blur_m).clamp_(0, 1).mul_(c_w.detach() >= hi).div_(blur_m.clamp_min(1e-8))
             ext = (se, k, factor)
-            if x is None:   # (streaming: the coverage channel of ``spread`` carries it)
+            if x is None or keep_state:   # (streaming: the coverage channel of ``spread`` carries it)
                 hidden_cov = blur_m * factor
         # hat weight of node b: t = (|c| − r_a)/(r_b − r_a) = (c − lo)/(hi − lo) for the layer's own pixels
         wb = (c_w - lo).mul_(1.0 / (hi - lo)).clamp_(0, 1).mul_(member) if not track else \
@@ -485,12 +490,20 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
             alpha = p4[:, 3:].clamp(0, 1)
             keep = 1 - alpha
             out = _over(out, win, p4[:, :3], keep, track)
+            if keep_state:
+                L.keep = keep
+                if taps is None:
+                    L.spectra = tuple(_spectrum(r / s, ap, *L.grid, str(coc.device), dt) for r in (r_a, r_b))
+                layers.append(L)
         cov = _over(cov, win, alpha, keep if x is not None else L.keep, track)
         if progress is not None:
             progress()
     if x is not None:
         inv = 1.0 / cov.clamp_min(1e-6)
-        return out * inv if track else out.mul_(inv)
+        out = out * inv if track else out.mul_(inv)
+        if keep_state:
+            return out, _Tile(layers, index, n_idx, inv, len(plan.layers) - len(layers))
+        return out
     return _Tile(layers, index, n_idx, 1.0 / cov.clamp_min(1e-6), len(plan.layers) - len(layers))
 
 
@@ -579,7 +592,9 @@ class LayeredOperator:
             the cost and state).
         precompute: keep the CoC-only state between applications (default). ``False`` (or a state
             larger than ``memory_budget``) rebuilds it tile by tile at each application instead
-            (about 4/3 of the cost, bounded memory).
+            (about 4/3 of the cost, bounded memory). ``"first"``: keep the state that the first plain
+            application computes on the way (a streamed render), for a render followed by adjoints
+            (a gradient) at the cost of the render alone.
         callback: ``callback(done, total)`` during the precomputation (may raise to interrupt).
 
     ``op(x, callback=None)``: ``x [B, 3, H, W]`` linear light (any real values: the operator is linear)
@@ -633,7 +648,11 @@ class LayeredOperator:
         state = sum(len(p.layers) * sum((yb - ya) * (xb - xa) for _, (ya, yb, xa, xb) in t)
                     for p, t in zip(self.plans, self.tiles)) * len(self.anchors) * STATE_BYTES_PER_LAYER_PX * el // 4
         biggest = max((yb - ya) * (xb - xa) for t in self.tiles for _, (ya, yb, xa, xb) in t)
-        self.precomputed = bool(precompute) and state + biggest * working_bytes_per_px(0, False, el) <= self.memory_budget
+        fits = state + biggest * working_bytes_per_px(0, False, el) <= self.memory_budget
+        if precompute not in (True, False, "first"):
+            raise ValueError(f"precompute must be True, False or 'first', got {precompute!r}")
+        self.precomputed = precompute != "first" and bool(precompute) and fits
+        self._keep_first = precompute == "first" and fits
         self._state = {}
         if self.precomputed:
             done = [0]
@@ -709,6 +728,8 @@ class LayeredOperator:
                                   hidden[bi:bi + 1, :, ya:yb, xa:xb])
             elif key in self._state:
                 y = _tile_forward(x_tile, self._state[key], tick)
+            elif self._keep_first:
+                y, self._state[key] = _build_tile(tile_coc, plan, ap, origin, tick, x=x_tile, keep_state=True)
             else:
                 y = _build_tile(tile_coc, plan, ap, origin, tick, x=x_tile)
             y = y[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
@@ -719,6 +740,8 @@ class LayeredOperator:
                 parts.append(y)
             else:
                 out[bi:bi + 1, :, y0:y1, x0:x1] += y
+        if self._keep_first and hidden is None:
+            self.precomputed, self._keep_first = True, False
         if out is None:
             return parts[0] if len(parts) == 1 else torch.cat(parts)
         return out
@@ -752,14 +775,14 @@ class _LayeredRender(torch.autograd.Function):
     """``op(x)`` whose backward is ``op.adjoint`` (about the cost of one render)."""
 
     @staticmethod
-    def forward(ctx, x, op):
+    def forward(ctx, x, op, progress=None):
         ctx.op = op
-        return op(x)
+        return op(x, callback=progress)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        return ctx.op.adjoint(grad.contiguous()), None
+        return ctx.op.adjoint(grad.contiguous()), None, None
 
 
 def render_layered(lin: torch.Tensor, coc: torch.Tensor, *, aperture: Aperture = Aperture(),
@@ -788,10 +811,10 @@ def render_layered(lin: torch.Tensor, coc: torch.Tensor, *, aperture: Aperture =
         op = LayeredOperator(coc, aperture=aperture, extend_background=extend_background,
                              memory_budget=memory_budget, catseye=catseye, precompute=False)
         out = op(lin, callback=progress)
-    elif grad and lin.requires_grad:
+    elif grad and lin.requires_grad:   # the render keeps the state its backward (the adjoint) needs
         op = LayeredOperator(coc.detach(), aperture=aperture, extend_background=extend_background,
-                             memory_budget=memory_budget, catseye=catseye, callback=progress)
-        out = _LayeredRender.apply(lin, op)
+                             memory_budget=memory_budget, catseye=catseye, precompute="first")
+        out = _LayeredRender.apply(lin, op, progress)
     else:
         with torch.no_grad():
             op = LayeredOperator(coc, aperture=aperture, extend_background=extend_background,

@@ -71,6 +71,27 @@ def test_operator_equals_render_layered_and_is_linear():
     assert (op(x) - x).abs().mean() > 0.05
 
 
+@pytest.mark.parametrize("tiled", [False, True])
+def test_state_kept_by_the_first_render_equals_the_precomputed_one(tiled, monkeypatch):
+    """``precompute="first"``: the streamed first render keeps its state; later applications and the adjoint
+    equal those of the precomputed operator (untiled and in tiles)."""
+    size = 96
+    coc = _coc(size, -12.0, 12.0, seed=3)
+    coc = torch.cat([coc, coc.flip(-1)])
+    if tiled:   # tile regions of at most 64² px, room for the state (as in the test above)
+        monkeypatch.setattr(bl, "STREAM_BYTES_PER_PX", (1 << 29) // (64 * 64))
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, size, size, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
+    ref = LayeredOperator(coc, memory_budget=1 << 31)
+    lazy = LayeredOperator(coc, memory_budget=1 << 31, precompute="first")
+    assert (len(lazy.tiles[0]) > 1) == tiled and ref.precomputed and not lazy.precomputed
+    assert (lazy(x) - ref(x)).abs().max() < 1e-10
+    assert lazy.precomputed
+    assert (lazy.adjoint(y) - ref.adjoint(y)).abs().max() < 1e-10
+    assert (lazy(y) - ref(y)).abs().max() < 1e-10
+
+
 def test_batch_with_a_different_coc_per_image_equals_singles():
     coc = torch.cat([_coc(40, -15.0, 15.0, seed=1), _coc(40, 0.0, 3.0, seed=2)])
     x = torch.rand(2, 3, 40, 40, dtype=torch.float64)
