@@ -120,8 +120,9 @@ def _taps(radius: float, aperture: Aperture) -> Tuple[Tuple[int, int, float], ..
 # --------------------------------------------------------------------------------------------------
 
 def _shift_add(x: torch.Tensor, taps) -> torch.Tensor:
-    """Convolution ``out(q) = Σ w·x(q − (dy, dx))`` of ``x [N, C, H, W]`` with a few taps, zeros outside.
-    Its transpose is the same with the taps negated."""
+    """Convolution ``out(q) = Σ w·x(q − (dy, dx))`` of ``x [N, C, H, W]`` with a few taps, zeros outside
+    (``x`` itself for the unit impulse: callers do not write into the result). Its transpose is the same with
+    the taps negated."""
     if len(taps) == 1 and taps[0][:2] == (0, 0):
         return x if taps[0][2] == 1.0 else x * taps[0][2]
     h, w = x.shape[-2:]
@@ -153,24 +154,25 @@ def _pool_t(g: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
 
 
 def _layer_block_means(index: torch.Tensor, n_idx: int, s: int, dtype: torch.dtype,
-                       x: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Every layer's :func:`_pool` at once: ``[n_idx, C + 1, ⌈h/s⌉, ⌈w/s⌉]`` whose entry ``i`` holds the
-    ``s × s`` block means of ``x · member_i`` (``C`` channels, none without ``x``) and of ``member_i``
-    (the last channel), ``member_i = (index == i − 1)`` for ``index [1, 1, h, w]`` (int, ``-1..n_idx-2``).
-    Every pixel is in exactly one layer, so one scatter of ``x`` serves all layers (instead of pooling
-    each layer's masked window)."""
+                       x: Optional[torch.Tensor] = None, coverage: bool = True) -> torch.Tensor:
+    """Every layer's :func:`_pool` at once: ``[n_idx, C', ⌈h/s⌉, ⌈w/s⌉]`` whose entry ``i`` holds the
+    ``s × s`` block means of ``x · member_i`` (``C`` channels, none without ``x``) and, with ``coverage``, of
+    ``member_i`` (one last channel), ``member_i = (index == i − 1)`` for ``index [1, 1, h, w]`` (int,
+    ``-1..n_idx-2``). Every pixel is in exactly one layer, so one scatter of ``x`` serves all layers (instead
+    of pooling each layer's masked window)."""
     _, _, h, w = index.shape
     hp, wp = -(-h // s), -(-w // s)
     cells = hp * wp
     ys = torch.arange(h, device=index.device) // s
     xs = torch.arange(w, device=index.device) // s
     target = ((index.view(h, w).long() + 1) * cells + (ys * wp)[:, None] + xs[None, :]).view(1, -1)
-    out = torch.bincount(target[0], minlength=n_idx * cells).view(1, -1).to(dtype)
+    parts = []
     if x is not None:
         c = x.shape[1]
-        sums = x.new_zeros(c, n_idx * cells).scatter_add(1, target.expand(c, -1), x.reshape(c, -1))
-        out = torch.cat([sums, out], 0)
-    out = out * (1.0 / (s * s))
+        parts.append(x.new_zeros(c, n_idx * cells).scatter_add(1, target.expand(c, -1), x.reshape(c, -1)))
+    if coverage:
+        parts.append(torch.bincount(target[0], minlength=n_idx * cells).view(1, -1).to(dtype))
+    out = (parts[0] if len(parts) == 1 else torch.cat(parts, 0)) * (1.0 / (s * s))
     return out.view(-1, n_idx, hp, wp).transpose(0, 1)
 
 
@@ -181,10 +183,10 @@ def _window_blocks(blocks: torch.Tensor, ni: int, win, s: int) -> torch.Tensor:
     return blocks[ni + 1:ni + 2, :, by:by + -(-(y1 - y0) // s), bx:bx + -(-(x1 - x0) // s)]
 
 
-def _spread(blocks: torch.Tensor, ni: int, win, ext) -> torch.Tensor:
+def _spread(blocks: torch.Tensor, ni: int, win, se: int, k: int) -> torch.Tensor:
     """A layer's colour spread for its hidden-background extension, ``up(box(pool(x·member)))`` over its
-    window ``win``, from the layer block means of :func:`_layer_block_means` at the extension's level."""
-    se, k, _ = ext
+    window ``win``, from the layer block means of :func:`_layer_block_means` at the extension's level ``se``
+    (box half-width ``k``)."""
     y0, y1, x0, x1 = win
     return _upsample(_box(_window_blocks(blocks, ni, win, se), k), se, y1 - y0, x1 - x0)
 
@@ -460,7 +462,7 @@ def _build_tile(coc: torch.Tensor, plan: _Plan, aperture: Aperture, origin: Tupl
             k = int(math.ceil(reach / 2 / se))
             if se not in blocks:
                 blocks[se] = _layer_block_means(index, n_idx, se, dt, x)
-            spread = _spread(blocks[se], ni, win, (se, k, None))   # colour channels (streaming) + coverage
+            spread = _spread(blocks[se], ni, win, se, k)   # colour channels (streaming) + coverage
             blur_m = spread[:, -1:]
             # hidden colour = blurred colour / blurred coverage, added with coverage ``grow`` (blurred like node b)
             factor = (2 * blur_m).clamp_(0, 1).mul_(c_w.detach() >= hi).div_(blur_m.clamp_min(1e-8))
@@ -517,10 +519,10 @@ def _tile_forward(x: torch.Tensor, tile: _Tile, progress=None, hidden: Optional[
         y0, y1, x0, x1 = L.win
         spread = None
         if L.ext is not None and hidden is None:
-            se = L.ext[0]
+            se, k, _ = L.ext
             if se not in blocks:
-                blocks[se] = _layer_block_means(tile.index, tile.n_idx, se, x.dtype, x)
-            spread = _spread(blocks[se], L.node, L.win, L.ext)[:, :-1]
+                blocks[se] = _layer_block_means(tile.index, tile.n_idx, se, x.dtype, x, coverage=False)
+            spread = _spread(blocks[se], L.node, L.win, se, k)
         p = _layer_forward(x[..., y0:y1, x0:x1], L, track,
                            hidden=None if hidden is None else hidden[..., y0:y1, x0:x1], spread=spread)
         out = _over(out, L.win, p, L.keep, track)
