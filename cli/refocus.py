@@ -12,6 +12,7 @@ give them.
 from __future__ import annotations
 
 import argparse
+import os
 
 from .args import parse_point, refuse_existing, require_file
 
@@ -53,14 +54,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from .. import runtime as rt
-    from ..core.checks import check_same_size
+    from ..core.checks import check_blur_strength, check_same_size
     from ..core.conventions import level_to_K
     from ..core.files import read_disparity, read_image, write_image
     from ..core.focus import focus_from_point
     from ..core.pipeline import PhysicsOnly
 
-    for out in (args.out, args.all_in_focus):
-        refuse_existing(out, args.force)
+    for out, flag in ((args.out, "--out"), (args.all_in_focus, "--all-in-focus")):
+        refuse_existing(out, args.force, flag)
+    if args.all_in_focus and os.path.abspath(args.all_in_focus) == os.path.abspath(args.out):
+        raise ValueError(f"--all-in-focus and --out are the same file ({args.out}); give each its own name")
     image = read_image(require_file(args.image, "image"))
     disp = read_disparity(require_file(args.depth, "--depth"), normalise=False, name="--depth")
     check_same_size(disp, image.shape[-2:], "--depth", "use the depth of this image")
@@ -72,6 +75,8 @@ def run(args) -> int:
     if args.input_level is not None and not args.input_level >= 0:
         raise ValueError(f"--input-level must be >= 0 (0 = the input is all in focus), got {args.input_level}")
     input_K = None if args.input_level is None else level_to_K(args.input_level, h, w)
+    check_blur_strength(K, 1, h, w, "--level")
+    check_blur_strength(input_K, 1, h, w, "--input-level")
     if args.model == "physics":
         pipe = rt.refocus_pipeline(PhysicsOnly())
     else:

@@ -23,7 +23,7 @@ import torch
 
 from .aperture import Aperture, validate_aperture
 from .bokeh_classical import STRIP_BYTES
-from .checks import check_image_and_depth, check_values
+from .checks import check_blur_strength, check_image_and_depth, check_values
 from .conventions import as_batch, linear_to_srgb, srgb_to_linear
 
 Number = Union[float, int]
@@ -58,7 +58,7 @@ def _check_inputs(image, disparity, focus_disparity, K) -> None:
     b = check_image_and_depth(image, disparity, "disparity",
                               "resize the depth map to the image (the BokehSimulate node does this for you)")
     check_values(focus_disparity, b, "focus_disparity")
-    check_values(K, b, "K (blur radius in px per unit disparity)", lo=0.0)
+    check_blur_strength(K, b, *image.shape[-2:])
 
 
 def coc_map(disparity: torch.Tensor, focus_disparity, K, focus_range: float = 0.0,

@@ -67,6 +67,21 @@ def check_values(value, batch: int, name: str, lo: float = float("-inf"), hi: fl
     return t
 
 
+def check_blur_strength(K, batch: int, height: int, width: int, name: str = "K") -> Optional[torch.Tensor]:
+    """Blur strengths ``K`` (px per unit disparity at ``height × width``; a number or ``[1|B]`` values, ``None``
+    passes): finite, ``≥ 0`` and at most :func:`~diffcamera.core.conventions.max_K` (the image's long side).
+    Returns them ``[n]`` float64."""
+    from .conventions import K_to_level, max_K
+    t = check_values(K, batch, f"{name} (blur radius in px per unit disparity)", lo=0.0)
+    top = max_K(height, width)
+    if t is not None and bool((t > top).any()):
+        worst = float(t.max())
+        raise ValueError(f"{name}: {worst:g} px per unit disparity (bokeh level {K_to_level(worst, height, width):g}) "
+                         f"is more than this {width}×{height} image accepts, {top:g} px (level "
+                         f"{K_to_level(top, height, width):g}); lower the level")
+    return t
+
+
 def _range(lo: float, hi: float) -> str:
     if lo > float("-inf") and hi < float("inf"):
         return f" and in {lo:g}..{hi:g}"

@@ -44,6 +44,18 @@ Number = Union[float, int]
 LATENT_MULTIPLE = 16
 #: Reference long side, in pixels, that the artist-facing bokeh level is measured against.
 LEVEL_REFERENCE_PIXELS = 1024
+#: Largest blur strength the core accepts, in px per unit disparity: the image's long side (bokeh level 1024, a
+#: blur disk as wide as the frame at a disparity difference of 0.5) or :data:`MAX_K_FLOOR` px on small images.
+#: Beyond it the blur only averages the frame while the renderers' windows, FFT grids and time keep growing with
+#: the radius (a level of 1e5 on an 80 px image ran for minutes). The nodes' widgets stop lower (BokehSimulate
+#: at level 400).
+MAX_LEVEL = float(LEVEL_REFERENCE_PIXELS)
+MAX_K_FLOOR = 64.0
+
+
+def max_K(height: int, width: int) -> float:
+    """The largest ``K`` (px per unit disparity) accepted at ``height × width``: see :data:`MAX_LEVEL`."""
+    return max(MAX_K_FLOOR, MAX_LEVEL * max(int(height), int(width)) / LEVEL_REFERENCE_PIXELS)
 #: Disparity band around the focus disparity; ``|d − d_f|`` is in ``0..1``.
 DISPARITY_RANGE = (0.0, 1.0)
 

@@ -71,8 +71,9 @@ def read_depth(path: str) -> torch.Tensor:
                 arr = _grey_values(im)
     except Exception as exc:  # noqa: BLE001 - numpy, safetensors and Pillow raise many types
         raise _open_error(path, "depth map", exc) from exc
-    arr = np.squeeze(arr)
-    if arr.ndim == 3:
+    while arr.ndim > 2 and arr.shape[0] == 1:     # leading batch / channel axes of one ([1, 1, H, W] arrays)
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):   # H × W × channels: the first channel
         arr = arr[..., 0]
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"{path}: a depth map must be a single-channel 2-D image, got shape {arr.shape}")

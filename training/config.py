@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ..core.conventions import MAX_LEVEL
+
 #: Where the bundled configs live (``training/configs/*.json``).
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -159,8 +161,9 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        if len(self.level_range) != 2 or not 0 <= self.level_range[0] <= self.level_range[1]:
-            raise ValueError(f"level_range must be [low, high] with 0 <= low <= high, got {self.level_range}")
+        if len(self.level_range) != 2 or not 0 <= self.level_range[0] <= self.level_range[1] <= MAX_LEVEL:
+            raise ValueError(f"level_range must be [low, high] with 0 <= low <= high <= {MAX_LEVEL:g}, "
+                             f"got {self.level_range}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:

@@ -83,17 +83,24 @@ def write_file(tensors: Dict[str, torch.Tensor], config: RefocusModelConfig, pat
     return path
 
 
+def read_safetensors(path: str, what: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file (never pickle). A file that is not one (another format, truncated,
+    a corrupt header) raises ``ValueError`` naming it and ``what`` it should be, instead of the library's error."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except SafetensorError as exc:
+        raise ValueError(f"{os.path.basename(path)} is not a readable .safetensors file ({exc}); "
+                         f"give a {what} in safetensors format") from None
+
+
 def read_file(path: str) -> Tuple[Dict[str, torch.Tensor], RefocusModelConfig, str]:
     """``(tensors, config, format)`` of a DiffCamera safetensors file (config from metadata, else the sidecar)."""
-    from safetensors import safe_open
     if not os.path.isfile(path):
         raise FileNotFoundError(f"refocus LoRA/model file {os.path.basename(path)!r} not found in "
                                 f"{os.path.dirname(os.path.abspath(path))}")
-    tensors = {}
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
-        for k in f.keys():
-            tensors[k] = f.get_tensor(k)
+    tensors, meta = read_safetensors(path, "refocus LoRA/model file")
     text = meta.get("diffcamera_config")
     if text is None:
         side = os.path.splitext(path)[0] + ".json"

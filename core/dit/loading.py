@@ -86,13 +86,13 @@ def single_file_transformer(path: str, config_dir: str, subfolder: Optional[str]
     """
     from accelerate import init_empty_weights
     from diffusers import FluxTransformer2DModel
-    from safetensors.torch import load_file
+    from .files import read_safetensors
     from .flux_keys import bfl_to_diffusers, count_blocks, strip_prefix
     cfg_path = os.path.join(config_dir, subfolder or "", "config.json")
     if not os.path.isfile(cfg_path):
         raise _missing(cfg_path, "transformer config")
     cfg = FluxTransformer2DModel.load_config(os.path.join(config_dir, subfolder or ""))
-    raw = strip_prefix(load_file(path))
+    raw = strip_prefix(read_safetensors(path, "FLUX.1 transformer")[0])
     if "img_in.weight" not in raw:
         raise ValueError(f"{os.path.basename(path)} is not a FLUX transformer in the original (BFL/ComfyUI) layout "
                          "(no img_in.weight)")

@@ -21,6 +21,7 @@ import torch
 
 from ..aperture import Aperture
 from ..bokeh_layered import LayeredOperator
+from ..checks import check_blur_strength, check_image_and_depth, check_values
 from ..conventions import as_batch, linear_to_srgb, srgb_to_linear
 from .blur_estimate import BlurEstimate, estimate_input_blur
 from .deconvolve import SolverSettings, deconvolve
@@ -59,31 +60,14 @@ class PhysicsResult:
 
 def check_physics_inputs(image: torch.Tensor, disparity: torch.Tensor, focus_disparity, K,
                          input_focus_disparity=None, input_K=None) -> int:
-    """Raise ``ValueError`` naming the input before any work; returns the batch size."""
-    if not torch.is_tensor(image) or image.dim() != 4 or image.shape[1] != 3 or 0 in image.shape:
-        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
-        raise ValueError(f"image must be a non-empty [B,3,H,W] tensor (sRGB 0..1), got {shape}")
-    if not torch.is_tensor(disparity) or disparity.dim() != 4 or disparity.shape[1] != 1:
-        shape = tuple(disparity.shape) if torch.is_tensor(disparity) else type(disparity).__name__
-        raise ValueError(f"depth must be a [B,1,H,W] disparity tensor (0..1, near = 1), got {shape}")
-    b, _, h, w = image.shape
-    if tuple(disparity.shape[-2:]) != (h, w):
-        raise ValueError(f"depth is {disparity.shape[-1]}×{disparity.shape[-2]} px but the image is {w}×{h}; "
-                         "estimate the depth from this image (or resize it)")
-    if disparity.shape[0] not in (1, b):
-        raise ValueError(f"depth has {disparity.shape[0]} maps for {b} images; give one, or one per image")
-    if not torch.isfinite(image).all() or not torch.isfinite(disparity).all():
-        raise ValueError("image / depth contain NaN or infinite values")
-    for name, value, lo, hi in (("focus disparity", focus_disparity, 0.0, 1.0), ("K", K, 0.0, float("inf")),
-                                ("input focus disparity", input_focus_disparity, 0.0, 1.0),
-                                ("input K", input_K, 0.0, float("inf"))):
-        if value is None:
-            continue
-        t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
-        if t.numel() not in (1, b):
-            raise ValueError(f"{name}: {t.numel()} values for {b} images; give one, or one per image")
-        if not torch.isfinite(t).all() or (t < lo).any() or (t > hi).any():
-            raise ValueError(f"{name} must be a finite number in {lo:g}..{hi:g}, got {t.tolist()}")
+    """Raise ``ValueError`` naming the input before any work (:mod:`diffcamera.core.checks`); returns the batch
+    size. Blur strengths are bounded by the largest bokeh level (:func:`~diffcamera.core.checks.check_blur_strength`)."""
+    b = check_image_and_depth(image, disparity, "depth", "estimate the depth from this image (or resize it)")
+    h, w = image.shape[-2:]
+    check_values(focus_disparity, b, "focus disparity", 0.0, 1.0)
+    check_values(input_focus_disparity, b, "input focus disparity", 0.0, 1.0)
+    check_blur_strength(K, b, h, w, "K")
+    check_blur_strength(input_K, b, h, w, "input K")
     return b
 
 

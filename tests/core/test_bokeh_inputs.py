@@ -23,6 +23,9 @@ def _no_work(monkeypatch):
     (dict(disparity=torch.full((2, 1, 16, 16), float("inf"))), "infinite"),
     (dict(K=-1.0), "K"),
     (dict(K=float("nan")), "K"),
+    (dict(K=1e5), r"^K: 100000 px per unit disparity \(bokeh level 6.4e\+06\) is more than this 16×16 image accepts, "
+                  r"64 px .*lower the level"),
+    (dict(K=torch.tensor([8.0, 65.0])), "^K: 65 px"),
     (dict(gamma=0.0), "gamma"),
     (dict(gamma=-2.0), "gamma"),
     (dict(blades=2), "blades"),

@@ -39,3 +39,21 @@ def test_refocus_bad_inputs(files, capsys):
     assert main(base[:3] + [str(d / "nothing"), "--depth", str(d / "depth.png"), "--focus", ".5,.5", "-o",
                             str(d / "o.png")]) == 2
     assert "'nothing' not found in" in capsys.readouterr().err
+
+
+def test_refocus_refuses_what_it_cannot_do_before_any_work(files, capsys):
+    """A blur larger than the frame (it once ran for minutes), one file for both outputs (one would be lost) and a
+    model file that is not safetensors each end with exit code 2 and a message naming the input."""
+    d, _ = files
+    base = ["refocus", str(d / "img.png"), "--depth", str(d / "depth.png"), "--focus", "0.5,0.5", "-o", str(d / "o.png")]
+    assert main(base + ["--level", "1e5"]) == 2
+    assert "--level: 5468.75 px per unit disparity (bokeh level 100000) is more than this 56×40 image" in \
+        capsys.readouterr().err
+    assert main(base + ["--input-level", "1e9"]) == 2
+    assert "--input-level: " in capsys.readouterr().err
+    assert main(base + ["--all-in-focus", str(d / "o.png")]) == 2
+    assert "--all-in-focus and --out are the same file" in capsys.readouterr().err
+    (d / "fake.safetensors").write_bytes(b"this is not a safetensors file at all")
+    assert main(base + ["--model", str(d / "fake.safetensors")]) == 2
+    assert "fake.safetensors is not a readable .safetensors file" in capsys.readouterr().err
+    assert not (d / "o.png").exists()

@@ -88,7 +88,9 @@ def test_the_callback_sees_every_iteration_and_can_cancel():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(K=float("nan")), "K must be a finite"),
+    (dict(K=float("nan")), r"^K \(blur radius in px per unit disparity\): must be finite"),
+    (dict(K=1e6), r"^K: 1e\+06 px per unit disparity \(bokeh level .*\) is more than this 48×48 image accepts, 64 px"),
+    (dict(input_K=1e6), r"^input K: 1e\+06 px"),
     (dict(focus_disparity=1.5), "focus disparity"),
     (dict(input_K=-1.0), "input K"),
     (dict(depth=torch.zeros(1, 1, 40, 48)), "depth is 48×40 px but the image is 48×48"),
