@@ -23,7 +23,7 @@ import torch
 
 from .checks import check_batch, check_image_and_depth
 from .conventions import as_batch
-from .physics import BlurEstimate, SolverSettings, check_physics_inputs, refocus_physics
+from .physics import BlurEstimate, SolverSettings, check_physics_inputs, describe_input_blur, refocus_physics
 from .values import Focus
 
 Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
@@ -73,9 +73,7 @@ class RefocusOutput:
     estimate: Optional[BlurEstimate]
 
     def describe(self) -> str:
-        how = "estimated" if self.estimate is not None else "given"
-        return "; ".join(f"input focus disparity {float(d):.3f}, blur K {float(k):.2f} px ({how})"
-                         for d, k in zip(self.input_focus_disparity, self.input_K))
+        return describe_input_blur(self.input_focus_disparity, self.input_K, self.estimate)
 
 
 class _Stages:

@@ -6,7 +6,9 @@
 """
 from .blur_estimate import BlurEstimate, estimate_input_blur
 from .deconvolve import Deconvolution, SolverSettings, deconvolve
-from .refocus import PhysicsResult, check_physics_inputs, estimate_physics_bytes, refocus_physics
+from .refocus import (PhysicsResult, check_physics_inputs, describe_input_blur, estimate_physics_bytes,
+                      refocus_physics)
 
 __all__ = ["BlurEstimate", "estimate_input_blur", "Deconvolution", "SolverSettings", "deconvolve",
-           "PhysicsResult", "check_physics_inputs", "estimate_physics_bytes", "refocus_physics"]
+           "PhysicsResult", "check_physics_inputs", "describe_input_blur", "estimate_physics_bytes",
+           "refocus_physics"]

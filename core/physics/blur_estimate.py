@@ -60,6 +60,9 @@ class BlurEstimate:
         level: ``[B]`` the same as the artist's bokeh level (px per 1024 px of long side).
         observations: per image, how many local blur measurements the fit used.
         cost: ``[B]`` the fit's mean clipped log error (0 = perfect; 0.7 = no agreement).
+        edge_observations: per image, how many of them were depth-edge (silhouette) measurements. With none the
+            estimate rests on texture alone, which is often off by half or more (slanted and ground planes in the
+            benchmark): :meth:`caveat` says so.
     """
 
     focus_disparity: torch.Tensor
@@ -67,10 +70,19 @@ class BlurEstimate:
     level: torch.Tensor
     observations: List[int]
     cost: torch.Tensor
+    edge_observations: List[int]
+
+    def caveat(self, i: int) -> str:
+        """A warning for image ``i`` when its estimate is weak (no depth edge measured), else ``""``."""
+        if self.edge_observations[i] > 0 or float(self.K[i]) == 0.0:
+            return ""
+        return ("no depth edge to measure, estimated from texture alone (often off by half or more): "
+                "set the input's focus and level if you know them")
 
     def describe(self) -> str:
         parts = [f"focus disparity {float(d):.3f}, level {float(lv):.1f} ({n} probes)"
-                 for d, lv, n in zip(self.focus_disparity, self.level, self.observations)]
+                 + (f" — {self.caveat(i)}" if self.caveat(i) else "")
+                 for i, (d, lv, n) in enumerate(zip(self.focus_disparity, self.level, self.observations))]
         return "; ".join(parts)
 
 
@@ -251,7 +263,7 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
         img = F.interpolate(img, size=size, mode="area")
         dsp = F.interpolate(dsp, size=size, mode="area")
     long_side = max(img.shape[-2:])
-    fs, ks, costs, counts = [], [], [], []
+    fs, ks, costs, counts, edges = [], [], [], [], []
     for i in range(b):
         parts = [silhouette_probes(img[i:i + 1], dsp[i:i + 1]), texture_probes(img[i:i + 1], dsp[i:i + 1])]
         d = torch.cat([p[0] for p in parts])
@@ -259,6 +271,7 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
         wt = torch.cat([balance(p[0], p[2]) for p in parts])
         bound = torch.cat([torch.zeros(parts[0][0].numel(), dtype=torch.bool),
                            torch.ones(parts[1][0].numel(), dtype=torch.bool)])
+        edges.append(int(parts[0][0].numel()))
         if d.numel() == 0 or float(wt.sum()) <= 0:
             fs.append(float(dsp[i].median()))
             ks.append(0.0)
@@ -272,4 +285,4 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
         counts.append(int(d.numel()))
     K = torch.tensor(ks)
     level = torch.tensor([K_to_level(k, h, w) for k in ks])
-    return BlurEstimate(torch.tensor(fs), K, level, counts, torch.tensor(costs))
+    return BlurEstimate(torch.tensor(fs), K, level, counts, torch.tensor(costs), edges)

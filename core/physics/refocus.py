@@ -53,9 +53,18 @@ class PhysicsResult:
     iterations: int
 
     def describe(self) -> str:
-        how = "estimated" if self.estimate is not None else "given"
-        return ", ".join(f"input focus {float(d):.3f} / K {float(k):.1f} px ({how})"
-                         for d, k in zip(self.input_focus_disparity, self.input_K))
+        return describe_input_blur(self.input_focus_disparity, self.input_K, self.estimate)
+
+
+def describe_input_blur(focus_disparity: torch.Tensor, K: torch.Tensor, estimate: Optional[BlurEstimate]) -> str:
+    """One line per image of the input blur a refocus used (``[B]`` focus disparities and ``K`` px), saying whether
+    it was estimated and, where the estimate is weak, :meth:`BlurEstimate.caveat`."""
+    parts = []
+    for i, (d, k) in enumerate(zip(focus_disparity, K)):
+        line = f"input focus disparity {float(d):.3f}, blur K {float(k):.2f} px ({'given' if estimate is None else 'estimated'})"
+        caveat = "" if estimate is None else estimate.caveat(i)
+        parts.append(line + (f": {caveat}" if caveat else ""))
+    return "; ".join(parts)
 
 
 def check_physics_inputs(image: torch.Tensor, disparity: torch.Tensor, focus_disparity, K,

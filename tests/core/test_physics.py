@@ -114,5 +114,21 @@ def test_the_estimate_finds_the_sharp_plane_and_the_blur_strength():
         est = estimate_input_blur(_blur(img, d2, d_in, 8.0), d2)
         assert abs(float(est.focus_disparity[0]) - d_in) < 0.25
         assert 0.65 * 8.0 < float(est.K[0]) < 1.35 * 8.0
+        assert est.edge_observations[0] > 0 and est.caveat(0) == ""   # measured across the depth edge
     sharp = estimate_input_blur(img, d2)
     assert float(sharp.K[0]) < 3.0   # (a 3-px stripe texture reads as ~2 px of blur)
+
+
+def test_an_estimate_from_texture_alone_says_it_is_weak():
+    """A slanted plane has no depth edge: the estimate rests on texture and its description tells the user to set
+    the input's focus and level if they know them (the node's text preview and the CLI print it)."""
+    img, _ = _two_planes(64, 64)
+    ramp = torch.linspace(0.1, 0.9, 64).view(1, 1, 1, 64).expand(1, 1, 64, 64).contiguous()
+    est = estimate_input_blur(_blur(img, ramp, 0.1, 8.0), ramp)
+    assert est.edge_observations == [0] and float(est.K[0]) > 0
+    assert "estimated from texture alone" in est.caveat(0) and "set the input's focus and level" in est.describe()
+    res = refocus_physics(_blur(img, ramp, 0.1, 8.0), ramp, 0.9, 8.0, settings=FAST)
+    assert "(estimated): no depth edge to measure" in res.describe()
+    given = refocus_physics(_blur(img, ramp, 0.1, 8.0), ramp, 0.9, 8.0, input_focus_disparity=0.1, input_K=8.0,
+                            settings=FAST)
+    assert given.describe() == "input focus disparity 0.100, blur K 8.00 px (given)"
