@@ -92,6 +92,18 @@ def _range(lo: float, hi: float) -> str:
     return ""
 
 
+def disparity_range_problem(disparity: torch.Tensor) -> Optional[str]:
+    """What is wrong with a disparity map's values (NaN / infinite, or outside ``0..1``), or ``None``: values
+    outside the convention's range make blur radii (and the renderers' windows and time) grow without bound."""
+    if not bool(torch.isfinite(disparity).all()):
+        return "the depth map contains NaN or infinite values; re-estimate it or clean it"
+    lo, hi = float(disparity.min()), float(disparity.max())
+    if lo < 0.0 or hi > 1.0:
+        return (f"the depth map holds values {lo:g}..{hi:g} but disparity is 0..1 (near = 1); convert it with "
+                "DepthFromImage (or diffcamera.core.depth.convert_depth_map)")
+    return None
+
+
 def check_image_and_depth(image, disparity, name: str = "depth",
                           fix: str = "estimate the depth from this image, or resize it to the image") -> int:
     """An image ``[B,3,H,W]`` and its disparity ``[1|B,1,H,W]`` of the same size, both finite; returns ``B``."""
@@ -101,4 +113,7 @@ def check_image_and_depth(image, disparity, name: str = "depth",
     check_batch(disparity.shape[0], b, name, "depth maps")
     check_finite(image, "image")
     check_finite(disparity, name, "re-estimate the depth map or clean it")
+    problem = disparity_range_problem(disparity)
+    if problem:
+        raise ValueError(f"{name}: {problem}")
     return b

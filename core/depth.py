@@ -166,6 +166,12 @@ def load_depth_model(path: str, dtype: torch.dtype = torch.float32) -> torch.nn.
     return model
 
 
+def is_depth_model(model) -> bool:
+    """Whether ``model`` is a depth estimator :func:`estimate_disparity` can run: a transformers
+    ``*ForDepthEstimation`` module (what :func:`load_depth_model` returns)."""
+    return isinstance(model, torch.nn.Module) and type(model).__name__.endswith("ForDepthEstimation")
+
+
 # ------------------------------------------------------------------------------------- inference
 def processing_size(height: int, width: int, process_res: int = DEFAULT_PROCESS_RES, multiple: int = PATCH):
     """Network input size ``(h, w)`` for an ``height`` × ``width`` image.

@@ -49,8 +49,9 @@ def _point_from(item, widget: str, where: str) -> Tuple[float, float]:
         if isinstance(x, bool) or isinstance(y, bool):
             raise TypeError
         x, y = float(x), float(y)
-    except (TypeError, ValueError):
-        raise ValueError(f"{widget}: {where} needs numbers for x and y, got x={x!r}, y={y!r}") from None
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an integer too large for a float
+        raise ValueError(f"{widget}: {where} needs numbers in 0..1 for x and y, got x={str(x)[:40]}, "
+                         f"y={str(y)[:40]}") from None
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError(f"{widget}: {where} has a non-finite coordinate (x={x}, y={y})")
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
@@ -102,8 +103,10 @@ def parse_points_json(text: str, widget: str = "focus_point") -> List[Tuple[floa
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{widget}: not valid JSON ({exc.msg} at character {exc.pos}): {text!r}; "
+        raise ValueError(f"{widget}: not valid JSON ({exc.msg} at character {exc.pos}): {text[:80]!r}; "
                          f"write a point like {DEFAULT_POINT_JSON}") from None
+    except ValueError:   # Python's own limit on the digits of an integer (4300)
+        raise ValueError(f"{widget}: a number in it is too long; write a point like {DEFAULT_POINT_JSON}") from None
     if isinstance(data, dict):
         return [_point_from(data, widget, "the point")]
     if isinstance(data, list):

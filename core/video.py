@@ -101,7 +101,8 @@ def _focus_at(disparity: torch.Tensor, end: End, frames: int, window: Optional[i
 
 
 def rack_focus(disparity: torch.Tensor, start: End, end: End, frames: int, hold_start: int = 0, hold_end: int = 0,
-               curve: str = "ease-in-out", window: Optional[int] = None) -> Focus:
+               curve: str = "ease-in-out", window: Optional[int] = None,
+               names: Tuple[str, str] = ("start", "end")) -> Focus:
     """A FOCUS batch of ``frames`` frames pulling from ``start`` to ``end``.
 
     Args:
@@ -111,6 +112,7 @@ def rack_focus(disparity: torch.Tensor, start: End, end: End, frames: int, hold_
             window around it is read, as FocusPicker does) or a mask ``[1|frames,1,H,W]`` (its median disparity).
         frames, hold_start, hold_end, curve: the schedule (:func:`rack_schedule`).
         window: window side in px for reading a point (``None`` = automatic).
+        names: what errors call ``start`` and ``end`` (the caller's input names).
 
     Returns:
         :class:`Focus` with ``[frames]`` disparities ``d = d_start + p·(d_end − d_start)`` (``p`` the schedule's
@@ -120,8 +122,8 @@ def rack_focus(disparity: torch.Tensor, start: End, end: End, frames: int, hold_
     disparity = core_focus.check_disparity(disparity, "depth")
     check_batch(disparity.shape[0], frames, "depth", "depth maps", "frames")
     progress = rack_schedule(frames, hold_start, hold_end, curve)
-    d0, x0, y0 = _focus_at(disparity, start, frames, window, "start")
-    d1, x1, y1 = _focus_at(disparity, end, frames, window, "end")
+    d0, x0, y0 = _focus_at(disparity, start, frames, window, names[0])
+    d1, x1, y1 = _focus_at(disparity, end, frames, window, names[1])
     lerp = lambda a, b: (a + progress * (b - a)).float()  # noqa: E731 - [1|F] against [frames]
     return Focus(lerp(x0, x1), lerp(y0, y1), lerp(d0, d1).clamp(0.0, 1.0), [f"rack:{curve}"] * frames)
 

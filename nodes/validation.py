@@ -21,6 +21,7 @@ naming the input and the fix:
 """
 from __future__ import annotations
 
+import fractions
 import functools
 import inspect
 import math
@@ -30,6 +31,8 @@ from typing import Callable, Optional
 import torch
 
 from .. import runtime as rt
+from ..core.checks import disparity_range_problem
+from ..core.depth import is_depth_model
 from ..core.pipeline import PhysicsOnly
 from ..core.values import DepthMap, Focus, SimulatedDataset
 
@@ -68,11 +71,17 @@ def _range_text(info: dict) -> str:
 
 def _check_number(name: str, value, info: dict, integer: bool) -> None:
     kind = "a whole number" if integer else "a finite number"
-    ok_type = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
+    # a float-like value (int, float, numpy scalar); a Fraction is Real but no widget value and not float-formattable
+    ok_type = isinstance(value, numbers.Integral) if integer else (
+        isinstance(value, numbers.Real) and not isinstance(value, fractions.Fraction))
     if isinstance(value, bool) or not ok_type:
         raise InputError(f"{name}: expected {kind}{_range_text(info)}, got {_describe(value)}")
-    if not integer and not math.isfinite(float(value)):
-        raise InputError(f"{name}: must be {kind}{_range_text(info)}, got {value}; type a number")
+    try:
+        finite = math.isfinite(float(value))
+    except OverflowError:   # an int too large for a float
+        finite = False
+    if not integer and not finite:
+        raise InputError(f"{name}: must be {kind}{_range_text(info)}, got {str(value)[:40]}; type a number")
     lo, hi = info.get("min"), info.get("max")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise InputError(f"{name}: must be{_range_text(info)}, got {value}")
@@ -85,6 +94,8 @@ def _check_string(name: str, value) -> None:
         raise InputError(f"{name}: {len(value)} characters is too long (at most {MAX_STRING_CHARS})")
     if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in value):
         raise InputError(f"{name}: contains a NUL or control character; remove it")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):   # a lone surrogate (JSON "\ud800"): no UTF-8 text has it
+        raise InputError(f"{name}: contains an invalid character (a lone UTF-16 surrogate); retype the text")
 
 
 def _check_combo(name: str, value, info: dict) -> None:
@@ -125,6 +136,10 @@ def _conditioning_problem(value) -> Optional[str]:
         if (not isinstance(item, (list, tuple)) or len(item) < 2 or not isinstance(item[0], torch.Tensor)
                 or item[0].dim() != 3 or item[0].numel() == 0 or not isinstance(item[1], dict)):
             return f"entry {i} is not [tensor [B,T,D], dict]; {fix}"
+        pooled = item[1].get("pooled_output")
+        if pooled is not None and not (isinstance(pooled, torch.Tensor) and pooled.dim() == 2 and pooled.numel() > 0
+                                       and pooled.is_floating_point()):
+            return f"entry {i}'s pooled_output is not a float tensor [B,D]; {fix}"
     return None
 
 
@@ -133,16 +148,20 @@ def _depth_problem(value) -> Optional[str]:
         return f"expected a DEPTH (from DepthEstimate or DepthFromImage), got {_describe(value)}"
     if value.disparity.numel() == 0:
         return "the depth map is empty"
-    return None
+    return disparity_range_problem(value.disparity)
 
 
 def _focus_problem(value) -> Optional[str]:
     if not isinstance(value, Focus):
         return f"expected a FOCUS (from FocusPicker), got {_describe(value)}"
-    d = value.disparity
-    if not isinstance(d, torch.Tensor) or d.numel() == 0 or not bool(torch.isfinite(d).all()) \
-            or bool((d < 0).any()) or bool((d > 1).any()):
-        return "the focus disparity must be finite values in 0..1; pick the focus again with FocusPicker"
+    fix = "pick the focus again with FocusPicker"
+    for field, what in (("disparity", "focus disparity"), ("x", "focus point's x"), ("y", "focus point's y")):
+        t = getattr(value, field)
+        if not isinstance(t, torch.Tensor) or t.numel() == 0 or not t.is_floating_point() \
+                or not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool((t > 1).any()):
+            return f"the {what} must be finite values in 0..1; {fix}"
+    if not value.x.numel() == value.y.numel() == value.disparity.numel():
+        return f"the focus has {value.x.numel()} x, {value.y.numel()} y and {value.disparity.numel()} disparity values; {fix}"
     return None
 
 
@@ -161,8 +180,7 @@ TYPE_CHECKS = {
     "FOCUS": _focus_problem,
     "DIFFCAMERA_DATASET": lambda v: None if isinstance(v, SimulatedDataset) else
     f"expected a DIFFCAMERA_DATASET (from SimulateRefocusDataset), got {_describe(v)}",
-    "DEPTH_MODEL": lambda v: _handle_problem(v, "DEPTH_MODEL", "DepthModelLoader",
-                                             lambda m: isinstance(m, torch.nn.Module)),
+    "DEPTH_MODEL": lambda v: _handle_problem(v, "DEPTH_MODEL", "DepthModelLoader", is_depth_model),
     "DIFFCAMERA_MODEL": lambda v: None if isinstance(v, PhysicsOnly) else
     _handle_problem(v, "DIFFCAMERA_MODEL", "DiffCamera ModelLoader", lambda m: hasattr(m, "velocity")),
     "MODEL": lambda v: None if hasattr(v, "model") else

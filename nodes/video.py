@@ -72,8 +72,9 @@ class RackFocus(io.ComfyNode):
         start = (comfy_mask_to_core(start_mask) if start_mask is not None
                  else core_focus.parse_point_json(start_point, "start_point"))
         end = comfy_mask_to_core(end_mask) if end_mask is not None else core_focus.parse_point_json(end_point, "end_point")
+        names = ("start_point" if start_mask is None else "start_mask", "end_point" if end_mask is None else "end_mask")
         focus = core_video.rack_focus(depth.disparity, start, end, int(frames), int(hold_start), int(hold_end),
-                                      easing, window=int(window) or None)
+                                      easing, window=int(window) or None, names=names)
         d = focus.disparity
         text = (f"RackFocus: {int(frames)} frames, {easing}, focus disparity {float(d[0]):.3f} -> {float(d[-1]):.3f} "
                 f"(held {int(hold_start)} + {int(hold_end)} frames)")

@@ -700,6 +700,11 @@ def simulate_dataset(out_dir: str, options: SimulateOptions, image_folder: Optio
         if n:
             shards.append({"file": f"shard_{i:05d}.safetensors", "groups": n})
             groups += n
+    if groups == 0:
+        why = "; ".join(f"{n}: {w}" for n, w in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(f"simulate: no training group could be made from the {len(sources)} source(s)"
+                         + (f" (skipped {why})" if bad else "") + "; check the images and depth maps"
+                         + (" in the image folder" if image_folder else ""))
     manifest = {"format": f"diffcamera-pairs-v{FORMAT_VERSION}", "size": options.size, "groups": groups,
                 "shards": shards, "options": cfg, "sources": len(sources),
                 "dropped_unsharp": [[n, v] for n, v in dropped], "bad_files": [[n, w] for n, w in bad],
