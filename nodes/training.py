@@ -15,7 +15,7 @@ import os
 from .. import runtime as rt
 from ..core import depth as core_depth
 from ..core import safe_paths
-from ..core.conventions import core_to_comfy
+from ..core.conventions import MAX_LEVEL, core_to_comfy
 from ..core.values import SimulatedDataset
 from ..runtime import io, ui
 from .common import CATEGORY, DepthModel, DiffCameraDataset, node_progress
@@ -59,9 +59,9 @@ class SimulateDataset(io.ComfyNode):
                 io.Int.Input(id="size", default=64, min=16, max=2048, step=16,
                              tooltip="Square training size in pixels (multiple of 16). 64 for the toy model, "
                                      "512 for FLUX."),
-                io.Float.Input(id="level_min", default=32.0, min=0.0, max=1024.0, step=1.0,
+                io.Float.Input(id="level_min", default=32.0, min=0.0, max=MAX_LEVEL, step=1.0,
                                tooltip="Lowest bokeh level (blur radius px per 1024 px of long side at |d-d_f| = 1)."),
-                io.Float.Input(id="level_max", default=256.0, min=0.0, max=1024.0, step=1.0,
+                io.Float.Input(id="level_max", default=256.0, min=0.0, max=MAX_LEVEL, step=1.0,
                                tooltip="Highest bokeh level; levels are drawn uniformly in [level_min, level_max]."),
                 io.Int.Input(id="seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of every random choice; the same seed gives the same data."),
