@@ -80,9 +80,11 @@ class BlurEstimate:
                 "set the input's focus and level if you know them")
 
     def describe(self) -> str:
-        parts = [f"focus disparity {float(d):.3f}, level {float(lv):.1f} ({n} probes)"
-                 + (f" — {self.caveat(i)}" if self.caveat(i) else "")
-                 for i, (d, lv, n) in enumerate(zip(self.focus_disparity, self.level, self.observations))]
+        parts = []
+        for i, (d, lv, n) in enumerate(zip(self.focus_disparity, self.level, self.observations)):
+            caveat = self.caveat(i)
+            parts.append(f"focus disparity {float(d):.3f}, level {float(lv):.1f} ({n} probes)"
+                         + (f" — {caveat}" if caveat else ""))
         return "; ".join(parts)
 
 

@@ -61,7 +61,8 @@ def describe_input_blur(focus_disparity: torch.Tensor, K: torch.Tensor, estimate
     it was estimated and, where the estimate is weak, :meth:`BlurEstimate.caveat`."""
     parts = []
     for i, (d, k) in enumerate(zip(focus_disparity, K)):
-        line = f"input focus disparity {float(d):.3f}, blur K {float(k):.2f} px ({'given' if estimate is None else 'estimated'})"
+        how = "given" if estimate is None else "estimated"
+        line = f"input focus disparity {float(d):.3f}, blur K {float(k):.2f} px ({how})"
         caveat = "" if estimate is None else estimate.caveat(i)
         parts.append(line + (f": {caveat}" if caveat else ""))
     return "; ".join(parts)
