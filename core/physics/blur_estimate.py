@@ -16,7 +16,9 @@ project's blur law ``r = K·|d − d_f|`` (px, :mod:`diffcamera.core.conventions
 
 The observations ``(disparity, radius, weight)`` are fitted robustly: a grid over ``d_f`` and ``K`` minimising
 the weighted, clipped log error of ``1 + r`` (so a few wrong probes cannot pull the fit). An image that is
-sharp everywhere gets ``K ≈ 0``. Measurements run on a copy of at most :data:`WORK_SIDE` px long side
+sharp everywhere gets ``K ≈ 0``. A fit that lands on the grid's largest ``K`` (:data:`K_TOP_FRACTION`) is no
+measurement — the probes set no upper limit on the blur — and reports ``K = 0`` (the refocus then adds blur but
+deblurs nothing) with a caveat, rather than the most blur the grid allows, which rings. Measurements run on a copy of at most :data:`WORK_SIDE` px long side
 (the level is resolution independent); ``K`` is returned at the image's own resolution.
 """
 from __future__ import annotations
@@ -62,7 +64,10 @@ class BlurEstimate:
         cost: ``[B]`` the fit's mean clipped log error (0 = perfect; 0.7 = no agreement).
         edge_observations: per image, how many of them were depth-edge (silhouette) measurements. With none the
             estimate rests on texture alone, which is often off by half or more (slanted and ground planes in the
-            benchmark): :meth:`caveat` says so.
+            benchmark).
+        unbounded: per image, whether the fit landed on its largest ``K`` (:data:`K_TOP_FRACTION`): the probes
+            set no upper limit, so no blur is assumed (``K = 0``: the refocus then only adds blur) rather than the
+            most the fit allows.
     """
 
     focus_disparity: torch.Tensor
@@ -71,13 +76,16 @@ class BlurEstimate:
     observations: List[int]
     cost: torch.Tensor
     edge_observations: List[int]
+    unbounded: List[bool]
 
     def caveat(self, i: int) -> str:
-        """A warning for image ``i`` when its estimate is weak (no depth edge measured), else ``""``."""
-        if self.edge_observations[i] > 0 or float(self.K[i]) == 0.0:
-            return ""
-        return ("no depth edge to measure, estimated from texture alone (often off by half or more): "
-                "set the input's focus and level if you know them")
+        """A warning for image ``i`` when its estimate is weak, else ``""``."""
+        fix = "set the input's focus and level if you know them"
+        if self.unbounded[i]:
+            return f"the image sets no upper limit on its blur, so none was assumed (no deblurring): {fix}"
+        if self.edge_observations[i] == 0 and float(self.K[i]) > 0.0:
+            return f"no depth edge to measure, estimated from texture alone (often off by half or more): {fix}"
+        return ""
 
     def describe(self) -> str:
         parts = []
@@ -211,6 +219,10 @@ def balance(disp: torch.Tensor, weight: torch.Tensor, bins: int = 16) -> torch.T
     return weight * (n.sqrt() / n.clamp_min(1))[idx]
 
 
+#: The fit's largest ``K``, as a fraction of the long side (bokeh level 307). A fit that lands there is no
+#: measurement: the probes set no upper limit on the blur (measured: ground planes, whose texture edges only say
+#: "at least this blurred", read 1.9× to 4.8× their true level there and rang, 3–8 dB below the true blur).
+K_TOP_FRACTION = 0.3
 #: Probes measure the image's own softness plus the lens blur, so they are upper bounds of the blur: the fit
 #: follows their lower envelope (pinball loss at this quantile: claiming more blur than a probe saw costs
 #: ``(1 − q)/q`` times more than claiming less).
@@ -226,7 +238,7 @@ def fit_blur_law(disp: torch.Tensor, radius: torch.Tensor, weight: torch.Tensor,
     ``bound`` (bool per probe): the probe is only an upper bound of the blur (texture edges: a smooth texture
     looks blurred) and is fitted with the pinball loss; the others (silhouettes) with the clipped L1 loss."""
     d_f = torch.linspace(0, 1, 201)
-    top = 0.3 * long_side
+    top = K_TOP_FRACTION * long_side
     ks = torch.cat([torch.zeros(1), 0.25 * (top / 0.25) ** (torch.arange(121) / 120.0)]).view(-1, 1, 1)
     r0 = torch.tensor([0.0, 0.5, 1.0, 1.5]).view(1, -1, 1)
     q = PROBE_QUANTILE
@@ -265,7 +277,7 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
         img = F.interpolate(img, size=size, mode="area")
         dsp = F.interpolate(dsp, size=size, mode="area")
     long_side = max(img.shape[-2:])
-    fs, ks, costs, counts, edges = [], [], [], [], []
+    fs, ks, costs, counts, edges, unbounded = [], [], [], [], [], []
     for i in range(b):
         parts = [silhouette_probes(img[i:i + 1], dsp[i:i + 1]), texture_probes(img[i:i + 1], dsp[i:i + 1])]
         d = torch.cat([p[0] for p in parts])
@@ -279,12 +291,14 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
             ks.append(0.0)
             costs.append(0.7)
             counts.append(0)
+            unbounded.append(False)
             continue
         d_f, k, cost = fit_blur_law(d, r, wt, long_side, bound)
+        unbounded.append(k >= K_TOP_FRACTION * long_side * (1 - 1e-6))
         fs.append(d_f)
-        ks.append(k / scale)
+        ks.append(0.0 if unbounded[-1] else k / scale)
         costs.append(cost)
         counts.append(int(d.numel()))
     K = torch.tensor(ks)
     level = torch.tensor([K_to_level(k, h, w) for k in ks])
-    return BlurEstimate(torch.tensor(fs), K, level, counts, torch.tensor(costs), edges)
+    return BlurEstimate(torch.tensor(fs), K, level, counts, torch.tensor(costs), edges, unbounded)

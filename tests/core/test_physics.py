@@ -132,3 +132,25 @@ def test_an_estimate_from_texture_alone_says_it_is_weak():
     given = refocus_physics(_blur(img, ramp, 0.1, 8.0), ramp, 0.9, 8.0, input_focus_disparity=0.1, input_K=8.0,
                             settings=FAST)
     assert given.describe() == "input focus disparity 0.100, blur K 8.00 px (given)"
+
+
+def test_an_unbounded_fit_assumes_no_blur_and_says_so():
+    """A ground plane focused at its horizon: its texture edges only say "at least this blurred", so the fit lands on
+    its largest K (it read 1.9× the true level there and rang). That is no measurement: the estimate reports K = 0,
+    flags the image as unbounded and tells the user to set the level; the refocus then only adds blur."""
+    from diffcamera.evaluation.scenes import make_scene
+    from diffcamera.evaluation.thin_lens import render_thin_lens
+    scene = make_scene(6, size=64, kind="ground")
+    d = scene.disparity.float()
+    img = render_thin_lens(scene, float(torch.quantile(d.flatten(), 0.05)), 10.0).float()
+    est = estimate_input_blur(img, d)
+    assert est.unbounded == [True] and float(est.K[0]) == 0.0 and est.edge_observations == [0]
+    assert est.caveat(0).startswith("the image sets no upper limit on its blur, so none was assumed")
+    res = refocus_physics(img, d, 0.9, 10.0, settings=FAST)
+    assert "(estimated): the image sets no upper limit" in res.describe()
+    # a measured estimate is not flagged
+    two, _ = _two_planes(96, 96)
+    d2 = torch.zeros(1, 1, 96, 96)
+    d2[..., 28:68, 28:68] = 0.9
+    measured = estimate_input_blur(_blur(two, d2, 0.0, 8.0), d2)
+    assert measured.unbounded == [False] and measured.caveat(0) == ""
