@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from .conventions import K_to_level, max_K
+
 
 def _shape(value) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -71,7 +73,6 @@ def check_blur_strength(K, batch: int, height: int, width: int, name: str = "K")
     """Blur strengths ``K`` (px per unit disparity at ``height × width``; a number or ``[1|B]`` values, ``None``
     passes): finite, ``≥ 0`` and at most :func:`~diffcamera.core.conventions.max_K` (the image's long side).
     Returns them ``[n]`` float64."""
-    from .conventions import K_to_level, max_K
     t = check_values(K, batch, f"{name} (blur radius in px per unit disparity)", lo=0.0)
     top = max_K(height, width)
     if t is not None and bool((t > top).any()):

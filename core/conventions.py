@@ -51,11 +51,6 @@ LEVEL_REFERENCE_PIXELS = 1024
 #: at level 400).
 MAX_LEVEL = float(LEVEL_REFERENCE_PIXELS)
 MAX_K_FLOOR = 64.0
-
-
-def max_K(height: int, width: int) -> float:
-    """The largest ``K`` (px per unit disparity) accepted at ``height × width``: see :data:`MAX_LEVEL`."""
-    return max(MAX_K_FLOOR, MAX_LEVEL * max(int(height), int(width)) / LEVEL_REFERENCE_PIXELS)
 #: Disparity band around the focus disparity; ``|d − d_f|`` is in ``0..1``.
 DISPARITY_RANGE = (0.0, 1.0)
 
@@ -68,6 +63,11 @@ def level_to_K(level: Number, height: int, width: int) -> float:
 def K_to_level(K: Number, height: int, width: int) -> float:
     """Inverse of :func:`level_to_K`."""
     return float(K) * LEVEL_REFERENCE_PIXELS / max(int(height), int(width))
+
+
+def max_K(height: int, width: int) -> float:
+    """The largest ``K`` (px per unit disparity) accepted at ``height × width``: see :data:`MAX_LEVEL`."""
+    return max(MAX_K_FLOOR, level_to_K(MAX_LEVEL, height, width))
 
 
 def signed_coc(disparity: torch.Tensor, focus_disparity: Union[Number, torch.Tensor],

@@ -18,8 +18,9 @@ The observations ``(disparity, radius, weight)`` are fitted robustly: a grid ove
 the weighted, clipped log error of ``1 + r`` (so a few wrong probes cannot pull the fit). An image that is
 sharp everywhere gets ``K ≈ 0``. A fit that lands on the grid's largest ``K`` (:data:`K_TOP_FRACTION`) is no
 measurement — the probes set no upper limit on the blur — and reports ``K = 0`` (the refocus then adds blur but
-deblurs nothing) with a caveat, rather than the most blur the grid allows, which rings. Measurements run on a copy of at most :data:`WORK_SIDE` px long side
-(the level is resolution independent); ``K`` is returned at the image's own resolution.
+deblurs nothing) with a caveat, rather than the most blur the grid allows, which rings. Measurements run on a
+copy of at most :data:`WORK_SIDE` px long side (the level is resolution independent); ``K`` is returned at the
+image's own resolution.
 """
 from __future__ import annotations
 
@@ -231,9 +232,10 @@ PROBE_QUANTILE = 0.25
 
 def fit_blur_law(disp: torch.Tensor, radius: torch.Tensor, weight: torch.Tensor, long_side: int,
                  bound: torch.Tensor = None):
-    """Robust grid fit of ``r = sqrt(r0² + (K·|d − d_f|)²)`` to probes; returns ``(d_f, K, cost)`` (K in the
-    probes' px). ``r0`` (0..1.5 px, fitted too) is the image's own softness (anti-aliasing, soft textures), which
-    would otherwise push ``d_f`` off the sharp plane.
+    """Robust grid fit of ``r = sqrt(r0² + (K·|d − d_f|)²)`` to probes; returns ``(d_f, K, cost, unbounded)`` (K in
+    the probes' px; ``unbounded``: K is the grid's largest, :data:`K_TOP_FRACTION` of ``long_side``). ``r0``
+    (0..1.5 px, fitted too) is the image's own softness (anti-aliasing, soft textures), which would otherwise push
+    ``d_f`` off the sharp plane.
 
     ``bound`` (bool per probe): the probe is only an upper bound of the blur (texture edges: a smooth texture
     looks blurred) and is fitted with the pinball loss; the others (silhouettes) with the clipped L1 loss."""
@@ -255,7 +257,7 @@ def fit_blur_law(disp: torch.Tensor, radius: torch.Tensor, weight: torch.Tensor,
     i = int(cost.argmin())
     a, rest = divmod(i, cost.shape[1] * cost.shape[2])
     k = rest // cost.shape[2]
-    return float(d_f.flatten()[a]), float(ks.flatten()[k]), float(cost.flatten()[i])
+    return float(d_f.flatten()[a]), float(ks.flatten()[k]), float(cost.flatten()[i]), k == ks.numel() - 1
 
 
 def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEstimate:
@@ -293,8 +295,8 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
             counts.append(0)
             unbounded.append(False)
             continue
-        d_f, k, cost = fit_blur_law(d, r, wt, long_side, bound)
-        unbounded.append(k >= K_TOP_FRACTION * long_side * (1 - 1e-6))
+        d_f, k, cost, at_top = fit_blur_law(d, r, wt, long_side, bound)
+        unbounded.append(at_top)
         fs.append(d_f)
         ks.append(0.0 if unbounded[-1] else k / scale)
         costs.append(cost)
