@@ -30,6 +30,10 @@ def main(argv=None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"diffcamera {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as exc:  # bad input, unreadable/unwritable files: one line, no trace
+        text = str(exc).strip() or type(exc).__name__
+        print(f"diffcamera {args.command}: error: {text}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"diffcamera {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import parse_point, refuse_existing, require_file
+from .args import parse_point, require_file
 
 CONVENTIONS = {"disparity": "disparity (near bright)", "depth": "depth (near dark)", "metric": "metric depth"}
 
@@ -49,14 +49,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _targets(images, out, suffix, force, flag):
+def _targets(images, out, suffix):
+    """The output file of each image: ``out`` itself for one image (unless it is or ends like a folder), else
+    ``out/NAME<suffix>.png``. Nothing is created here."""
     import os
-    if len(images) == 1 and not out.endswith(os.sep) and not os.path.isdir(out):
-        paths = [out]
-    else:
-        os.makedirs(out, exist_ok=True)
-        paths = [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + suffix + ".png") for p in images]
-    return [refuse_existing(p, force, flag) for p in paths]
+    if len(images) == 1 and not out.endswith(("/", os.sep)) and not os.path.isdir(out):
+        return [out]
+    return [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + suffix + ".png") for p in images]
+
+
+def _check_targets(images, depths, outs, cocs, force):
+    """Every output before any work: a new image file (or ``--force``), never an input, never one name twice."""
+    from .args import check_outputs
+    inputs = [(p, "image") for p in images] + [(p, "--depth") for p in depths]
+    for flag, paths in (("--out", outs), ("--coc", cocs or [])):
+        for i, p in enumerate(paths):
+            for j in range(i):
+                if paths[j] == p:
+                    raise ValueError(f"{flag}: images {images[j]} and {images[i]} would both be written to {p}; "
+                                     f"rename one, or run them separately")
+    pairs = [(p, "--out") for p in outs] + [(p, "--coc") for p in cocs or []]
+    check_outputs(pairs, force, inputs)
 
 
 def run(args) -> int:
@@ -65,34 +78,44 @@ def run(args) -> int:
     from .. import runtime as rt
     from ..core import focus as core_focus
     from ..core.bokeh import coc_to_mask
-    from ..core.checks import check_batch
+    from ..core.checks import check_batch, check_blur_strength
     from ..core.conventions import level_to_K
     from ..core.files import read_disparity, read_image, write_image
     from ..core.video import render_frames
+    from .args import check_number
 
     for i, p in enumerate(list(args.images) + list(args.depth)):
         require_file(p, "image" if i < len(args.images) else "--depth")
     check_batch(len(args.depth), len(args.images), "--depth", "depth maps")
-    outs = _targets(args.images, args.out, "_bokeh", args.force, "--out")
-    cocs = _targets(args.images, args.coc, "_coc", args.force, "--coc") if args.coc else None
+    outs = _targets(args.images, args.out, "_bokeh")
+    cocs = _targets(args.images, args.coc, "_coc") if args.coc else None
+    _check_targets(args.images, args.depth, outs, cocs, args.force)
     point = None if args.focus_disparity is not None else parse_point(args.focus, "--focus")
-    if point is None and not 0 <= args.focus_disparity <= 1:
-        raise ValueError(f"--focus-disparity must be in 0..1, got {args.focus_disparity}")
-    if not (math.isfinite(args.level) and args.level >= 0):
-        raise ValueError(f"--level must be >= 0, got {args.level}")
+    if point is None:
+        check_number(args.focus_disparity, "--focus-disparity", 0.0, 1.0)
+    check_number(args.level, "--level", 0.0)
+
+    def load(i):
+        path = args.images[i]
+        image = read_image(path)
+        h, w = image.shape[-2:]
+        disp = read_disparity(args.depth[i if len(args.depth) > 1 else 0], CONVENTIONS[args.convention],
+                              size=(h, w), name="--depth")
+        K = level_to_K(args.level, h, w)
+        check_blur_strength(K, 1, h, w, "--level")
+        return image, disp, K
+
+    for i in range(len(args.images)):   # every file readable and every level possible before the first render
+        load(i)
     device = rt.device_for(args.device)
     options = dict(mode=args.mode, gamma=args.gamma, blades=args.blades, rotation=math.radians(args.rotation),
                    curvature=args.curvature, highlight_gain=args.highlight_gain,
                    highlight_threshold=args.highlight_threshold, catseye=args.catseye,
                    chromatic_aberration=args.chromatic_aberration, focus_range=args.focus_range)
     with rt.Progress(len(args.images), desc="bokeh") as progress:
-        for i, path in enumerate(args.images):
-            image = read_image(path)
-            h, w = image.shape[-2:]
-            disp = read_disparity(args.depth[i if len(args.depth) > 1 else 0], CONVENTIONS[args.convention],
-                                  size=(h, w), name="--depth")
+        for i in range(len(args.images)):
+            image, disp, K = load(i)
             d_f = args.focus_disparity if point is None else float(core_focus.focus_from_point(disp, *point).disparity[0])
-            K = level_to_K(args.level, h, w)
             out = render_frames(image, disp, d_f, K, depth_name="--depth", device=device, **options)
             write_image(out.image, outs[i])
             if cocs:

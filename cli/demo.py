@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from .args import refuse_existing
+from .args import check_number, check_outputs
+
+#: ``--size`` bounds: the scene generator's least size, and a size the demo still runs in about a minute.
+MIN_SIZE, MAX_SIZE = 8, 2048
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -37,6 +40,7 @@ def run(args) -> int:
 
     import torch
 
+    from ..core.conventions import MAX_LEVEL
     from ..evaluation import demo as demo_core
     from ..runtime import Progress
 
@@ -44,7 +48,20 @@ def run(args) -> int:
         args.out, n = "diffcamera_demo.png", 1
         while os.path.exists(args.out):
             args.out, n = f"diffcamera_demo_{n}.png", n + 1
-    refuse_existing(args.out, args.force)
+    check_outputs([(args.out, "--out")], args.force)
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise ValueError(f"--size must be {MIN_SIZE}..{MAX_SIZE} px, got {args.size}")
+    check_number(args.level, "--level", 0.0, MAX_LEVEL)
+    check_number(args.denoise, "--denoise", 0.0, 1.0, lo_open=True)
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    wanted = {"--model": "a DiffCamera model (.safetensors file or folder), or 'toy' / 'physics'",
+              "--depth-model": "a Depth Anything V2 folder (config.json + model.safetensors, e.g. "
+                               "depth-anything/Depth-Anything-V2-Small-hf)"}
+    for path, flag in ((args.model, "--model"), (args.depth_model, "--depth-model")):
+        if path and path not in ("toy", demo_core.PHYSICS) and not os.path.exists(path):
+            raise FileNotFoundError(f"{flag}: {path!r} does not exist (nothing is downloaded); put {wanted[flag]} "
+                                    f"there, or give its path")
     torch.manual_seed(args.seed)
     with Progress(1, desc="refocus") as progress:
         result = demo_core.run_demo(seed=args.seed, size=args.size, level=args.level, steps=args.steps,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from .args import refuse_existing, require_file
+from .args import check_outputs, require_file
+
+#: Largest ``--process-res`` (the DepthFromImage node's bound).
+MAX_PROCESS_RES = 4102
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -37,7 +40,11 @@ def run(args) -> int:
     from ..core.files import read_image, write_image
 
     require_file(args.image, "image")
-    refuse_existing(args.out, args.force)
+    check_outputs([(args.out, "--out")], args.force, [(args.image, "image")], bits=args.bits)
+    if not 14 <= args.process_res <= MAX_PROCESS_RES:
+        raise ValueError(f"--process-res must be 14..{MAX_PROCESS_RES} px (rounded to a multiple of 14), "
+                         f"got {args.process_res}")
+    image = read_image(args.image)  # an unreadable image is reported before the model loads
     folder = args.model
     if not os.path.isdir(folder):  # a name in the depth_anything model folder, else load_depth_model says what is wrong
         try:
@@ -45,7 +52,6 @@ def run(args) -> int:
         except ValueError:
             folder = args.model
     handle = rt.load_depth_model(folder, dtype=args.dtype, device=args.device)
-    image = read_image(args.image)
     with rt.Progress(1, desc="depth") as progress:
         disparity = core_depth.estimate_disparity_placed(rt.ModelPlacement([handle]), handle.model, image,
                                                          args.process_res, 1, callback=progress)

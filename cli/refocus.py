@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .args import parse_point, refuse_existing, require_file
+from .args import check_number, check_outputs, parse_point, require_file
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -56,24 +56,37 @@ def run(args) -> int:
     from .. import runtime as rt
     from ..core.checks import check_blur_strength, check_same_size
     from ..core.conventions import level_to_K
-    from ..core.files import read_disparity, read_image, write_image
+    import torch
+
+    from ..core.depth import convert_depth_map
+    from ..core.files import read_depth, read_image, write_image
     from ..core.focus import focus_from_point
     from ..core.pipeline import PhysicsOnly
 
-    for out, flag in ((args.out, "--out"), (args.all_in_focus, "--all-in-focus")):
-        refuse_existing(out, args.force, flag)
-    if args.all_in_focus and os.path.abspath(args.all_in_focus) == os.path.abspath(args.out):
-        raise ValueError(f"--all-in-focus and --out are the same file ({args.out}); give each its own name")
+    check_outputs([(args.out, "--out"), (args.all_in_focus, "--all-in-focus")], args.force,
+                  [(args.image, "image"), (args.depth, "--depth")])
+    check_number(args.level, "--level", 0.0)
+    check_number(args.input_level, "--input-level", 0.0, hint=" (0 = the input is all in focus)")
+    check_number(args.denoise, "--denoise", 0.0, 1.0, lo_open=True)
+    check_number(args.guidance, "--guidance")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.tile < -1:
+        raise ValueError(f"--tile must be -1 (never tile), 0 (automatic) or a size in px, got {args.tile}")
+    point = parse_point(args.focus, "--focus")
+    input_point = None if args.input_focus is None else parse_point(args.input_focus, "--input-focus")
     image = read_image(require_file(args.image, "image"))
-    disp = read_disparity(require_file(args.depth, "--depth"), normalise=False, name="--depth")
+    raw = read_depth(require_file(args.depth, "--depth"))
+    if bool(torch.isfinite(raw).all()) and (float(raw.min()) < 0.0 or float(raw.max()) > 1.0):  # not clipped silently
+        raise ValueError(f"--depth {args.depth} holds values {float(raw.min()):g}..{float(raw.max()):g} but refocus "
+                         f"reads disparity 0..1 (near = 1); save it normalised to 0..1 (as `diffcamera depth` "
+                         f"writes it), or convert it first")
+    disp = convert_depth_map(raw, normalise=False, name="--depth")
     check_same_size(disp, image.shape[-2:], "--depth", "use the depth of this image")
-    focus = focus_from_point(disp, *parse_point(args.focus, "--focus"))
+    focus = focus_from_point(disp, *point)
     h, w = image.shape[-2:]
     K = level_to_K(args.level, h, w)
-    input_d = None if args.input_focus is None else focus_from_point(disp, *parse_point(args.input_focus,
-                                                                                       "--input-focus")).disparity
-    if args.input_level is not None and not args.input_level >= 0:
-        raise ValueError(f"--input-level must be >= 0 (0 = the input is all in focus), got {args.input_level}")
+    input_d = None if input_point is None else focus_from_point(disp, *input_point).disparity
     input_K = None if args.input_level is None else level_to_K(args.input_level, h, w)
     check_blur_strength(K, 1, h, w, "--level")
     check_blur_strength(input_K, 1, h, w, "--input-level")

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Largest ``--size`` (px): a training pair group at 4096² already holds several GiB.
+MAX_SIZE = 4096
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="simulate refocus training pairs from images+depth or procedural scenes",
@@ -47,6 +50,49 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _check(args, depth_model) -> None:
+    """Every argument and the image folder before ``--out`` is created: a run refused later would leave a
+    ``simulate_config.json`` there that ties the folder to the refused arguments."""
+    import os
+
+    from ..core.conventions import LATENT_MULTIPLE, MAX_LEVEL
+    from ..evaluation.scenes import KINDS
+    from ..training.simulate import scan_folder
+    from .args import check_folder_for, check_number
+
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file; give a folder for the dataset (created; rerun to resume)")
+    check_folder_for(args.out, "--out", is_folder=True)
+    for flag, value, least in (("--size", args.size, LATENT_MULTIPLE), ("--variants", args.variants, 1),
+                               ("--shard-size", args.shard_size, 1), ("--workers", args.workers, 1)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    if args.size > MAX_SIZE:
+        raise ValueError(f"--size must be at most {MAX_SIZE} px, got {args.size}")
+    if args.size % LATENT_MULTIPLE:
+        raise ValueError(f"--size must be a multiple of {LATENT_MULTIPLE}, got {args.size}")
+    check_number(args.level_min, "--level-min", 0.0, MAX_LEVEL)
+    check_number(args.level_max, "--level-max", 0.0, MAX_LEVEL)
+    if args.level_min > args.level_max:
+        raise ValueError(f"--level-min {args.level_min:g} is above --level-max {args.level_max:g}; swap them")
+    check_number(args.min_separation, "--min-separation", 0.0, 1.0)
+    check_number(args.p_aif, "--p-aif", 0.0, 1.0, hint=" (a probability)")
+    check_number(args.min_sharpness, "--min-sharpness", 0.0)
+    if args.scenes is not None:
+        if args.scenes < 1:
+            raise ValueError(f"--scenes must be at least 1, got {args.scenes}")
+        kinds = [k.strip() for k in args.scene_kinds.split(",") if k.strip()]
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown or not kinds:
+            raise ValueError(f"--scene-kinds: unknown kind(s) {', '.join(unknown) or '(none given)'}; use a "
+                             f"comma-separated list of {', '.join(KINDS)}")
+    else:
+        if not os.path.isdir(args.images):
+            what = "is a file, not a folder" if os.path.exists(args.images) else "does not exist"
+            raise FileNotFoundError(f"--images {args.images} {what}; give the folder of all-in-focus images")
+        scan_folder(args.images, have_depth_model=bool(depth_model))
+
+
 def run(args) -> int:
     import os
 
@@ -56,6 +102,7 @@ def run(args) -> int:
     depth_model = args.depth_model
     if depth_model and not os.path.isdir(depth_model):  # a local user: any folder, else a name in the model folder
         depth_model = rt.find_model("depth_anything", depth_model, "--depth-model", kind="dir")
+    _check(args, depth_model)
     opts = SimulateOptions(size=args.size, variants=args.variants, level_range=(args.level_min, args.level_max),
                            min_plane_separation=args.min_separation, p_aif=args.p_aif,
                            min_sharpness=args.min_sharpness, shard_size=args.shard_size, seed=args.seed,

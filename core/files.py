@@ -1,6 +1,7 @@
 """File formats, read and written in one place: images and depth maps (the CLI, the simulator's image folders).
 
-* **Images**: anything Pillow opens, read as RGB (grey, palette and alpha images are converted; alpha dropped)
+* **Images**: anything Pillow opens, read as RGB (grey, palette and alpha images are converted; alpha dropped;
+  16-bit grey ``/65535``, 32-bit integer and float grey as for depth maps, clipped to ``0..1``)
   -> ``[1, 3, H, W]`` float32 sRGB ``0..1`` (:func:`read_image`).
 * **Depth maps** (:func:`read_depth`): grey images (8-bit ``/255``, 16-bit ``I;16*`` ``/65535``, 32-bit integer
   ``I`` ``/65535`` up to 65535 else ``/max``, float ``F`` as stored; colour images are read as their luma), or
@@ -9,7 +10,9 @@
   :func:`diffcamera.core.depth.convert_depth_map` (``"disparity (near bright)"`` as ``diffcamera depth`` writes
   it, ``"depth (near dark)"``, ``"metric depth"``).
 * **Writing** (:func:`write_image`): a core image ``[1|C, H, W]`` or ``[1, C, H, W]`` (C = 3 RGB or 1 grey) in
-  ``0..1`` to PNG (or the format of the file's extension) at 8 bits, grey also at 16 bits; written to a temporary
+  ``0..1`` in the format of the file's extension (:data:`WRITE_FORMATS`: PNG, JPEG, WebP, TIFF, BMP; any other
+  extension, or none, is refused by :func:`check_write_path` before anything is computed) at 8 bits, grey also
+  at 16 bits (PNG, TIFF); written to a temporary
   file first and renamed (:func:`diffcamera.core.safe_paths.atomic_write`), so a failed write leaves nothing half
   written. Refusing to overwrite is the caller's (``--force``).
 
@@ -27,6 +30,26 @@ from . import safe_paths
 
 #: Pillow modes of 16-bit grey images (their values are ``/65535``).
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+#: File extensions :func:`write_image` writes, and their Pillow format.
+WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+                 ".bmp": "BMP"}
+#: The formats of :data:`WRITE_FORMATS` that hold 16-bit grey.
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+
+
+def check_write_path(path: str, name: str = "output", bits: int = 8) -> str:
+    """``path`` ends in an extension :func:`write_image` writes at ``bits`` (8, or 16 for grey): else
+    ``ValueError`` naming ``name`` and the extensions to use. Returns the Pillow format."""
+    ext = os.path.splitext(path)[1].lower()
+    fmt = WRITE_FORMATS.get(ext)
+    if fmt is None:
+        known = ", ".join(WRITE_FORMATS)
+        stem = os.path.splitext(path)[0] or "out"
+        what = f"extension {ext!r} is not an image format this writes" if ext else "has no extension"
+        raise ValueError(f"{name} {path}: {what}; end the name in one of {known} (e.g. {stem}.png)")
+    if bits == 16 and fmt not in SIXTEEN_BIT_FORMATS:
+        raise ValueError(f"{name} {path}: {fmt} cannot hold 16-bit grey; use .png or .tif, or 8 bits")
+    return fmt
 
 
 def _open_error(path: str, what: str, exc: Exception) -> ValueError:
@@ -38,11 +61,17 @@ def read_image(path: str) -> torch.Tensor:
     from PIL import Image
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            if im.mode in SIXTEEN_BIT_MODES or im.mode in ("I", "F"):  # Pillow's convert("RGB") clips these at 255
+                arr = np.repeat(_grey_values(im)[..., None], 3, axis=2)
+            else:
+                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types
         raise _open_error(path, "image", exc) from exc
     if arr.size == 0:
         raise ValueError(f"{path}: empty image")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: the image holds NaN or infinite values; save it with finite colours 0..1")
+    arr = np.clip(arr, 0.0, 1.0)
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
@@ -101,9 +130,8 @@ def write_image(image: torch.Tensor, path: str, bits: int = 8) -> None:
     arr = t.detach().float().clamp(0, 1).cpu().numpy()
     scale, dtype = (65535.0, np.uint16) if bits == 16 else (255.0, np.uint8)
     arr = np.round(arr * scale).astype(dtype)
+    fmt = check_write_path(path, "write_image:", bits)
     picture = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
-    ext = os.path.splitext(path)[1].lower()
-    fmt = Image.registered_extensions().get(ext, "PNG")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with safe_paths.atomic_write(path) as tmp:
         picture.save(tmp, format=fmt)
