@@ -63,17 +63,27 @@ def resolve_dtype(name: str, device) -> torch.dtype:
 EDGE_THRESHOLD = 0.03
 
 
-def depth_edges(disparity: torch.Tensor, threshold: float = EDGE_THRESHOLD) -> torch.Tensor:
+def depth_edges(disparity: torch.Tensor, threshold: float = EDGE_THRESHOLD, max_spacing: int = 1) -> torch.Tensor:
     """``[B, 1, H, W]`` bool: the pixels on either side of a disparity step above ``threshold``.
 
     Uses second differences along rows and columns, so smooth slopes (slanted and ground planes, at any size)
-    are not edges while a step marks the two pixels that meet at it.
+    are not edges while a step marks the two pixels that meet at it. With ``max_spacing > 1`` the second
+    differences are also taken ``2, 4, …`` px apart (up to ``max_spacing``), which finds steps spread over a few
+    pixels — a depth model's soft edges — and marks a band up to ``max_spacing`` px wide each side of them; a
+    plane's slope is not marked as long as it changes by less than ``threshold`` over ``max_spacing`` px.
     """
-    d = F.pad(disparity.float(), (1, 1, 1, 1), mode="replicate")
-    c = d[..., 1:-1, 1:-1]
-    dxx = (d[..., 1:-1, 2:] - 2 * c + d[..., 1:-1, :-2]).abs()
-    dyy = (d[..., 2:, 1:-1] - 2 * c + d[..., :-2, 1:-1]).abs()
-    return torch.maximum(dxx, dyy) > threshold
+    d0 = disparity.float()
+    out = None
+    s = 1
+    while s <= max(1, int(max_spacing)):
+        d = F.pad(d0, (s, s, s, s), mode="replicate")
+        c = d[..., s:-s, s:-s]
+        dxx = (d[..., s:-s, 2 * s:] - 2 * c + d[..., s:-s, :-2 * s]).abs()
+        dyy = (d[..., 2 * s:, s:-s] - 2 * c + d[..., :-2 * s, s:-s]).abs()
+        edge = torch.maximum(dxx, dyy) > threshold
+        out = edge if out is None else out | edge
+        s *= 2
+    return out
 
 
 def download_hint(folder_hint: str = "models/depth_anything") -> str:

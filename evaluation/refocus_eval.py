@@ -104,6 +104,27 @@ def physics_estimated(case: Dict) -> torch.Tensor:
     return res.image
 
 
+#: Gaussian σ of :func:`soft_depth`, as a fraction of the long side.
+SOFT_DEPTH_SIGMA = 1 / 128
+
+
+def soft_depth(disparity: torch.Tensor) -> torch.Tensor:
+    """``[B,1,H,W]`` the exact disparity with its edges softened like a depth model's (a Gaussian of σ =
+    :data:`SOFT_DEPTH_SIGMA` of the long side: 2 px at 256²): what the refocus gets from DepthEstimate on a real
+    photo, where no depth map has one-pixel steps."""
+    from kornia.filters import gaussian_blur2d
+    sigma = max(disparity.shape[-2:]) * SOFT_DEPTH_SIGMA
+    k = 2 * math.ceil(3 * sigma) + 1
+    return gaussian_blur2d(disparity.float(), (k, k), (sigma, sigma), border_type="replicate").clamp(0, 1)
+
+
+def physics_estimated_soft_depth(case: Dict) -> torch.Tensor:
+    """:func:`physics_estimated` given :func:`soft_depth` instead of the exact depth (the blur estimate and the
+    deconvolution both see the softened edges; the request's focus disparity is the case's own)."""
+    from ..core.physics import refocus_physics
+    return refocus_physics(case["input"], soft_depth(case["disparity"]), case["d_req"], case["K"]).image
+
+
 def baseline_methods() -> Dict[str, Callable[[Dict], torch.Tensor]]:
     """``{name: fn(case) -> image}`` of the baselines and the oracle."""
     from ..core.bokeh import render_bokeh

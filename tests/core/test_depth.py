@@ -218,3 +218,17 @@ def test_cli_writes_a_16_bit_png_and_never_overwrites(tiny_dir, tmp_path, capsys
         assert im.mode == "L" and im.size == (44, 30)
     assert main(["depth", str(src), "--model", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.png")]) == 2
     assert "Depth-Anything-V2-Small-hf" in capsys.readouterr().err
+
+
+def test_depth_edges_find_soft_steps_only_when_asked_and_never_mark_planes():
+    """A step spread over 6 px (a depth model's soft edge) has no one-pixel second difference above the threshold;
+    with ``max_spacing=4`` it is found, while a steep plane (0.01 per px, a kink where it meets a flat one) is not."""
+    x = torch.arange(64, dtype=torch.float32)
+    soft = (0.24 * ((x - 29) / 6).clamp(0, 1)).view(1, 1, 1, 64).expand(1, 1, 8, 64)
+    assert not D.depth_edges(soft, 0.05).any()
+    found = D.depth_edges(soft, 0.05, max_spacing=4)[0, 0, 0]
+    assert found[26:38].any() and not found[:20].any() and not found[45:].any()
+    plane = (0.01 * (x - 32).clamp_min(0)).view(1, 1, 1, 64).expand(1, 1, 8, 64)
+    assert not D.depth_edges(plane, 0.05, max_spacing=4).any()
+    hard = (x >= 32).float().view(1, 1, 1, 64).expand(1, 1, 8, 64)
+    assert torch.equal(D.depth_edges(hard, 0.05)[0, 0, 0].nonzero().flatten(), torch.tensor([31, 32]))

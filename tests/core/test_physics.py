@@ -119,6 +119,21 @@ def test_the_estimate_finds_the_sharp_plane_and_the_blur_strength():
     assert float(sharp.K[0]) < 3.0   # (a 3-px stripe texture reads as ~2 px of blur)
 
 
+def test_the_estimate_measures_across_a_soft_depth_edge():
+    """A depth model's edges are soft: the same two planes with their depth step spread by a Gaussian (σ 3 px at
+    128²) still give silhouette measurements, and the blur strength within a third (before, no edge was found and the
+    estimate fell back on texture)."""
+    from kornia.filters import gaussian_blur2d
+    img, _ = _two_planes(128, 128)
+    d2 = torch.zeros(1, 1, 128, 128)
+    d2[..., 36:92, 36:92] = 0.9
+    soft = gaussian_blur2d(d2, (19, 19), (3.0, 3.0), border_type="replicate")
+    est = estimate_input_blur(_blur(img, d2, 0.0, 10.0), soft)
+    assert est.edge_observations[0] > 0 and est.caveat(0) == ""
+    assert abs(float(est.focus_disparity[0])) < 0.25
+    assert 0.65 * 10.0 < float(est.K[0]) < 1.35 * 10.0
+
+
 def test_an_estimate_from_texture_alone_says_it_is_weak():
     """A slanted plane has no depth edge: the estimate rests on texture and its description tells the user to set
     the input's focus and level if they know them (the node's text preview and the CLI print it)."""
