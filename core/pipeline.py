@@ -63,7 +63,8 @@ class Denoiser(Protocol):
 class RefocusOutput:
     """``image`` (the refocused image) and ``all_in_focus`` ``[B, 3, H, W]`` sRGB ``0..1`` on the CPU; ``physics``
     the physics stage's refocus (equal to ``image`` without a denoiser); the input blur used and, when it was
-    estimated, the :class:`~diffcamera.core.physics.BlurEstimate`."""
+    estimated, the :class:`~diffcamera.core.physics.BlurEstimate` (``estimated``: whether the focus and the strength
+    each came from it)."""
 
     image: torch.Tensor
     all_in_focus: torch.Tensor
@@ -71,9 +72,10 @@ class RefocusOutput:
     input_focus_disparity: torch.Tensor
     input_K: torch.Tensor
     estimate: Optional[BlurEstimate]
+    estimated: Tuple[bool, bool] = (False, False)
 
     def describe(self) -> str:
-        return describe_input_blur(self.input_focus_disparity, self.input_K, self.estimate)
+        return describe_input_blur(self.input_focus_disparity, self.input_K, self.estimate, self.estimated)
 
 
 class _Stages:
@@ -199,4 +201,4 @@ class RefocusPipeline:
                     from None
             raise
         return RefocusOutput(out.float().cpu().clamp(0, 1), phys.all_in_focus.float().cpu(), phys.image.float().cpu(),
-                             phys.input_focus_disparity, phys.input_K, phys.estimate)
+                             phys.input_focus_disparity, phys.input_K, phys.estimate, phys.estimated)

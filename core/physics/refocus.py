@@ -15,7 +15,7 @@ weights: it is the DiffCameraRefocus node's default ("physics") and the starting
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
@@ -42,6 +42,8 @@ class PhysicsResult:
         input_K: ``[B]`` the input's blur strength used, px per unit disparity at this resolution.
         estimate: the :class:`BlurEstimate` when the input's blur was estimated, else ``None``.
         iterations: CG iterations run per image.
+        estimated: whether ``(input_focus_disparity, input_K)`` each came from ``estimate`` (a given one overrides
+            its estimate).
     """
 
     image: torch.Tensor
@@ -51,19 +53,27 @@ class PhysicsResult:
     input_K: torch.Tensor
     estimate: Optional[BlurEstimate]
     iterations: int
+    estimated: Tuple[bool, bool] = (False, False)
 
     def describe(self) -> str:
-        return describe_input_blur(self.input_focus_disparity, self.input_K, self.estimate)
+        return describe_input_blur(self.input_focus_disparity, self.input_K, self.estimate, self.estimated)
 
 
-def describe_input_blur(focus_disparity: torch.Tensor, K: torch.Tensor, estimate: Optional[BlurEstimate]) -> str:
-    """One line per image of the input blur a refocus used (``[B]`` focus disparities and ``K`` px), saying whether
-    it was estimated and, where the estimate is weak, :meth:`BlurEstimate.caveat`."""
+def describe_input_blur(focus_disparity: torch.Tensor, K: torch.Tensor, estimate: Optional[BlurEstimate],
+                        estimated: Tuple[bool, bool] = (True, True)) -> str:
+    """One line per image of the input blur a refocus used (``[B]`` focus disparities and ``K`` px), saying which of
+    the two were estimated (``estimated``; both given when ``estimate`` is ``None``) and, where an estimated blur is
+    weak, :meth:`BlurEstimate.caveat`."""
+    focus_est, k_est = estimated if estimate is not None else (False, False)
+    how = lambda est: "estimated" if est else "given"  # noqa: E731
     parts = []
     for i, (d, k) in enumerate(zip(focus_disparity, K)):
-        how = "given" if estimate is None else "estimated"
-        line = f"input focus disparity {float(d):.3f}, blur K {float(k):.2f} px ({how})"
-        caveat = "" if estimate is None else estimate.caveat(i)
+        if focus_est == k_est:
+            line = f"input focus disparity {float(d):.3f}, blur K {float(k):.2f} px ({how(k_est)})"
+        else:
+            line = (f"input focus disparity {float(d):.3f} ({how(focus_est)}), "
+                    f"blur K {float(k):.2f} px ({how(k_est)})")
+        caveat = estimate.caveat(i) if k_est else ""
         parts.append(line + (f": {caveat}" if caveat else ""))
     return "; ".join(parts)
 
@@ -131,4 +141,5 @@ def refocus_physics(image: torch.Tensor, disparity: torch.Tensor, focus_disparit
         coc = k_req.view(-1, 1, 1, 1) * (disp - d_req.view(-1, 1, 1, 1))
         out = LayeredOperator(coc, aperture=aperture)(sol.image, hidden=sol.hidden)
     return PhysicsResult(linear_to_srgb(out.clamp(0, 1)), linear_to_srgb(sol.image), linear_to_srgb(sol.hidden),
-                         d_in.cpu(), k_in.cpu(), estimate, sol.iterations)
+                         d_in.cpu(), k_in.cpu(), estimate, sol.iterations,
+                         (input_focus_disparity is None, input_K is None))

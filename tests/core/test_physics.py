@@ -147,6 +147,9 @@ def test_an_estimate_from_texture_alone_says_it_is_weak():
     given = refocus_physics(_blur(img, ramp, 0.1, 8.0), ramp, 0.9, 8.0, input_focus_disparity=0.1, input_K=8.0,
                             settings=FAST)
     assert given.describe() == "input focus disparity 0.100, blur K 8.00 px (given)"
+    half = refocus_physics(_blur(img, ramp, 0.1, 8.0), ramp, 0.9, 8.0, input_K=8.0, settings=FAST)
+    assert half.describe().endswith("blur K 8.00 px (given)") and "(estimated)" in half.describe()
+    assert "texture alone" not in half.describe()      # the caveat is about the blur, which was given
 
 
 def test_an_unbounded_fit_assumes_no_blur_and_says_so():
