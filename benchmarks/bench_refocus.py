@@ -119,14 +119,13 @@ def estimation(cases_by_size: dict, log=print) -> None:
     log("\n| thin-lens input, **soft depth** (edges softened like a depth model's), by scene kind | focus-disparity "
         "error (median) | level error (median) | level off by > 50 % |\n|---|---|---|---|")
     from diffcamera.evaluation.refocus_eval import soft_depth
+    lens, soft = renders["thin lens (a real lens)"], lambda c: soft_depth(c["disparity"])  # noqa: E731
     for size, cases in cases_by_size.items():
-        log(_estimate_errors(cases, renders["thin lens (a real lens)"], f"all kinds, {size}²",
-                             lambda c: soft_depth(c["disparity"])))
+        log(_estimate_errors(cases, lens, f"all kinds, {size}²", soft))
         for kind in ("layers", "mixed"):
             some = [c for c in cases if c["kind"] == kind]
             if some:
-                log(_estimate_errors(some, renders["thin lens (a real lens)"], f"{kind}, {size}²",
-                                     lambda c: soft_depth(c["disparity"])))
+                log(_estimate_errors(some, lens, f"{kind}, {size}²", soft))
     log("\n| all-in-focus input (truth: level 0) | estimated level (median) | (max) |\n|---|---|---|")
     for size, cases in cases_by_size.items():
         levels = [float(estimate_input_blur(c["aif"], c["disparity"]).level[0]) for c in cases]
