@@ -20,6 +20,7 @@ Nothing here imports ComfyUI.
 from __future__ import annotations
 
 import os
+import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable, List, Optional
@@ -349,19 +350,25 @@ def request_interrupt() -> None:
     _interrupt_flag = True
 
 
+#: Seconds between progress lines when stderr is not a terminal (a log file, CI): each redraw is a new line there.
+LOG_PROGRESS_INTERVAL = 15.0
+
+
 class ProgressBar:
-    """A tqdm bar set to absolute positions; previews are not shown."""
+    """A tqdm bar set to absolute positions; previews are not shown. On a terminal it redraws at most ten times a
+    second; written to a log (stderr not a terminal) at most every :data:`LOG_PROGRESS_INTERVAL` seconds."""
 
     shows_previews = False
 
     def __init__(self, total: int, desc: str = "", node_id: Optional[str] = None, enable: bool = True):
         from tqdm.auto import tqdm
-        self._tqdm = tqdm(total=int(total), desc=desc, disable=not enable, leave=False)
+        interval = 0.1 if sys.stderr.isatty() else LOG_PROGRESS_INTERVAL
+        self._tqdm = tqdm(total=int(total), desc=desc, disable=not enable, leave=False, mininterval=interval,
+                          maxinterval=max(10.0, interval))
 
     def update(self, done: int, total: int, preview=None) -> None:
         self._tqdm.total = int(total)
-        self._tqdm.n = int(done)
-        self._tqdm.refresh()
+        self._tqdm.update(int(done) - self._tqdm.n)   # redraws only when mininterval has passed
 
     def close(self) -> None:
         self._tqdm.close()

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+from typing import List
 
 #: Subcommands in ``--help`` order.
 SUBCOMMANDS = ("demo", "bokeh", "depth", "refocus", "simulate", "train", "bench")
+#: A value that starts like a negative number: ``-0.1,0``, ``-.5``, ``-1e-3`` (never a flag name).
+NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,9 +26,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_negative_values(parser: argparse.ArgumentParser, argv: List[str]) -> List[str]:
+    """``--flag -0.1,0`` -> ``--flag=-0.1,0`` for options that take a value: argparse reads a value that starts with
+    ``-`` and is not a plain negative number as a flag ("expected one argument"), where the option's own check
+    would say what is wrong with it."""
+    takes_value = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                takes_value |= {o for a in sub._actions if a.option_strings and a.nargs is None
+                                for o in a.option_strings}
+    out: List[str] = []
+    for token in argv:
+        if out and out[-1] in takes_value and NEGATIVE_VALUE.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(parser, list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0

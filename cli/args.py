@@ -25,18 +25,9 @@ def parse_point(text: str, flag: str = "--focus") -> Tuple[float, float]:
 def check_number(value: Optional[float], flag: str, lo: float = -math.inf, hi: float = math.inf,
                  lo_open: bool = False, hint: str = "") -> Optional[float]:
     """``value`` (``None`` passes) is finite and in ``lo..hi`` (``lo`` excluded with ``lo_open``), else
-    ``ValueError`` naming ``flag``."""
-    if value is None:
-        return None
-    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        if lo > -math.inf and hi < math.inf:
-            want = f"in ({lo:g}, {hi:g}]" if lo_open else f"in {lo:g}..{hi:g}"
-        elif lo > -math.inf:
-            want = f"{'>' if lo_open else '>='} {lo:g}"
-        else:
-            want = f"<= {hi:g}"
-        raise ValueError(f"{flag} must be a finite number {want}{hint}, got {value:g}")
+    ``ValueError`` naming ``flag`` (:func:`diffcamera.core.checks.check_values`)."""
+    from ..core.checks import check_values
+    check_values(value, 1, flag, lo, hi, lo_open=lo_open, hint=hint)
     return value
 
 

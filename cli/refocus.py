@@ -16,6 +16,9 @@ import os
 
 from .args import check_number, check_outputs, parse_point, require_file
 
+#: ``--model`` values that name a built-in choice instead of a file, in any case (``./toy`` for a file of that name).
+NAMED_MODELS = ("physics", "toy")
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("refocus", help="refocus an image with the DiT refocus model",
@@ -26,7 +29,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=20.0,
                    help="bokeh level: blur px per 1024 px of long side at disparity difference 1 (default: %(default)s)")
     p.add_argument("--model", default="physics",
-                   help="'physics' (no weights), 'toy', a DiffCamera model, or a FLUX.1 base (default: %(default)s)")
+                   help="'physics' (no weights), 'toy' (either in any case), a DiffCamera model, or a FLUX.1 base "
+                        "(default: %(default)s)")
     p.add_argument("--input-focus", default=None,
                    help="where the input is sharp now, 'x,y' normalised; default: estimated from the image")
     p.add_argument("--input-level", type=float, default=None,
@@ -90,11 +94,12 @@ def run(args) -> int:
     input_K = None if args.input_level is None else level_to_K(args.input_level, h, w)
     check_blur_strength(K, 1, h, w, "--level")
     check_blur_strength(input_K, 1, h, w, "--input-level")
-    if args.model == "physics":
+    model = args.model.strip().lower() if args.model.strip().lower() in NAMED_MODELS else args.model
+    if model == "physics":
         pipe = rt.refocus_pipeline(PhysicsOnly())
     else:
         from ..core.dit.loading import describe
-        handle = rt.load_refocus_model(args.model, args.vae, args.lora, family=args.family, dtype=args.dtype,
+        handle = rt.load_refocus_model(model, args.vae, args.lora, family=args.family, dtype=args.dtype,
                                        storage=args.storage, offload=args.offload)
         print(describe(handle.model))
         pipe = rt.refocus_pipeline(handle)

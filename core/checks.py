@@ -57,15 +57,18 @@ def check_batch(count: int, batch: int, name: str, what: str = "maps", per: str 
         raise ValueError(f"{name}: {count} {what} for {batch} {per}; give one, or one per {per.rstrip('s')}")
 
 
-def check_values(value, batch: int, name: str, lo: float = float("-inf"), hi: float = float("inf"),
-                 ) -> Optional[torch.Tensor]:
-    """A number or ``[1|B]`` values (``None`` passes), finite and in ``lo..hi``; returns them ``[n]`` float64."""
+def check_values(value, batch: int, name: str, lo: float = float("-inf"), hi: float = float("inf"), *,
+                 lo_open: bool = False, hint: str = "") -> Optional[torch.Tensor]:
+    """A number or ``[1|B]`` values (``None`` passes), finite and in ``lo..hi`` (``lo`` itself refused with
+    ``lo_open``); returns them ``[n]`` float64. ``hint`` is added to the message (what a value means)."""
     if value is None:
         return None
     t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
     check_batch(t.numel(), batch, name, "values")
-    if not bool(torch.isfinite(t).all()) or bool((t < lo).any()) or bool((t > hi).any()):
-        raise ValueError(f"{name}: must be finite{_range(lo, hi)}, got {t.tolist()}")
+    too_low = (t <= lo) if lo_open else (t < lo)
+    if not bool(torch.isfinite(t).all()) or bool(too_low.any()) or bool((t > hi).any()):
+        got = f"{float(t[0]):g}" if t.numel() == 1 else str(t.tolist())
+        raise ValueError(f"{name}: must be finite{_range(lo, hi, lo_open)}{hint}, got {got}")
     return t
 
 
@@ -83,11 +86,11 @@ def check_blur_strength(K, batch: int, height: int, width: int, name: str = "K")
     return t
 
 
-def _range(lo: float, hi: float) -> str:
+def _range(lo: float, hi: float, lo_open: bool = False) -> str:
     if lo > float("-inf") and hi < float("inf"):
-        return f" and in {lo:g}..{hi:g}"
+        return f" and in ({lo:g}, {hi:g}]" if lo_open else f" and in {lo:g}..{hi:g}"
     if lo > float("-inf"):
-        return f" and >= {lo:g}"
+        return f" and {'>' if lo_open else '>='} {lo:g}"
     if hi < float("inf"):
         return f" and <= {hi:g}"
     return ""

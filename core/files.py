@@ -2,10 +2,13 @@
 
 * **Images**: anything Pillow opens, read as RGB (grey, palette and alpha images are converted; alpha dropped;
   16-bit grey ``/65535``, 32-bit integer and float grey as for depth maps, clipped to ``0..1``)
-  -> ``[1, 3, H, W]`` float32 sRGB ``0..1`` (:func:`read_image`).
+  -> ``[1, 3, H, W]`` float32 sRGB ``0..1`` (:func:`read_image`), turned upright by its EXIF orientation (a
+  phone's portrait JPEG), as ComfyUI's LoadImage does.
 * **Depth maps** (:func:`read_depth`): grey images (8-bit ``/255``, 16-bit ``I;16*`` ``/65535``, 32-bit integer
   ``I`` ``/65535`` up to 65535 else ``/max``, float ``F`` as stored; colour images are read as their luma), or
-  arrays: ``.npy`` (never pickled) and ``.safetensors`` (the first tensor), as stored -> ``[1, 1, H, W]`` float32
+  arrays: ``.npy`` (never pickled) and ``.safetensors`` (the first tensor), as stored (images turned upright by
+  their EXIF orientation like :func:`read_image`, so a depth map saved with its photo's tag stays aligned with it)
+  -> ``[1, 1, H, W]`` float32
   in the file's own convention; :func:`read_disparity` turns that into our disparity with
   :func:`diffcamera.core.depth.convert_depth_map` (``"disparity (near bright)"`` as ``diffcamera depth`` writes
   it, ``"depth (near dark)"``, ``"metric depth"``).
@@ -56,11 +59,18 @@ def _open_error(path: str, what: str, exc: Exception) -> ValueError:
     return ValueError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})")
 
 
+def _upright(im):
+    """The Pillow image ``im`` turned as its EXIF orientation tag says (itself when it has none)."""
+    from PIL import ImageOps
+    return ImageOps.exif_transpose(im)
+
+
 def read_image(path: str) -> torch.Tensor:
-    """An image file -> ``[1, 3, H, W]`` float32 sRGB ``0..1``."""
+    """An image file -> ``[1, 3, H, W]`` float32 sRGB ``0..1``, upright (EXIF orientation applied)."""
     from PIL import Image
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as raw:
+            im = _upright(raw)
             if im.mode in SIXTEEN_BIT_MODES or im.mode in ("I", "F"):  # Pillow's convert("RGB") clips these at 255
                 arr = np.repeat(_grey_values(im)[..., None], 3, axis=2)
             else:
@@ -97,7 +107,7 @@ def read_depth(path: str) -> torch.Tensor:
         else:
             from PIL import Image
             with Image.open(path) as im:
-                arr = _grey_values(im)
+                arr = _grey_values(_upright(im))
     except Exception as exc:  # noqa: BLE001 - numpy, safetensors and Pillow raise many types
         raise _open_error(path, "depth map", exc) from exc
     while arr.ndim > 2 and arr.shape[0] == 1:     # leading batch / channel axes of one ([1, 1, H, W] arrays)

@@ -87,10 +87,10 @@ def test_bad_out_paths_are_refused_before_work(scene, capsys, cmd, out, needle):
     assert not (scene / "o.xyz").exists() and not (scene / "noext").exists()
 
 
-@pytest.mark.parametrize("extra,needle", [(["--level", "nan"], "--level must be a finite number >= 0, got nan"),
-                                          (["--level", "-1"], "--level must be a finite number >= 0, got -1"),
-                                          (["--input-level", "nan"], "--input-level must be a finite number"),
-                                          (["--denoise", "0"], "--denoise must be a finite number in (0, 1]"),
+@pytest.mark.parametrize("extra,needle", [(["--level", "nan"], "--level: must be finite and >= 0, got nan"),
+                                          (["--level", "-1"], "--level: must be finite and >= 0, got -1"),
+                                          (["--input-level", "nan"], "--input-level: must be finite"),
+                                          (["--denoise", "0"], "--denoise: must be finite and in (0, 1]"),
                                           (["--steps", "0"], "--steps must be at least 1")])
 def test_refocus_numbers_are_checked_as_given(scene, capsys, extra, needle):
     assert main(["refocus", str(scene / "img.png"), "--depth", str(scene / "d.png"), "--focus", "0.5,0.5",
@@ -120,9 +120,9 @@ def torch_close(t, ref):
     return np.abs(t.numpy() - ref).max() < 1e-4
 
 
-@pytest.mark.parametrize("extra,needle", [(["--level", "nan"], "--level must be a finite number in 0..1024"),
+@pytest.mark.parametrize("extra,needle", [(["--level", "nan"], "--level: must be finite and in 0..1024"),
                                           (["--size", "100000"], "--size must be 8..2048"),
-                                          (["--denoise", "0"], "--denoise must be a finite number in (0, 1]"),
+                                          (["--denoise", "0"], "--denoise: must be finite and in (0, 1]"),
                                           (["--model", "missing.safetensors"], "--model: 'missing.safetensors' does not exist"),
                                           (["--depth-model", "nothing"], "--depth-model: 'nothing' does not exist"),
                                           (["-o", "sheet.xyz"], "extension '.xyz'")])
@@ -133,8 +133,8 @@ def test_demo_checks_its_arguments_first(tmp_path, monkeypatch, capsys, extra, n
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("extra,needle", [(["--scenes", "1", "--p-aif", "2"], "--p-aif must be a finite number in 0..1"),
-                                          (["--scenes", "1", "--level-max", "1e9"], "--level-max must be"),
+@pytest.mark.parametrize("extra,needle", [(["--scenes", "1", "--p-aif", "2"], "--p-aif: must be finite and in 0..1"),
+                                          (["--scenes", "1", "--level-max", "1e9"], "--level-max: must be"),
                                           (["--scenes", "1", "--scene-kinds", "foo"], "--scene-kinds: unknown kind(s) foo"),
                                           (["--scenes", "0"], "--scenes must be at least 1"),
                                           (["--scenes", "1", "--size", "100000"], "--size must be at most"),
@@ -174,3 +174,24 @@ def test_depth_refuses_sixteen_bit_jpeg_and_bad_process_res_before_loading(scene
     assert main(["depth", str(scene / "bad.png"), "--model", str(scene / "no_model"), "-o", str(scene / "o.png")]) == 2
     assert "bad.png: unreadable image" in _err(capsys)   # the image, not the missing model: read first
 
+
+
+@pytest.mark.parametrize("flag,value,needle", [("--focus", "-0.1,0", "--focus -0.1,0: x and y must be in 0..1"),
+                                               ("--input-focus", "-.5,0.2", "--input-focus -.5,0.2: x and y"),
+                                               ("--level", "-1e-3", "--level: must be finite and >= 0")])
+def test_a_value_that_starts_with_a_minus_gets_its_own_check_not_argparses(scene, capsys, flag, value, needle):
+    """argparse reads ``-0.1,0`` as a flag ("expected one argument"); the option's check says what is wrong."""
+    args = ["refocus", str(scene / "img.png"), "--depth", str(scene / "d.png"), "--focus", "0.5,0.5",
+            "-o", str(scene / "o.png")]
+    args[args.index("-o"):args.index("-o")] = [flag, value]
+    assert main(args) == 2
+    assert needle in _err(capsys)
+    assert not (scene / "o.png").exists()
+
+
+@pytest.mark.parametrize("name", ["PHYSICS", "Physics", " physics"])
+def test_the_model_names_are_read_in_any_case(scene, capsys, name):
+    out = scene / "o.png"
+    assert main(["refocus", str(scene / "img.png"), "--depth", str(scene / "d.png"), "--focus", "0.5,0.5",
+                 "--model", name, "--input-level", "0", "-o", str(out)]) == 0
+    assert out.exists()
