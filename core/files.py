@@ -100,7 +100,8 @@ def read_depth(path: str) -> torch.Tensor:
     """A depth file -> ``[1, 1, H, W]`` float32 values in the file's own convention (see the module text)."""
     try:
         if path.lower().endswith(".npy"):
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
+            with np.errstate(over="ignore"):   # values beyond float32 become inf, refused where they matter
+                arr = np.load(path, allow_pickle=False).astype(np.float32)
         elif path.lower().endswith(".safetensors"):
             from safetensors.torch import load_file
             arr = next(iter(load_file(path).values())).float().numpy()

@@ -72,6 +72,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..core import safe_paths
+from ..core.files import read_disparity, read_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEPTH_SUFFIXES = ("_depth", ".depth", "_disparity")
@@ -301,49 +302,6 @@ def _square(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     return t
 
 
-def load_image(path: str) -> torch.Tensor:
-    """An image file -> ``[1,3,H,W]`` sRGB 0..1 (raises ``ValueError`` if unreadable or empty)."""
-    from PIL import Image
-    import numpy as np
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types
-        raise ValueError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
-    if arr.size == 0:
-        raise ValueError(f"{path}: empty image")
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def load_depth(path: str, metric: bool = False) -> torch.Tensor:
-    """A depth file -> ``[1,1,H,W]`` normalised disparity (bright/large = near unless ``metric``)."""
-    import numpy as np
-    from ..core.conventions import metric_depth_to_disparity, normalise_disparity
-    try:
-        if path.endswith(".npy"):
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
-        elif path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            tensors = load_file(path)
-            arr = next(iter(tensors.values())).float().numpy()
-        else:
-            from PIL import Image
-            with Image.open(path) as im:
-                arr = np.asarray(im).astype(np.float32)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: unreadable depth map ({type(exc).__name__}: {exc})") from exc
-    arr = np.squeeze(arr)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"{path}: a depth map must be a single-channel 2-D image, got shape {arr.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{path}: depth map has NaN/inf values")
-    return metric_depth_to_disparity(t) if metric else normalise_disparity(t)
-
-
 def _unreadable(path: str) -> Optional[str]:
     """Why PIL cannot read ``path`` (cheap header check), or ``None``."""
     from PIL import Image
@@ -424,9 +382,10 @@ def _load_source(source: Dict, options: SimulateOptions, depth_cache: Dict,
         from ..evaluation.scenes import make_scene
         scene = make_scene(int(source["seed"]), size=options.size, kind=source["scene_kind"], check=interrupt)
         return scene.image.float().clamp(0, 1), scene.disparity.float().clamp(0, 1), scene
-    image = load_image(source["path"])
+    image = read_image(source["path"])
     if source.get("depth"):
-        disp = load_depth(source["depth"], metric=options.depth_is_metric)
+        convention = "metric depth" if options.depth_is_metric else "disparity (near bright)"
+        disp = read_disparity(source["depth"], convention, normalise=True, name=source["depth"])
     else:
         disp = depth_cache[source["path"]]
     disp = torch.nn.functional.interpolate(disp, size=image.shape[-2:], mode="bilinear", align_corners=False)
@@ -533,7 +492,7 @@ def estimate_missing_depth(images: List[str], depth: Dict[str, Optional[str]], d
     cache, bad = {}, []
     for i, p in enumerate(todo):
         try:
-            img = load_image(p)
+            img = read_image(p)
         except ValueError as exc:
             bad.append((p, str(exc)))
             continue
