@@ -288,8 +288,8 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
     """
     b, _, h, w = image.shape
     scale = min(1.0, WORK_SIDE / max(h, w))
-    img = image.float().cpu()
-    dsp = disparity.float().cpu().expand(b, -1, -1, -1)
+    img = image.detach().float().cpu()
+    dsp = disparity.detach().float().cpu().expand(b, -1, -1, -1)
     if scale < 1.0:
         size = (max(8, round(h * scale)), max(8, round(w * scale)))
         img = F.interpolate(img, size=size, mode="area")
