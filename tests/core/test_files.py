@@ -49,7 +49,8 @@ def test_images_and_depth_maps_are_read_upright_by_their_exif_orientation(tmp_pa
     im = Image.fromarray(stored) if mode != "RGB" else Image.fromarray(np.repeat(stored[..., None], 3, 2))
     im.save(tmp_path / "p.png", exif=_exif(6))
     # shown rotated 90° clockwise: 4 rows × 2 columns, the stored top-left pixel now at the top-right
-    want = np.zeros((4, 2)); want[0, 1] = 1.0
+    want = np.zeros((4, 2))
+    want[0, 1] = 1.0
     img = read_image(str(tmp_path / "p.png"))
     assert tuple(img.shape) == (1, 3, 4, 2)
     assert np.allclose(img[0, 0].numpy(), want)
