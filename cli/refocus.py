@@ -94,7 +94,8 @@ def run(args) -> int:
     input_K = None if args.input_level is None else level_to_K(args.input_level, h, w)
     check_blur_strength(K, 1, h, w, "--level")
     check_blur_strength(input_K, 1, h, w, "--input-level")
-    model = args.model.strip().lower() if args.model.strip().lower() in NAMED_MODELS else args.model
+    named = args.model.strip().lower()
+    model = named if named in NAMED_MODELS else args.model
     if model == "physics":
         pipe = rt.refocus_pipeline(PhysicsOnly())
     else:
