@@ -22,6 +22,17 @@ def parse_point(text: str, flag: str = "--focus") -> Tuple[float, float]:
     return x, y
 
 
+#: ``--model`` values that name a built-in choice instead of a file (``./toy`` for a file of that name).
+NAMED_MODELS = ("physics", "toy")
+
+
+def model_name(text: str) -> str:
+    """A ``--model`` value: a built-in name of :data:`NAMED_MODELS` in any case (``PHYSICS`` -> ``physics``), else
+    the path as given."""
+    named = text.strip().lower()
+    return named if named in NAMED_MODELS else text
+
+
 def check_number(value: Optional[float], flag: str, lo: float = -math.inf, hi: float = math.inf,
                  lo_open: bool = False, hint: str = "") -> Optional[float]:
     """``value`` (``None`` passes) is finite and in ``lo..hi`` (``lo`` excluded with ``lo_open``), else

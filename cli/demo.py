@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import check_number, check_outputs
+from .args import check_number, check_outputs, model_name
 
 #: ``--size`` bounds: the scene generator's least size, and a size the demo still runs in about a minute.
 MIN_SIZE, MAX_SIZE = 8, 2048
@@ -58,6 +58,8 @@ def run(args) -> int:
     wanted = {"--model": "a DiffCamera model (.safetensors file or folder), or 'toy' / 'physics'",
               "--depth-model": "a Depth Anything V2 folder (config.json + model.safetensors, e.g. "
                                "depth-anything/Depth-Anything-V2-Small-hf)"}
+    if args.model:
+        args.model = model_name(args.model)
     for path, flag in ((args.model, "--model"), (args.depth_model, "--depth-model")):
         if path and path not in ("toy", demo_core.PHYSICS) and not os.path.exists(path):
             raise FileNotFoundError(f"{flag}: {path!r} does not exist (nothing is downloaded); put {wanted[flag]} "

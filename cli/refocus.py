@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .args import check_number, check_outputs, parse_point, require_file
-
-#: ``--model`` values that name a built-in choice instead of a file, in any case (``./toy`` for a file of that name).
-NAMED_MODELS = ("physics", "toy")
+from .args import check_number, check_outputs, model_name, parse_point, require_file
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -94,8 +91,7 @@ def run(args) -> int:
     input_K = None if args.input_level is None else level_to_K(args.input_level, h, w)
     check_blur_strength(K, 1, h, w, "--level")
     check_blur_strength(input_K, 1, h, w, "--input-level")
-    named = args.model.strip().lower()
-    model = named if named in NAMED_MODELS else args.model
+    model = model_name(args.model)
     if model == "physics":
         pipe = rt.refocus_pipeline(PhysicsOnly())
     else:

@@ -314,7 +314,7 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
         d_f, k, cost, at_top = fit_blur_law(d, r, wt, long_side, bound)
         unbounded.append(at_top)
         fs.append(d_f)
-        ks.append(0.0 if unbounded[-1] else k / scale)
+        ks.append(0.0 if at_top else k / scale)
         costs.append(cost)
         counts.append(int(d.numel()))
     K = torch.tensor(ks)

@@ -195,3 +195,9 @@ def test_the_model_names_are_read_in_any_case(scene, capsys, name):
     assert main(["refocus", str(scene / "img.png"), "--depth", str(scene / "d.png"), "--focus", "0.5,0.5",
                  "--model", name, "--input-level", "0", "-o", str(out)]) == 0
     assert out.exists()
+
+
+def test_demo_reads_the_model_names_in_any_case_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--model", "PHYSICS", "--size", "16", "-o", "sheet.png"]) == 0
+    assert (tmp_path / "sheet.png").exists()
