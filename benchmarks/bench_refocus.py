@@ -2,6 +2,7 @@
 
     python benchmarks/bench_refocus.py                # full run (about 10 minutes on 2 CPU cores)
     python benchmarks/bench_refocus.py --quick        # fewer cases, no 2048² timing (a few minutes)
+    python benchmarks/bench_refocus.py --only sensitivity   # one part: quality, sensitivity or speed
 
 Cases (:func:`diffcamera.evaluation.refocus_eval.make_cases`): procedural scenes never used for training, input
 focused on one depth extreme and the request on the other (far → near and near → far alternate), input and
@@ -21,7 +22,10 @@ average (other processes on the cores slow every column alike):
    an AI image's fake bokeh), the thin-lens rows split by scene kind (scenes with depth edges against the
    slanted and ground planes, which only texture can measure), plus the level it reports for an all-in-focus
    input (truth 0). Targets: focus error ≤ 0.05, level error ≤ 15 %.
-3. **Speed**: seconds of one physics refocus (estimation included, and with the blur given) at 256², 1024²
+3. **Sensitivity** (true focus given): what telling the solver a wrong input blur costs (``K`` × 0, 0.5, 0.7, 0.85,
+   1.2, 1.5; × 0 is no deblurring), against the true blur and against re-blurring; and what noise with 8-bit
+   rounding on the input costs (σ 0.01 and 0.03). It shows how exact the blur estimate must be.
+4. **Speed**: seconds of one physics refocus (estimation included, and with the blur given) at 256², 1024²
    and 2048² on the set thread count. Target: 1024² ≤ 20 s on 2 threads.
 """
 from __future__ import annotations
@@ -69,6 +73,7 @@ def quality(size: int, level: float, n: int, with_toy: bool, log=print) -> dict:
              f"sharp region physics − input {gain('physics (blur given)', 'copy', 'sharp_psnr'):+.2f} dB (target ≥ +3)",
              f"estimated − given {gain('physics (blur estimated)', 'physics (blur given)', 'psnr'):+.2f} dB "
              f"(target ≥ −0.5)",
+             f"estimated − re-blur {gain('physics (blur estimated)', 'reblur', 'psnr'):+.2f} dB",
              f"estimated with a soft depth map − given "
              f"{gain('physics (blur estimated, soft depth)', 'physics (blur given)', 'psnr'):+.2f} dB"]
     if with_toy:
@@ -134,6 +139,46 @@ def estimation(cases_by_size: dict, log=print) -> None:
         f"the cases' true level is {K_to_level(next(iter(cases_by_size.values()))[0]['K'], 64, 64):.0f} at 64². {_load()})")
 
 
+#: Factors on the input's true ``K`` told to the solver in :func:`sensitivity` (0: no deblurring at all).
+K_FACTORS = (0.0, 0.5, 0.7, 0.85, 1.2, 1.5)
+#: Gaussian noise (sRGB ``0..1``, then 8-bit rounding) added to the input in :func:`sensitivity`.
+NOISE_SIGMAS = (0.01, 0.03)
+
+
+def sensitivity(size: int, level: float, n: int, log=print) -> None:
+    """Table 4: how much a wrong input blur, and a noisy input, cost the physics refocus (true focus given).
+
+    Per case, the PSNR of physics told ``factor × K`` minus physics told the true ``K``, and minus re-blurring the
+    input; then the true blur on the input with noise and 8-bit rounding added (against re-blurring that same noisy
+    input). Medians over ``n`` cases of :func:`diffcamera.evaluation.refocus_eval.make_cases`."""
+    from diffcamera.core.physics import refocus_physics
+    from diffcamera.evaluation import refocus_eval as E
+    t0 = time.time()
+    cases = E.make_cases(n, size=size, level=level)
+    reblur = E.baseline_methods()["reblur"]
+    rows = {f"input K × {f:g}" + (" (no deblurring)" if f == 0 else ""): [] for f in K_FACTORS}
+    rows.update({f"true K, input + noise σ {s:g} and 8-bit rounding": [] for s in NOISE_SIGMAS})
+    g = torch.Generator().manual_seed(0)
+    for c in cases:
+        run = lambda img, k: E.score(refocus_physics(img, c["disparity"], c["d_req"], c["K"],  # noqa: E731
+                                                     input_focus_disparity=c["d_in"], input_K=k).image, c)["psnr"]
+        given = run(c["input"], c["K"])
+        base = E.score(reblur(c), c)["psnr"]
+        for f, name in zip(K_FACTORS, rows):
+            p = run(c["input"], f * c["K"])
+            rows[name].append((p - given, p - base))
+        for s in NOISE_SIGMAS:
+            noisy = ((c["input"] + s * torch.randn(c["input"].shape, generator=g)).clamp(0, 1) * 255).round() / 255
+            p = run(noisy, c["K"])
+            rows[f"true K, input + noise σ {s:g} and 8-bit rounding"].append(
+                (p - given, p - E.score(reblur(dict(c, input=noisy)), c)["psnr"]))
+    log(f"\n### Sensitivity at {size}² (level {level:g}), {n} cases, true focus given, {time.time() - t0:.0f} s\n")
+    log("| told to the solver | PSNR − physics with the true blur (median) | PSNR − re-blur (median) |\n|---|---|---|")
+    for name, v in rows.items():
+        log(f"| {name} | {_median([a for a, _ in v]):+.2f} dB | {_median([b for _, b in v]):+.2f} dB |")
+    log(f"\n(noise rows: re-blur of the same noisy input. {_load()})")
+
+
 def speed(sizes, repeats: int, log=print) -> None:
     """Table 3 (``repeats`` runs per size, one at 2048² and above)."""
     from diffcamera.core.bokeh import render_bokeh
@@ -168,15 +213,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="8/4 cases, 256² and 1024² timing once")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", choices=("quality", "speed"), help="run one part")
+    p.add_argument("--only", choices=("quality", "sensitivity", "speed"), help="run one part")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     print(f"# DiffCameraRefocus benchmark ({a.threads} threads, torch {torch.__version__}, {_load()})")
-    if a.only != "speed":
+    if a.only in (None, "quality"):
         q64 = quality(64, 160.0, 8 if a.quick else 24, with_toy=True)
         q256 = quality(256, 64.0, 4 if a.quick else 12, with_toy=False)
         estimation({64: q64["cases"], 256: q256["cases"]})
-    if a.only != "quality":
+    if a.only in (None, "sensitivity"):
+        sensitivity(64, 160.0, 8 if a.quick else 24)
+        sensitivity(256, 64.0, 4 if a.quick else 12)
+    if a.only in (None, "speed"):
         speed((256, 1024) if a.quick else (256, 1024, 2048), 1 if a.quick else 3)
     return 0
 

@@ -88,12 +88,15 @@ class SolverSettings:
 
 @dataclass
 class Deconvolution:
-    """What :func:`deconvolve` returns: ``image`` and ``hidden`` ``[B, 3, H, W]`` linear light ``0..1``."""
+    """What :func:`deconvolve` returns: ``image`` and ``hidden`` ``[B, 3, H, W]`` linear light ``0..1``, and
+    ``deblurred [B]`` bool: which images had blur to invert (the others are returned as they came, ``hidden`` = the
+    input: nothing was estimated behind their rims)."""
 
     image: torch.Tensor
     hidden: torch.Tensor
     iterations: int
     levels: int
+    deblurred: torch.Tensor
 
 
 def _grad(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +216,7 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
 
     Returns:
         :class:`Deconvolution` with the all-in-focus estimate and the hidden colour (both linear light,
-        clamped to ``0..1``). An input whose blur is below :data:`SHARP_PX` everywhere is returned as is.
+        clamped to ``0..1``). An image whose blur is below :data:`SHARP_PX` everywhere is returned as is.
     """
     b, _, h, w = image_lin.shape
     dev, dt = image_lin.device, image_lin.dtype
@@ -221,8 +224,9 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
     d_in = focus_disparity.to(dev, dt).view(-1, 1, 1, 1)
     k = K.to(dev, dt).view(-1, 1, 1, 1)
     coc = k * (d - d_in)
-    if float(coc.abs().max()) < SHARP_PX:
-        return Deconvolution(image_lin.clone(), image_lin.clone(), 0, 0)
+    blurred = coc.abs().amax((1, 2, 3)) >= SHARP_PX
+    if not bool(blurred.any()):
+        return Deconvolution(image_lin.clone(), image_lin.clone(), 0, 0, blurred.cpu())
     n_levels = pyramid_levels(h, w, float(coc.abs().max()), settings)
     total = settings.iterations(n_levels)
     progress = None if callback is None else (lambda done, _t: callback(done, total))
@@ -248,4 +252,6 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
             hd = F.interpolate(hd, size=size, mode="bilinear", align_corners=False)
             outer, inner = settings.fine
         x, hd = _solve_level(level, x, hd, settings, outer, inner, progress, done)
-    return Deconvolution(x, hd, done[0], n_levels)
+    keep = ~blurred.view(-1, 1, 1, 1)           # in a batch, an image without blur is returned as it came
+    return Deconvolution(torch.where(keep, image_lin, x), torch.where(keep, image_lin, hd), done[0], n_levels,
+                         blurred.cpu())

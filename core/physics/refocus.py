@@ -24,7 +24,7 @@ from ..bokeh_layered import LayeredOperator
 from ..checks import check_blur_strength, check_image_and_depth, check_values
 from ..conventions import as_batch, linear_to_srgb, srgb_to_linear
 from .blur_estimate import BlurEstimate, estimate_input_blur
-from .deconvolve import SolverSettings, deconvolve
+from .deconvolve import Deconvolution, SolverSettings, deconvolve
 
 Number = Union[float, int]
 Callback = Optional[Callable[[int, int, Optional[torch.Tensor]], None]]
@@ -37,7 +37,8 @@ class PhysicsResult:
     Attributes:
         image: ``[B, 3, H, W]`` sRGB ``0..1``: the refocused image.
         all_in_focus: ``[B, 3, H, W]`` sRGB ``0..1``: the deblurred estimate (the deblur task).
-        hidden: ``[B, 3, H, W]`` sRGB ``0..1``: the estimated colour behind foreground rims.
+        hidden: ``[B, 3, H, W]`` sRGB ``0..1``: the estimated colour behind foreground rims (the input itself for an
+            image with no input blur: nothing was estimated, and the render used the renderer's own guess).
         input_focus_disparity: ``[B]`` the input's focus disparity used (given or estimated).
         input_K: ``[B]`` the input's blur strength used, px per unit disparity at this resolution.
         estimate: the :class:`BlurEstimate` when the input's blur was estimated, else ``None``.
@@ -103,6 +104,23 @@ def estimate_physics_bytes(batch: int, height: int, width: int, max_radius: floa
     return maps + 2 * estimate_render_bytes(int(batch), int(height), int(width), "layered", float(max_radius))
 
 
+def _render_request(op: LayeredOperator, sol: Deconvolution) -> torch.Tensor:
+    """The request's layered render of the all-in-focus estimate, ``[B, 3, H, W]`` linear light.
+
+    Where an image was deblurred (``sol.deblurred``), the solved hidden colour shows through the request's
+    blurred rims. An image that had no blur to invert has no hidden colour estimate (the solve returns the input,
+    whose pixels behind a rim are the occluder itself), so the renderer's own guess from the surface's neighbouring
+    pixels is used, as BokehSimulate does (measured: 0.13 / 0.16 dB better at 64² / 256² than using the input).
+    """
+    deblurred = sol.deblurred.to(sol.image.device)
+    if not bool(deblurred.any()):
+        return op(sol.image)
+    out = op(sol.image, hidden=sol.hidden)
+    if bool(deblurred.all()):
+        return out
+    return torch.where(deblurred.view(-1, 1, 1, 1), out, op(sol.image))
+
+
 def refocus_physics(image: torch.Tensor, disparity: torch.Tensor, focus_disparity: Union[Number, torch.Tensor],
                     K: Union[Number, torch.Tensor], *, input_focus_disparity: Union[None, Number, torch.Tensor] = None,
                     input_K: Union[None, Number, torch.Tensor] = None, aperture: Aperture = Aperture(),
@@ -139,7 +157,7 @@ def refocus_physics(image: torch.Tensor, disparity: torch.Tensor, focus_disparit
     with torch.no_grad():
         sol = deconvolve(lin, disp, d_in, k_in, aperture=aperture, settings=settings, callback=progress)
         coc = k_req.view(-1, 1, 1, 1) * (disp - d_req.view(-1, 1, 1, 1))
-        out = LayeredOperator(coc, aperture=aperture)(sol.image, hidden=sol.hidden)
+        out = _render_request(LayeredOperator(coc, aperture=aperture), sol)
     return PhysicsResult(linear_to_srgb(out.clamp(0, 1)), linear_to_srgb(sol.image), linear_to_srgb(sol.hidden),
                          d_in.cpu(), k_in.cpu(), estimate, sol.iterations,
                          (input_focus_disparity is None, input_K is None))
