@@ -23,7 +23,9 @@ own blur — lose weight instead of being fitted by ringing) and colour-coupled 
 freezes the weights and solves the weighted normal equations with conjugate gradients, one forward and one
 adjoint render per CG step, warm-started from the previous outer iteration. Coarse to fine: the problem is
 solved on a pyramid (area halving, CoC halved with it) and each level starts from the bilinear upsampling of
-the coarser solution, so the full-resolution level only refines. The TV weight is lowered by
+the coarser solution, so the full-resolution level only refines; the coarsest starts from the input and, for
+``Hd``, from a depth-aware guess: the input's colour of the nearby farther surfaces (:func:`hidden_first_guess`).
+The TV weight is lowered by
 ``edge_weight`` across depth discontinuities of the given disparity: the all-in-focus image may jump there.
 
 Defaults were chosen on the project's thin-lens scenes (``evaluation`` benchmark, 64² and 256²); the same
@@ -47,6 +49,8 @@ Progress = Optional[Callable[[int, int], None]]
 
 #: Input blur radius (px) under which a pixel counts as sharp; an image sharp everywhere needs no solve.
 SHARP_PX = 0.5
+#: Disparity bins of :func:`hidden_first_guess` (measured: 8 and 16 alike at 64², 16 slightly better at 256²).
+HIDDEN_GUESS_BINS = 16
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,42 @@ def _solve_level(level: _Level, x: torch.Tensor, h: torch.Tensor, settings: Solv
     return x, h
 
 
+def hidden_first_guess(y: torch.Tensor, disparity: torch.Tensor, radius, step: float,
+                       bins: int = HIDDEN_GUESS_BINS) -> torch.Tensor:
+    """The solve's starting guess of the colour behind each pixel, ``[B, 3, H, W]`` (same units as ``y``).
+
+    For a pixel of disparity ``d``, the Gaussian-weighted mean (σ = ``radius``/2 px, about the reach of the input's
+    blurred rims; ``radius`` a float or ``[B]``, each image's largest input blur) of ``y [B, 3, H, W]`` over the
+    pixels farther than ``d − step``; each image's ``disparity [B, 1, H, W]`` is cut into ``bins`` equal bins (each
+    bin takes the pixels farther than its lower edge). Where nothing farther lies within reach (the farthest
+    surface) it is ``y`` itself.
+
+    Why it matters: the hidden colour is seen by the input only through its blurred rims, weakly, so away from
+    them it stays near where the solve starts. Starting from ``y`` (the occluder's own colour) showed that colour
+    through the request's rims (measured at 64²: +1.75 → +2.10 dB over re-blurring; 256²: mean +1.75 → +1.89 dB).
+    """
+    radii = torch.as_tensor(radius, dtype=torch.float64).flatten().expand(y.shape[0]).tolist()
+    if y.shape[0] > 1:
+        return torch.cat([hidden_first_guess(y[i:i + 1], disparity[i:i + 1], r, step, bins)
+                          for i, r in enumerate(radii)])
+    from kornia.filters import gaussian_blur2d
+    sigma = max(1.0, radii[0] / 2)
+    k = 2 * math.ceil(3 * sigma) + 1
+    lo = disparity.amin((1, 2, 3), keepdim=True)
+    span = disparity.amax((1, 2, 3), keepdim=True) - lo
+    which = ((disparity - lo) / span.clamp_min(1e-12) * bins).floor().clamp(0, bins - 1)
+    out = y.clone()
+    for j in range(1, bins):
+        in_bin = which == j
+        if not bool(in_bin.any()):
+            continue
+        farther = (disparity < lo + span * j / bins - step).to(y.dtype)
+        both = gaussian_blur2d(torch.cat([y * farther, farther], 1), (k, k), (sigma, sigma), border_type="replicate")
+        weight = both[:, 3:]
+        out = torch.where(in_bin & (weight > 1e-3), both[:, :3] / weight.clamp_min(1e-6), out)
+    return out
+
+
 def pyramid_levels(height: int, width: int, max_radius: float, settings: SolverSettings = SolverSettings()) -> int:
     """Number of pyramid levels (1 = full resolution only) for an ``height × width`` image whose input blur
     reaches ``max_radius`` px: halve until the coarsest level's blur is at most ``settings.coarse_radius`` px
@@ -244,7 +284,8 @@ def deconvolve(image_lin: torch.Tensor, disparity: torch.Tensor, focus_disparity
         y_l = ys[li]
         level = _Level(y_l, cs[li], ds[li], aperture, settings, tick)
         if x is None:
-            x, hd = y_l.clone(), y_l.clone()
+            x = y_l.clone()
+            hd = hidden_first_guess(y_l, ds[li], cs[li].abs().amax((1, 2, 3)), settings.edge_threshold)
             outer, inner = settings.coarse
         else:
             size = tuple(y_l.shape[-2:])

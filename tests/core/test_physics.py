@@ -64,6 +64,22 @@ def test_an_input_with_no_blur_is_rendered_as_bokeh_simulate_renders_it():
                             input_K=torch.tensor([5.0, 0.0]), settings=FAST).image
     assert torch.allclose(batch[1:], render_bokeh(img, d, 0.9, 5.0, mode="layered"), atol=1e-5)
 
+
+def test_the_hidden_colour_starts_from_the_farther_surface_nearby():
+    """Behind a near square the solve's first guess is the far plane's colour (not the square's own), the far plane
+    keeps its own colour, and a pixel with nothing farther within reach keeps its own."""
+    from diffcamera.core.physics.deconvolve import hidden_first_guess
+    d = torch.zeros(1, 1, 40, 40)
+    d[..., 10:30, 10:30] = 0.9
+    y = torch.where(d > 0.5, torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1), torch.tensor([0.1, 0.2, 0.8]).view(1, 3, 1, 1))
+    guess = hidden_first_guess(y, d, radius=6.0, step=0.03)
+    far = torch.tensor([0.1, 0.2, 0.8])
+    assert torch.allclose(guess[0, :, 12, 12], far, atol=1e-5)          # inside the square, near its rim
+    assert torch.allclose(guess[0, :, 2, 2], far, atol=1e-5)            # the far plane: its own colour
+    assert torch.allclose(guess[0, :, 20, 20], y[0, :, 20, 20])         # 10 px in: nothing farther within reach
+    flat = hidden_first_guess(y, torch.zeros_like(d), radius=6.0, step=0.03)
+    assert torch.equal(flat, y)
+
 def test_a_noisy_8_bit_input_is_deblurred_without_amplifying_its_noise():
     """A photo carries sensor noise and 8-bit rounding; the robust data term and the TV prior must keep the
     deconvolution from turning it into speckle (measured: +1.9 dB over re-blurring at σ = 0.02, +3.2 dB noiseless;
