@@ -215,7 +215,9 @@ class Refocus(io.ComfyNode):
                                          "sharp part). Without it the current focus is estimated.")),
                 io.Float.Input(id="input_level", default=-1.0, min=-1.0, max=400.0, step=0.5, optional=True,
                                tooltip=("Optional: the input's own bokeh level (same scale as bokeh_level; 0 = the "
-                                        "input is all in focus). -1 = estimate it from the image and its depth.")),
+                                        "input is all in focus: set 0 for a text-to-image output that is sharp "
+                                        "everywhere, which a soft look can make read as blurred). -1 = estimate it "
+                                        "from the image and its depth.")),
                 io.Model.Input(id="flux_model", optional=True,
                                tooltip=("Optional: the FLUX MODEL your graph already loaded (Load Diffusion Model, "
                                         "fp8/GGUF/...): the refinement runs on it with the DiffCamera LoRA applied "
