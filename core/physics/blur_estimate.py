@@ -19,7 +19,9 @@ The observations ``(disparity, radius, weight)`` are fitted robustly: a grid ove
 the weighted, clipped log error of ``1 + r`` (so a few wrong probes cannot pull the fit). An image that is
 sharp everywhere gets ``K ≈ 0``. A fit that lands on the grid's largest ``K`` (:data:`K_TOP_FRACTION`) is no
 measurement — the probes set no upper limit on the blur — and reports ``K = 0`` (the refocus then adds blur but
-deblurs nothing) with a caveat, rather than the most blur the grid allows, which rings. Measurements run on a
+deblurs nothing) with a caveat, rather than the most blur the grid allows, which rings. So does an image in which
+nothing reads sharp (:data:`SHARP_FLOOR_PX`): a picture soft everywhere, whose texture differences between depths
+would otherwise be read as lens blur. Measurements run on a
 copy of at most :data:`WORK_SIDE` px long side (the level is resolution independent); ``K`` is returned at the
 image's own resolution.
 """
@@ -74,6 +76,8 @@ class BlurEstimate:
         unbounded: per image, whether the fit landed on its largest ``K`` (:data:`K_TOP_FRACTION`): the probes
             set no upper limit, so no blur is assumed (``K = 0``: the refocus then only adds blur) rather than the
             most the fit allows.
+        nothing_sharp: per image, whether nothing in it reads sharp (:data:`SHARP_FLOOR_PX`): no blur is assumed
+            (``K = 0``), as a picture soft everywhere would otherwise be over-sharpened.
     """
 
     focus_disparity: torch.Tensor
@@ -83,12 +87,16 @@ class BlurEstimate:
     cost: torch.Tensor
     edge_observations: List[int]
     unbounded: List[bool]
+    nothing_sharp: List[bool]
 
     def caveat(self, i: int) -> str:
         """A warning for image ``i`` when its estimate is weak, else ``""``."""
         fix = "set the input's focus and level if you know them"
         if self.unbounded[i]:
             return f"the image sets no upper limit on its blur, so none was assumed (no deblurring): {fix}"
+        if self.nothing_sharp[i]:
+            return ("nothing in the image reads sharp, so no blur was assumed (no deblurring; a picture soft "
+                    f"everywhere would be over-sharpened): {fix}")
         if self.edge_observations[i] == 0 and float(self.K[i]) > 0.0:
             return f"no depth edge to measure, estimated from texture alone (often off by half or more): {fix}"
         return ""
@@ -240,6 +248,15 @@ def balance(disp: torch.Tensor, weight: torch.Tensor, bins: int = 16) -> torch.T
 #: measurement: the probes set no upper limit on the blur (measured: ground planes, whose texture edges only say
 #: "at least this blurred", read 1.9× to 4.8× their true level there and rang, 3–8 dB below the true blur).
 K_TOP_FRACTION = 0.3
+#: Nothing reads sharp when even the sharpest :data:`SHARP_QUANTILE` of an image's probes is blurred by at least
+#: :data:`SHARP_FLOOR_PX` px (at the measurement size). A lens photo focused inside the scene has sharp detail at its
+#: focus plane; an image without any is soft everywhere (upscaled, a soft text-to-image output) or focused outside
+#: the scene, and its texture differences between depths would be read as lens blur (measured: all-in-focus scenes
+#: softened by a Gaussian of σ 2 px read as median level 22, up to 254, at 256², and were over-sharpened). No blur
+#: is assumed for it. Measured: the sharpest 2 % read ≤ 0.61 px on every thin-lens input at 256² and ≥ 1.3 px on
+#: every σ 2 px all-in-focus one; at 64² 6 of 72 thin-lens inputs read above 1.2 px.
+SHARP_FLOOR_PX = 1.2
+SHARP_QUANTILE = 0.02
 #: Probes measure the image's own softness plus the lens blur, so they are upper bounds of the blur: the fit
 #: follows their lower envelope (pinball loss at this quantile: claiming more blur than a probe saw costs
 #: ``(1 − q)/q`` times more than claiming less).
@@ -295,7 +312,7 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
         img = F.interpolate(img, size=size, mode="area")
         dsp = F.interpolate(dsp, size=size, mode="area")
     long_side = max(img.shape[-2:])
-    fs, ks, costs, counts, edges, unbounded = [], [], [], [], [], []
+    fs, ks, costs, counts, edges, unbounded, nothing_sharp = [], [], [], [], [], [], []
     for i in range(b):
         parts = [silhouette_probes(img[i:i + 1], dsp[i:i + 1]), texture_probes(img[i:i + 1], dsp[i:i + 1])]
         d = torch.cat([p[0] for p in parts])
@@ -310,13 +327,15 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
             costs.append(0.7)
             counts.append(0)
             unbounded.append(False)
+            nothing_sharp.append(False)
             continue
         d_f, k, cost, at_top = fit_blur_law(d, r, wt, long_side, bound)
         unbounded.append(at_top)
+        nothing_sharp.append(float(r.quantile(SHARP_QUANTILE)) >= SHARP_FLOOR_PX)
         fs.append(d_f)
-        ks.append(0.0 if at_top else k / scale)
+        ks.append(0.0 if at_top or nothing_sharp[-1] else k / scale)
         costs.append(cost)
         counts.append(int(d.numel()))
     K = torch.tensor(ks)
     level = torch.tensor([K_to_level(k, h, w) for k in ks])
-    return BlurEstimate(torch.tensor(fs), K, level, counts, torch.tensor(costs), edges, unbounded)
+    return BlurEstimate(torch.tensor(fs), K, level, counts, torch.tensor(costs), edges, unbounded, nothing_sharp)

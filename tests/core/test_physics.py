@@ -218,3 +218,23 @@ def test_an_unbounded_fit_assumes_no_blur_and_says_so():
     d2[..., 28:68, 28:68] = 0.9
     measured = estimate_input_blur(_blur(two, d2, 0.0, 8.0), d2)
     assert measured.unbounded == [False] and measured.caveat(0) == ""
+
+
+def test_a_picture_soft_everywhere_is_not_read_as_lens_blur():
+    """An all-in-focus scene softened alike everywhere (an upscaled photo, a soft text-to-image output) has nothing
+    sharp, which no lens photo focused inside its scene lacks; its texture differences between depths were read as
+    lens blur (level 87 here) and over-sharpened. No blur is assumed, and the estimate says why; the same scene through
+    a lens focused inside it is still measured."""
+    from kornia.filters import gaussian_blur2d
+    from diffcamera.evaluation.scenes import make_scene
+    from diffcamera.evaluation.thin_lens import render_thin_lens
+    scene = make_scene(0, size=128, kind="layers")
+    d = scene.disparity.float()
+    soft = gaussian_blur2d(scene.image.float(), (13, 13), (2.0, 2.0), border_type="replicate")
+    est = estimate_input_blur(soft, d)
+    assert est.nothing_sharp == [True] and float(est.K[0]) == 0.0
+    assert est.caveat(0).startswith("nothing in the image reads sharp, so no blur was assumed")
+    lens = render_thin_lens(scene, float(torch.quantile(d.flatten(), 0.05)), 8.0).float()
+    measured = estimate_input_blur(lens, d)
+    assert measured.nothing_sharp == [False] and float(measured.level[0]) > 20
+
