@@ -76,8 +76,9 @@ class BlurEstimate:
         unbounded: per image, whether the fit landed on its largest ``K`` (:data:`K_TOP_FRACTION`): the probes
             set no upper limit, so no blur is assumed (``K = 0``: the refocus then only adds blur) rather than the
             most the fit allows.
-        nothing_sharp: per image, whether nothing in it reads sharp (:data:`SHARP_FLOOR_PX`): no blur is assumed
-            (``K = 0``), as a picture soft everywhere would otherwise be over-sharpened.
+        nothing_sharp: per image, whether nothing in it reads sharp (:data:`SHARP_FLOOR_PX`; images measured at
+            :data:`SHARP_MIN_SIDE` px or more): no blur is assumed (``K = 0``), as a picture soft everywhere would
+            otherwise be over-sharpened.
     """
 
     focus_disparity: torch.Tensor
@@ -254,9 +255,12 @@ K_TOP_FRACTION = 0.3
 #: the scene, and its texture differences between depths would be read as lens blur (measured: all-in-focus scenes
 #: softened by a Gaussian of σ 2 px read as median level 22, up to 254, at 256², and were over-sharpened). No blur
 #: is assumed for it. Measured: the sharpest 2 % read ≤ 0.61 px on every thin-lens input at 256² and ≥ 1.3 px on
-#: every σ 2 px all-in-focus one; at 64² 6 of 72 thin-lens inputs read above 1.2 px.
+#: every σ 2 px all-in-focus one. Small images are exempt (:data:`SHARP_MIN_SIDE`): at 64² the sharpest probes of 6
+#: of 72 thin-lens inputs read above 1.2 px, and the rule cost their estimate (level error 26 → 43 %).
 SHARP_FLOOR_PX = 1.2
 SHARP_QUANTILE = 0.02
+#: Measurement long side (px) from which :data:`SHARP_FLOOR_PX` applies.
+SHARP_MIN_SIDE = 128
 #: Probes measure the image's own softness plus the lens blur, so they are upper bounds of the blur: the fit
 #: follows their lower envelope (pinball loss at this quantile: claiming more blur than a probe saw costs
 #: ``(1 − q)/q`` times more than claiming less).
@@ -331,7 +335,7 @@ def estimate_input_blur(image: torch.Tensor, disparity: torch.Tensor) -> BlurEst
             continue
         d_f, k, cost, at_top = fit_blur_law(d, r, wt, long_side, bound)
         unbounded.append(at_top)
-        nothing_sharp.append(float(r.quantile(SHARP_QUANTILE)) >= SHARP_FLOOR_PX)
+        nothing_sharp.append(long_side >= SHARP_MIN_SIDE and float(r.quantile(SHARP_QUANTILE)) >= SHARP_FLOOR_PX)
         fs.append(d_f)
         ks.append(0.0 if at_top or nothing_sharp[-1] else k / scale)
         costs.append(cost)
