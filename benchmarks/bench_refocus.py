@@ -152,16 +152,17 @@ K_FACTORS = (0.0, 0.5, 0.7, 0.85, 1.2, 1.5)
 NOISE_SIGMAS = (0.01, 0.03)
 
 
-def sensitivity(size: int, level: float, n: int, log=print) -> None:
+def sensitivity(size: int, level: float, n: int, log=print, cases=None) -> None:
     """Table 4: how much a wrong input blur, and a noisy input, cost the physics refocus (true focus given).
 
     Per case, the PSNR of physics told ``factor × K`` minus physics told the true ``K``, and minus re-blurring the
     input; then the true blur on the input with noise and 8-bit rounding added (against re-blurring that same noisy
-    input). Medians over ``n`` cases of :func:`diffcamera.evaluation.refocus_eval.make_cases`."""
+    input). Medians over ``n`` cases of :func:`diffcamera.evaluation.refocus_eval.make_cases` (or the given
+    ``cases``: the quality table's, when both run)."""
     from diffcamera.core.physics import refocus_physics
     from diffcamera.evaluation import refocus_eval as E
     t0 = time.time()
-    cases = E.make_cases(n, size=size, level=level)
+    cases = E.make_cases(n, size=size, level=level) if cases is None else cases
     reblur = E.baseline_methods()["reblur"]
     rows = {f"input K × {f:g}" + (" (no deblurring)" if f == 0 else ""): [] for f in K_FACTORS}
     rows.update({f"true K, input + noise σ {s:g} and 8-bit rounding": [] for s in NOISE_SIGMAS})
@@ -229,8 +230,9 @@ def main(argv=None) -> int:
         q256 = quality(256, 64.0, 4 if a.quick else 12, with_toy=False)
         estimation({64: q64["cases"], 256: q256["cases"]})
     if a.only in (None, "sensitivity"):
-        sensitivity(64, 160.0, 8 if a.quick else 24)
-        sensitivity(256, 64.0, 4 if a.quick else 12)
+        made = {} if a.only == "sensitivity" else {64: q64["cases"], 256: q256["cases"]}
+        sensitivity(64, 160.0, 8 if a.quick else 24, cases=made.get(64))
+        sensitivity(256, 64.0, 4 if a.quick else 12, cases=made.get(256))
     if a.only in (None, "speed"):
         speed((256, 1024) if a.quick else (256, 1024, 2048), 1 if a.quick else 3)
     return 0
