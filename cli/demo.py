@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import check_number, check_outputs, model_name
+from .args import NAMED_MODELS, check_number, check_outputs, model_name
 
 #: ``--size`` bounds: the scene generator's least size, and a size the demo still runs in about a minute.
 MIN_SIZE, MAX_SIZE = 8, 2048
@@ -61,7 +61,7 @@ def run(args) -> int:
     if args.model:
         args.model = model_name(args.model)
     for path, flag in ((args.model, "--model"), (args.depth_model, "--depth-model")):
-        if path and path not in ("toy", demo_core.PHYSICS) and not os.path.exists(path):
+        if path and path not in NAMED_MODELS and not os.path.exists(path):
             raise FileNotFoundError(f"{flag}: {path!r} does not exist (nothing is downloaded); put {wanted[flag]} "
                                     f"there, or give its path")
     torch.manual_seed(args.seed)
