@@ -24,6 +24,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 MODEL_KINDS = ("toy", "flux")
 TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+#: What the noisy training sample is built from (:func:`diffcamera.training.losses.refocus_loss`).
+NOISE_FROM = ("target", "reference")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -68,6 +70,9 @@ class TrainConfig:
             model call at ``size`` — exactly the map the sampler applies to its step grid, so training sees the
             noise levels that refining at ``denoise ≤ denoise_max`` visits
             (:func:`diffcamera.training.losses.training_sigmas`).
+        noise_from: ``"reference"`` (the noisy sample is the physics reference noised to ``σ``: the state the
+            sampler refines from) or ``"target"`` (plain rectified flow from the noised target); see
+            :mod:`diffcamera.training.losses`.
     Runtime:
         mixed_precision: ``"auto"`` = bf16 on CUDA, none on CPU. gradient_checkpointing: on the DiT blocks.
         num_threads: torch CPU threads (0 = leave torch's default).
@@ -113,6 +118,7 @@ class TrainConfig:
     logit_normal_std: float = 1.0
     denoise_max: float = 1.0
     resolution_shift: bool = True
+    noise_from: str = "target"
     # runtime
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
@@ -132,7 +138,7 @@ class TrainConfig:
     #: fields added after the first release, hashed by :meth:`fingerprint` only when they differ from these values
     #: (so a checkpoint written before they existed still resumes)
     ADDED_LATER = {"base_storage": "default", "timestep_sampling": "logit_normal", "denoise_max": 1.0,
-                   "resolution_shift": False, "reference_renderer": "same"}
+                   "resolution_shift": False, "reference_renderer": "same", "noise_from": "target"}
 
     def __post_init__(self):
         self.validate()
@@ -151,6 +157,8 @@ class TrainConfig:
             raise ValueError(f"depth_dropout is a probability in 0..1, got {self.depth_dropout}")
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
             raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {self.timestep_sampling!r}")
+        if self.noise_from not in NOISE_FROM:
+            raise ValueError(f"noise_from must be one of {NOISE_FROM}, got {self.noise_from!r}")
         if not 0.0 < self.denoise_max <= 1.0:
             raise ValueError(f"denoise_max must be in (0, 1], got {self.denoise_max}")
         if self.lambda_stack < 0:

@@ -400,7 +400,7 @@ def train(config: TrainConfig, resume: str = "auto", callback: Optional[Callable
                 with sync, accelerator.autocast():
                     res = refocus_loss(_Model, batch, gen, lambda_stack=config.lambda_stack,
                                        depth_dropout=config.depth_dropout, timesteps=timesteps,
-                                       device=accelerator.device)
+                                       device=accelerator.device, noise_from=config.noise_from)
                     check()
                     accelerator.backward(res["loss"] / A)
                 check()

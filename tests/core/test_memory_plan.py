@@ -213,16 +213,17 @@ def test_fp8_without_checkpointing_keeps_upcast_copies():
 
 
 def test_new_fields_keep_old_fingerprints():
-    """Checkpoints written before base_storage / memory_check / the timestep fields existed still resume (same
+    """Checkpoints written before base_storage / memory_check / the timestep fields / noise_from existed still resume (same
     fingerprint) when the new fields keep the old behaviour; the shifted timesteps of the new recipe do not."""
     import hashlib
     import json
     cfg = TrainConfig.load("flux_kontext_lora").replace(timestep_sampling="logit_normal", denoise_max=1.0,
-                                                        resolution_shift=False)
+                                                        resolution_shift=False, noise_from="target")
     old = {k: v for k, v in cfg.to_dict().items()
            if k not in TrainConfig.BOOKKEEPING and k not in TrainConfig.ADDED_LATER and k != "steps"}
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert cfg.replace(resolution_shift=True).fingerprint() != cfg.fingerprint()
+    assert cfg.replace(noise_from="reference").fingerprint() != cfg.fingerprint()
     assert cfg.replace(base_storage="fp8_e4m3fn").fingerprint() != cfg.fingerprint()
     assert cfg.replace(memory_check=False).fingerprint() == cfg.fingerprint()
 

@@ -138,6 +138,7 @@ class _SpyModel:
 
     def velocity(self, x, sigma, ref, cam, guidance=1.0):
         self.cams.append(cam)
+        self.inputs = (x, sigma, ref)
         return torch.zeros_like(x)
 
 
@@ -157,6 +158,34 @@ def test_depth_dropout_blanks_depth_channels_for_both_planes(tiny_data):
     b = refocus_loss(spy, batch, torch.Generator().manual_seed(1), lambda_stack=2.0)
     assert torch.allclose(a["rf"], b["rf"]) and float(b["stack"]) > 0
     assert torch.allclose(b["loss"], b["rf"] + 2.0 * b["stack"])
+
+
+@pytest.mark.parametrize("noise_from", ["target", "reference"])
+def test_noisy_sample_starts_from_the_target_or_the_physics_reference(tiny_data, noise_from):
+    """``noise_from="reference"`` trains on the state the sampler refines from (the physics estimate noised to σ),
+    ``"target"`` on plain rectified flow; both score the clean latent the model implies against the target."""
+    spy = _SpyModel()
+    batch = tiny_data.batch([0, 1])
+    res = refocus_loss(spy, batch, torch.Generator().manual_seed(3), lambda_stack=0.0, noise_from=noise_from)
+    x, sigma, ref = spy.inputs
+    ae = spy.autoencoder
+    target = ae.encode(torch.cat([batch["target1"], batch["target2"]])).float()
+    start = ref if noise_from == "reference" else target
+    s = sigma.view(-1, 1, 1, 1)
+    noise = (x - (1 - s) * start) / s
+    assert torch.allclose(noise[:2], noise[2:], atol=1e-5)      # one ε shared by both planes
+    assert float(noise.std()) == pytest.approx(1.0, abs=0.2)    # what is left is the Gaussian noise
+    other = target if noise_from == "reference" else ref
+    assert not torch.allclose(x, (1 - s) * other + s * noise, atol=1e-3)
+    # velocity 0 -> x̂_0 = x_σ; the residual toy's loss is the x̂_0 error either way
+    assert float(res["rf"]) == pytest.approx(float(((x - target) ** 2).mean()), rel=1e-5)
+
+
+def test_unknown_noise_start_is_refused_by_name(tiny_data):
+    with pytest.raises(ValueError, match="noise_from"):
+        TrainConfig.load("toy", {"noise_from": "physics"})
+    with pytest.raises(ValueError, match="noise_from"):
+        refocus_loss(_SpyModel(), tiny_data.batch([0]), torch.Generator().manual_seed(0), noise_from="x")
 
 
 # ------------------------------------------------------------------------------------------ training
