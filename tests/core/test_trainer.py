@@ -389,8 +389,10 @@ def _block_edge_energy(image: torch.Tensor, block: int = 8) -> float:
 @pytest.mark.slow
 def test_shipped_toy_refinement_is_not_worse_than_physics_and_has_no_blocks():
     """On thin-lens scenes it never saw (64², K = 10 px, far <-> near), the shipped toy refining the physics
-    estimate (as DiffCameraRefocus runs it, denoise 0.5) keeps the physics PSNR (median within 0.2 dB) and stays
-    well above re-blurring, and adds no 8-px block pattern (the old toy's failure: blocks of colour speckle)."""
+    estimate (as DiffCameraRefocus runs it, denoise 0.5) is not worse than physics (per-case median gain ≥ 0, no
+    case more than 0.05 dB below it; measured +0.026 and +0.008 dB, where the toy trained from noised targets gave
+    −0.019 and −0.066), stays well above re-blurring, and adds no 8-px block pattern (the old toy's failure: blocks
+    of colour speckle)."""
     from diffcamera.core.dit.loading import load_refocus_model
     from diffcamera.evaluation import refocus_eval as E
     assert os.path.getsize(ASSET) <= 10 * 1024 * 1024
@@ -400,7 +402,8 @@ def test_shipped_toy_refinement_is_not_worse_than_physics_and_has_no_blocks():
     methods = {"reblur": methods["reblur"], "physics": methods["physics"], "toy": E.dit_method(model, 12, 0.5)}
     res = E.evaluate(methods, cases, keep_outputs=True)
     psnr = {k: float(torch.tensor([c["psnr"] for c in v["cases"]]).median()) for k, v in res.items()}
-    assert psnr["toy"] >= psnr["physics"] - 0.2, psnr
+    gain = torch.tensor([t["psnr"] - p["psnr"] for t, p in zip(res["toy"]["cases"], res["physics"]["cases"])])
+    assert float(gain.median()) >= 0.0 and float(gain.min()) >= -0.05, gain
     assert psnr["toy"] >= psnr["reblur"] + 1.0, psnr
     for toy_out, phys_out in zip(res["toy"]["outputs"], res["physics"]["outputs"]):
         assert _block_edge_energy(toy_out) <= 1.25 * _block_edge_energy(phys_out) + 0.05
