@@ -32,7 +32,7 @@ With ``noise_from="reference"`` the RF term is the ``x̂_0`` loss for both predi
 model learns to read the target back out of ``x_σ``, but at inference ``x_σ`` holds the noised physics estimate, so
 what it reads back is physics and its learned residual is noise (measured, the toy on unseen 64² thin-lens cases:
 −0.02 / −0.04 dB against physics, 24 / 48 cases); from the noised reference it must learn the correction itself
-(+0.03 / +0.01 dB, worse than physics by over 0.05 dB on 1 / 3 cases instead of 8 / 14).
+(the bundled toy config: +0.02 / +0.01 dB, worse than physics by over 0.05 dB on 0 / 2 cases instead of 10 / 19).
 
 The residual model's ``x̂_0`` loss is the velocity loss weighted by ``σ²`` (``x̂_0 − x_0 = −σ·(v̂ − v)``): it
 measures the error of the image the sampler returns, equally at every noise level, instead of exploding
