@@ -70,8 +70,9 @@ class TrainConfig:
             model call at ``size`` — exactly the map the sampler applies to its step grid, so training sees the
             noise levels that refining at ``denoise ≤ denoise_max`` visits
             (:func:`diffcamera.training.losses.training_sigmas`).
-        noise_from: ``"reference"`` (the noisy sample is the physics reference noised to ``σ``: the state the
-            sampler refines from) or ``"target"`` (plain rectified flow from the noised target); see
+        noise_from: ``"target"`` (plain rectified flow from the noised target: a generative model; the FLUX
+            configs) or ``"reference"`` (the noisy sample is the physics reference noised to ``σ``, the state the
+            sampler refines from: a deterministic correction of the estimate; the toy); see
             :mod:`diffcamera.training.losses`.
     Runtime:
         mixed_precision: ``"auto"`` = bf16 on CUDA, none on CPU. gradient_checkpointing: on the DiT blocks.

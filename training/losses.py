@@ -33,6 +33,10 @@ model learns to read the target back out of ``x_σ``, but at inference ``x_σ`` 
 what it reads back is physics and its learned residual is noise (measured, the toy on unseen 64² thin-lens cases:
 −0.02 / −0.04 dB against physics, 24 / 48 cases); from the noised reference it must learn the correction itself
 (the bundled toy config: +0.02 / +0.01 dB, worse than physics by over 0.05 dB on 0 / 2 cases instead of 10 / 19).
+The price: ``x_σ`` then holds nothing the condition ``E(P_i)`` does not, so the best ``x̂_0`` is the mean of the
+plausible targets given the estimate, the same at every ``σ`` — a deterministic correction, not a sampler (the toy's
+output moves by under 1e-3 with the seed). Right for a toy that cannot generate texture anyway; a model meant to
+generate the texture the input's blur erased (FLUX + LoRA) keeps ``"target"``.
 
 The residual model's ``x̂_0`` loss is the velocity loss weighted by ``σ²`` (``x̂_0 − x_0 = −σ·(v̂ − v)``): it
 measures the error of the image the sampler returns, equally at every noise level, instead of exploding
