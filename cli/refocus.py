@@ -39,10 +39,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--family", default=None, choices=("flux1-kontext-dev", "flux1-dev"),
                    help="family of a FLUX single-file base (default: guessed from its name)")
     p.add_argument("--steps", type=int, default=28, help="sampling steps (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="FLUX models: noise seed; the toy is deterministic (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=2.5, help="FLUX distilled guidance (default: %(default)s)")
     p.add_argument("--denoise", type=float, default=0.5,
-                   help="DiT models: how far the refinement may move from the physics estimate, 0..1 (default: %(default)s)")
+                   help="FLUX models: how far the refinement may move from the physics estimate, 0..1; the toy "
+                        "ignores it (default: %(default)s)")
     p.add_argument("--tile", type=int, default=0,
                    help="tile size px; 0 = automatic (above 1.5x the trained size), -1 = never tile (default: %(default)s)")
     p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"), help="compute precision")

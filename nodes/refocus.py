@@ -198,13 +198,15 @@ class Refocus(io.ComfyNode):
                 io.Int.Input(id="steps", default=28, min=1, max=200,
                              tooltip="DiT models only: sampling steps (FLUX default 28)."),
                 io.Int.Input(id="seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="DiT models only: noise seed; the same seed gives the same image."),
+                             tooltip=("FLUX models only: noise seed; the same seed gives the same image (the "
+                                      "bundled toy is a deterministic correction of physics: no seed).")),
                 io.Float.Input(id="guidance", default=2.5, min=0.0, max=10.0, step=0.1,
                                tooltip="FLUX models only: distilled guidance (Kontext default 2.5)."),
                 io.Float.Input(id="denoise", default=0.5, min=0.01, max=1.0, step=0.01,
-                               tooltip=("DiT models only: how far the DiT may move from the physics estimate "
+                               tooltip=("FLUX models only: how far the DiT may move from the physics estimate "
                                         "(its refinement starts from the estimate noised to this level). Low = "
-                                        "close to physics, 1 = from pure noise.")),
+                                        "close to physics, 1 = from pure noise. The bundled toy is a deterministic "
+                                        "correction of physics and ignores it.")),
                 io.Combo.Input(id="tiling", options=["auto", "off", "on"], default="auto",
                                tooltip=("DiT models only: auto = tiled denoising when the image is over 1.5x the "
                                         "model's trained size; on = always (tile_size); off = one pass.")),
