@@ -121,6 +121,8 @@ def refocus_loss(model, batch: Dict[str, torch.Tensor], generator: torch.Generat
     """
     from ..core.dit.conditions import build_camera_map
 
+    if noise_from not in NOISE_FROM:   # before any encoding
+        raise ValueError(f"noise_from must be one of {NOISE_FROM}, got {noise_from!r}")
     device = device or torch.device("cpu")
     cfg = model.config
     b = batch["reference"].shape[0]
@@ -142,8 +144,6 @@ def refocus_loss(model, batch: Dict[str, torch.Tensor], generator: torch.Generat
     sigma = training_sigmas(b, generator, image_seq_len=tokens if shift else None, **ts)
     noise = torch.randn(x01.shape, generator=generator).to(device)
     s = dev(sigma).view(-1, 1, 1, 1)
-    if noise_from not in NOISE_FROM:
-        raise ValueError(f"noise_from must be one of {NOISE_FROM}, got {noise_from!r}")
     start1, start2 = (ref1, ref2) if noise_from == "reference" else (x01, x02)
     xt1 = (1 - s) * start1 + s * noise
     xt2 = (1 - s) * start2 + s * noise
