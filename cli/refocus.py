@@ -18,7 +18,7 @@ from .args import check_number, check_outputs, model_name, parse_point, require_
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("refocus", help="refocus an image with the DiT refocus model",
+    p = sub.add_parser("refocus", help="refocus an image file (physics by default; a DiT model refines it)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", help="input image (PNG/JPEG/...)")
     p.add_argument("--depth", required=True, help="disparity image of the same size, near = white (8/16-bit PNG)")
