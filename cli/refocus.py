@@ -32,7 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="where the input is sharp now, 'x,y' normalised; default: estimated from the image")
     p.add_argument("--input-level", type=float, default=None,
                    help="the input's own bokeh level (0 = all in focus: use it for a picture sharp everywhere, "
-                        "which a soft look can make read as blurred); default: estimated from the image")
+                        "which a soft look can make read as blurred); default: estimated from the image (least "
+                        "reliable on a generated image's fake bokeh: set it if you can)")
     p.add_argument("--all-in-focus", default=None, help="also write the all-in-focus estimate (PNG) here")
     p.add_argument("--vae", default=None, help="FLUX VAE (ae.safetensors or a diffusers folder)")
     p.add_argument("--lora", default=None, help="DiffCamera refocus LoRA (.safetensors)")

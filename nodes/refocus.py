@@ -219,7 +219,9 @@ class Refocus(io.ComfyNode):
                                tooltip=("Optional: the input's own bokeh level (same scale as bokeh_level; 0 = the "
                                         "input is all in focus: set 0 for a text-to-image output that is sharp "
                                         "everywhere, which a soft look can make read as blurred). -1 = estimate it "
-                                        "from the image and its depth.")),
+                                        "from the image and its depth; the estimate is least reliable on a generated "
+                                        "image's fake bokeh, where a level read too high makes rings: set it if you "
+                                        "can.")),
                 io.Model.Input(id="flux_model", optional=True,
                                tooltip=("Optional: the FLUX MODEL your graph already loaded (Load Diffusion Model, "
                                         "fp8/GGUF/...): the refinement runs on it with the DiffCamera LoRA applied "
