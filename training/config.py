@@ -30,6 +30,13 @@ LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 
+def check_noise_from(value: str) -> str:
+    """``value`` is one of :data:`NOISE_FROM`, else ``ValueError`` naming ``noise_from`` (the config and the loss)."""
+    if value not in NOISE_FROM:
+        raise ValueError(f"noise_from must be one of {NOISE_FROM}, got {value!r}")
+    return value
+
+
 @dataclass
 class TrainConfig:
     """Everything one training run needs.
@@ -158,8 +165,7 @@ class TrainConfig:
             raise ValueError(f"depth_dropout is a probability in 0..1, got {self.depth_dropout}")
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
             raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {self.timestep_sampling!r}")
-        if self.noise_from not in NOISE_FROM:
-            raise ValueError(f"noise_from must be one of {NOISE_FROM}, got {self.noise_from!r}")
+        check_noise_from(self.noise_from)
         if not 0.0 < self.denoise_max <= 1.0:
             raise ValueError(f"denoise_max must be in (0, 1], got {self.denoise_max}")
         if self.lambda_stack < 0:

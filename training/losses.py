@@ -65,7 +65,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from .config import NOISE_FROM
+from .config import check_noise_from
 
 
 def training_sigmas(batch: int, generator: torch.Generator, *, sampling: str = "logit_normal", mean: float = 0.0,
@@ -121,8 +121,7 @@ def refocus_loss(model, batch: Dict[str, torch.Tensor], generator: torch.Generat
     """
     from ..core.dit.conditions import build_camera_map
 
-    if noise_from not in NOISE_FROM:   # before any encoding
-        raise ValueError(f"noise_from must be one of {NOISE_FROM}, got {noise_from!r}")
+    check_noise_from(noise_from)   # before any encoding
     device = device or torch.device("cpu")
     cfg = model.config
     b = batch["reference"].shape[0]
